@@ -36,10 +36,11 @@ def rule_message(rule: str, f: RuleFacts, plan: ParallelPlan) -> str:
             return f"ep {plan.ep} and etp {plan.etp} need an MoE model; this model is dense (use ep 1, etp 1)"
         return f"num_experts {f.num_experts} is not divisible by ep {plan.ep} (Megatron: num_experts % EP == 0)"
     if rule == "expert_replicas":
-        return (f"dp_replicate {plan.dp_replicate} (HSDP) on an MoE model is not modelled: the frameworks shard the "
-                "routed experts' states within one replica, over edp / dp_replicate ranks (Megatron's intra-partial "
-                "expert data-parallel group, parallel_state.py, which asserts dp_replicate divides edp; torchtitan's "
-                f"efsdp mesh), where sp-plan counts all edp {plan.edp}; use dp_replicate 1")
+        return (f"dp_replicate {plan.dp_replicate} (HSDP) does not divide the expert-data-parallel degree edp "
+                f"{plan.edp} = {plan.world_size // plan.pp} GPUs a stage / (ep {plan.ep} x etp {plan.etp}): the "
+                "routed experts shard over edp / dp_replicate ranks (Megatron asserts edp % "
+                "num_distributed_optimizer_instances == 0, parallel_state.py); use a dp_replicate that divides "
+                f"{plan.edp}, or a smaller ep x etp")
     if rule == "expert_grid":
         return (f"ep*etp = {plan.ep}*{plan.etp} does not divide the {plan.world_size // plan.pp} GPUs of a "
                 "pipeline stage (Megatron: world % (ETP*EP*PP) == 0)")

@@ -141,12 +141,13 @@ def _breaks_deepep_group(deepep, d, **_):
 
 def _breaks_expert_replicas(num_experts, d, **_):
     # HSDP over routed experts: Megatron-Core shards their states over the intra-partial expert
-    # data-parallel group, edp / dp_replicate ranks (parallel_state.py initialize_model_parallel,
-    # d98e8a6 lines 1447-1451 and core_v0.16.1: it asserts edp % num_distributed_optimizer_instances
-    # == 0; Megatron-FSDP's HSDP takes that group, mcore_fsdp_adapter.py _init_dist_index), and
-    # all-reduces the shards over the replicas. The cost model shards them over the whole edp group
-    # (cost.stage_states, cost.comm): not modelled, so refused.
-    return (num_experts > 0) & (_get(d, "dp_replicate") > 1)
+    # data-parallel group, edp / dp_replicate ranks, and all-reduces the shards over the replicas
+    # (parallel_state.py initialize_model_parallel, d98e8a6 lines 1447-1451, which asserts
+    # edp % num_distributed_optimizer_instances == 0; cost.fsdp.expert_shard_size). torchtitan's
+    # efsdp = dp_shard*cp*tp // (ep*etp) needs the same (flags.experts).
+    ranks_per_stage = _get(d, "dp") * _get(d, "ring") * _get(d, "ulysses") * _get(d, "tp")
+    edp = ranks_per_stage // (_get(d, "ep") * _get(d, "etp"))
+    return (num_experts > 0) & (edp % _get(d, "dp_replicate") != 0)
 
 
 RULE_CHECKS: dict[str, Callable[..., Any]] = {

@@ -58,7 +58,8 @@ def test_masks_equal_violations_and_every_rule_fires(model, workload, world):
                       enumerate_candidates(workload, world, Pins(pp=1, dp=1, recompute="mla_up_proj"), axes=axes),
                       enumerate_candidates(workload, world, Pins(pp=1, dp=1, recompute="moe_act"), axes=axes),
                       enumerate_candidates(workload, world, Pins(pp=1, dp=1, recompute="mlp"), axes=axes),
-                      # HSDP replicas break expert_replicas on the MoE model (never on a dense one).
+                      # HSDP replicas that do not divide edp break expert_replicas on the MoE model (never on a
+                      # dense one).
                       enumerate_candidates(workload, world, Pins(pp=1, zero=3, dp_replicate=2), axes=axes))
     masks = rule_masks(model, workload, columns)
     n = len(columns)
@@ -107,11 +108,11 @@ def test_the_mlp_width_splits_evenly_over_tp_and_an_experts_over_etp():
     assert expert["ffn"].startswith("an expert's hidden width 768 is not divisible by etp 5")
 
 
-def test_hsdp_replicas_over_routed_experts_are_refused_as_not_modelled():
+def test_hsdp_replicas_over_routed_experts_must_divide_edp():
     # Megatron-Core shards the routed experts' states over edp / dp_replicate ranks (parallel_state.py
-    # intra-partial expert data-parallel group, asserting dp_replicate divides edp), the cost model over
-    # all edp: Qwen3-30B-A3B at tp 1 x ulysses 4 x ring 2 x dp 4 x ep 32 on 32 GPUs has edp 1, which
-    # Megatron refuses with 4 distributed-optimizer instances, and it was planned at 46.7 GiB a GPU.
+    # intra-partial expert data-parallel group, asserting dp_replicate divides edp): Qwen3-30B-A3B at
+    # tp 1 x ulysses 4 x ring 2 x dp 4 x ep 32 on 32 GPUs has edp 32 / 32 = 1, which 4 replicas
+    # cannot split; ep 8 leaves edp 4, which they can (one expert shard rank a replica).
     from sp_planner.plan import ParallelPlan
 
     qwen, llama = load_model("Qwen3-30B-A3B"), load_model("Llama-3-8B")
@@ -119,11 +120,11 @@ def test_hsdp_replicas_over_routed_experts_are_refused_as_not_modelled():
     hsdp = ParallelPlan(tp=1, ulysses=4, ring=2, dp=4, ep=32, etp=1, zero=3, dp_replicate=4)
     messages = {v.rule: v.message for v in violations(hsdp, qwen, work)}
     assert messages["expert_replicas"] == (
-        "dp_replicate 4 (HSDP) on an MoE model is not modelled: the frameworks shard the routed experts' states "
-        "within one replica, over edp / dp_replicate ranks (Megatron's intra-partial expert data-parallel group, "
-        "parallel_state.py, which asserts dp_replicate divides edp; torchtitan's efsdp mesh), where sp-plan counts "
-        "all edp 1; use dp_replicate 1")
-    assert "expert_replicas" not in {v.rule for v in violations(hsdp.model_copy(update={"dp_replicate": 1}), qwen,
-                                                                  work)}
+        "dp_replicate 4 (HSDP) does not divide the expert-data-parallel degree edp 1 = 32 GPUs a stage / (ep 32 x "
+        "etp 1): the routed experts shard over edp / dp_replicate ranks (Megatron asserts edp % "
+        "num_distributed_optimizer_instances == 0, parallel_state.py); use a dp_replicate that divides 1, or a "
+        "smaller ep x etp")
+    for fits in (hsdp.model_copy(update={"dp_replicate": 1}), hsdp.model_copy(update={"ep": 8})):
+        assert "expert_replicas" not in {v.rule for v in violations(fits, qwen, work)}
     dense = ParallelPlan(tp=1, ulysses=4, ring=2, dp=4, zero=3, dp_replicate=4)
     assert "expert_replicas" not in {v.rule for v in violations(dense, llama, work)}

@@ -24,8 +24,10 @@ once a step (cost.fsdp.root_gathers_per_micro_batch), and in a torch.distributed
 pipeline each ZeRO-3 stage reduces once a step and gathers in its first forward and, resharding
 after forward, every backward (cost.fsdp.stage_synced). Under HSDP (dp_replicate > 1) the ZeRO group is dp_shard x cp
 and each reduce-scatter of gradients is followed by an all-reduce of the shard across the
-replicas (cost.fsdp). All-gather CP moves the ring axis' K/V with an all-gather (forward, and
-again in backward) and dK/dV with a reduce-scatter instead of P2P (attention_comm).
+replicas (cost.fsdp); the routed experts' likewise over edp / dp_replicate, their shard
+all-reduced over the same replica ranks (cost.fsdp.expert_shard_size). All-gather CP moves the
+ring axis' K/V with an all-gather (forward, and again in backward) and dK/dV with a
+reduce-scatter instead of P2P (attention_comm).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from sp_planner.cost.attention_comm import (
     ulysses_bytes_per_layer,
 )
 from sp_planner.cost.fsdp import (
+    expert_shard_size,
     grad_reduces_per_step,
     param_gathers_per_step,
     replicate_stride,
@@ -162,7 +165,7 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
     tp_ag_sent = np.where(elem.grad == elem.fwd, same, by_tensor)
     pp_sent = np.where(pp > 1, 2 * (gathered // tp), 0)
 
-    zgroup, edp = shard_group_size(c), c.edp
+    zgroup, eshard = shard_group_size(c), expert_shard_size(c)
     # The first stage's GPU, with its layers of the split (uneven stages included) and its own MoE
     # layers (cost.stage_params).
     own = stage_params(model, tp, pp, c.ep, c.etp, stages, stage_moe_counts(model, workload.seq_len, c, stages))
@@ -195,12 +198,13 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
         layer_gathered = np.asarray(dense_gathered).astype(np.int64) - root
         params_ag = np.where(once, gathers * (layer_gathered * (zgroup - 1) // zgroup)
                              + root * (zgroup - 1) // zgroup, params_ag)
-    expert_rs, expert_ag = reductions(experts, edp, np.asarray(gathered_bytes(states, c.precision, zero,
+    expert_rs, expert_ag = reductions(experts, eshard, np.asarray(gathered_bytes(states, c.precision, zero,
                                                                               reshard_after_forward(c), experts,
                                                                               experts)))
-    # HSDP: all-reduce of this rank's gradient shard over dp_replicate ranks (sent 2(r-1)/r).
+    # HSDP: all-reduce of this rank's gradient shards, the dense one's and the routed experts',
+    # over dp_replicate ranks (sent 2(r-1)/r; one replica group serves both, cost.fsdp).
     rep = c.dp_replicate
-    replica_ar = 2 * (grad_bytes * params // zgroup) * (rep - 1) // rep * rounds
+    replica_ar = 2 * (grad_bytes * params // zgroup + grad_bytes * experts // eshard) * (rep - 1) // rep * rounds
     # MoE: dispatch + combine forward and backward, each the rank's token copies (top_k of its n/tp
     # tokens, x the busiest rank's load: imbalance or capacity) less the share it keeps; etp gathers them.
     tokens = b * (workload.seq_len // group_size(c, CP_AXES)) // tp
@@ -230,7 +234,7 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
     gpn = gpus_per_node
     # A dense model has no routed experts, so no expert-DP collective: its link is none, as for any
     # collective a plan does not run (not the edp group's span).
-    expert_group = np.where(experts > 0, edp, 1)
+    expert_group = np.where(experts > 0, eshard, 1)
     dp_cp_stride = group_stride(c, DP_CP_AXES)
     links = PerCollective(
         ulysses_all_to_all=group_link(u, axis_stride(c, "ulysses"), gpn),

@@ -6,8 +6,9 @@ and NCCL's ring latency (cost.links). Bytes follow cost.comm: gradients reduce-s
 framework's width (cost.states; all-reduced under ZeRO-0, sending twice the share), bf16
 parameters gathered (per-tensor FP8 GEMM weights in FP8 under --fp8-param-gather,
 cost.fp8_params); routed experts
-over the expert-data-parallel group; under HSDP each reduce-scatter's shard then all-reduced
-over the replicas (cost.fsdp), one call per bucket or unit as well.
+over the expert-data-parallel group (edp / dp_replicate ranks under HSDP); under HSDP each
+reduce-scatter's shard, dense or expert, then all-reduced over the replicas (cost.fsdp), one call
+per bucket or unit as well.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 
 from sp_planner.cost.buckets import BucketCounts, bucket_counts
 from sp_planner.cost.fp8_params import gather_bytes_per_gemm_param, unit_gather_width
-from sp_planner.cost.fsdp import replicate_stride, shard_group_size
+from sp_planner.cost.fsdp import expert_shard_size, replicate_stride, shard_group_size
 from sp_planner.cost.collective_sizes import ring_tensor_bytes, sized
 from sp_planner.cost.links import INTRA, group_link, ring_alpha_beta_s, ring_latency_s, ring_steps
 from sp_planner.cost.nccl_protocols import SIMPLE, fastest_ring
@@ -50,7 +51,7 @@ def priced_rows(model: ModelSpec, hardware: HardwareProfile, c, *, stages: Stage
     grad_bytes, param_bytes = states.grad_bytes, states.compute_param_bytes
     tp, pp, ep, etp = c.tp, c.pp, c.ep, c.etp
     zgroup, zstride = shard_group_size(c), group_stride(c, DP_CP_AXES)
-    edp, edp_stride = c.edp, axis_stride(c, "edp")
+    eshard, edp_stride = expert_shard_size(c), axis_stride(c, "edp")
     rep, rep_stride = c.dp_replicate, replicate_stride(c)
     per_layer = layer_params_per_rank(model, tp, ep, etp)
     expert_layer = expert_params_per_rank(model, 1, ep, etp, layers=1)
@@ -61,7 +62,7 @@ def priced_rows(model: ModelSpec, hardware: HardwareProfile, c, *, stages: Stage
     # once per collective and group, then price every call from them, times the slowdown at the
     # call's own size inside a node (cost.collective_sizes).
     terms: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
-    where = {"dense": (zgroup, zstride), "expert": (edp, edp_stride), "replica": (rep, rep_stride)}
+    where = {"dense": (zgroup, zstride), "expert": (eshard, edp_stride), "replica": (rep, rep_stride)}
     inside = {name: group_link(size, stride, gpn) == INTRA for name, (size, stride) in where.items()}
 
     def ring_terms(kind: str, size, stride) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -100,7 +101,7 @@ def priced_rows(model: ModelSpec, hardware: HardwareProfile, c, *, stages: Stage
         """Reduce-scatter of gradients, then HSDP's all-reduce of the shard over the replicas."""
         rs = (calls("reduce_scatter", grad_bytes, dense_params, dense_count, "dense")
               + calls("reduce_scatter", grad_bytes, expert_params, expert_count, "expert"))
-        shard = dense_params / zgroup + expert_params / edp
+        shard = dense_params / zgroup + expert_params / eshard
         return rs + calls("all_reduce", 2 * grad_bytes, shard, dense_count + expert_count, "replica")
 
     def both(kind, bytes_per_param, dense_params, dense_count, expert_params, expert_count):

@@ -8,6 +8,16 @@ shard group is dp_shard x cp adjacent ranks at tp's stride and one replicate gro
 whole shard groups. Gradients are reduce-scattered inside the shard group and the shard then
 all-reduced across replicas (FSDP2 HSDP: reduce-scatter + all-reduce, torch
 `_fsdp_collectives.foreach_reduce`).
+
+The routed experts do the same on the expert grid (layout.EXPERT_GRID_ORDER): Megatron-Core
+splits each expert-data-parallel (edp) group into num_distributed_optimizer_instances = dp_replicate
+runs of edp / dp_replicate consecutive members, the intra-partial group that shards their states,
+and the members dp_replicate runs apart, the inter-partial group that all-reduces the shards
+(parallel_state.py initialize_model_parallel and create_hierarchical_groups, Megatron-LM d98e8a6
+lines 1447-1497 and 378-434; it asserts edp % dp_replicate == 0). Megatron-FSDP's HSDP takes the
+same groups (mcore_fsdp_adapter.py _init_dist_index). An inter-partial group's members are
+edp / dp_replicate x ep x etp = world / (pp x dp_replicate) ranks apart, as a dense replicate
+group's (dp_shard x cp x tp): the same ranks, so one replica all-reduce prices both.
 """
 
 from __future__ import annotations
@@ -32,6 +42,13 @@ def shard_group_size(c):
 def replicate_stride(c):
     """Distance in global rank between neighbours of one replicate group (whole shard groups)."""
     return axis_stride(c, "dp") * dp_shard(c)
+
+
+def expert_shard_size(c):
+    """Ranks that shard the routed experts' states: edp / dp_replicate (Megatron's intra-partial
+    expert data-parallel group; module docstring). At least 1 on candidates where dp_replicate does
+    not divide edp (the expert_replicas rule's breakers), so that no term divides by zero."""
+    return np.maximum(c.edp // c.dp_replicate, 1)
 
 
 def param_gathers_per_micro_batch(c):

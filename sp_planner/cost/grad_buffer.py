@@ -199,8 +199,10 @@ def optimizer_step_bytes(states: TrainingStates, sync: GradSync | None, c, *, pa
     wrapper's passes above; `params` the rank's, `experts` its routed-expert share, `edp` the
     expert-data-parallel group. The analytic model and the simulator both call this."""
     zero = np.asarray(c.zero)
-    # ZeRO shards the routed experts over edp and the rest over dp_shard x cp (cost.moe, cost.fsdp).
-    shard = (params - experts) / np.where(zero >= 1, shard_group_size(c), 1) + experts / np.where(zero >= 1, edp, 1)
+    # ZeRO shards the routed experts over edp / dp_replicate and the rest over dp_shard x cp
+    # (cost.moe, cost.fsdp.expert_shard_size); `edp` is the whole group, over which they reduce.
+    eshard = np.maximum(np.asarray(edp) // np.asarray(c.dp_replicate), 1)
+    shard = (params - experts) / np.where(zero >= 1, shard_group_size(c), 1) + experts / np.where(zero >= 1, eshard, 1)
     # Adam's moments in bf16 where the plan says so (cost.states.optimizer_bytes_per_param).
     held = optimizer_bytes_per_param(states, c.adam_moments_bf16, c.master_as_remainder)
     adam = optimizer_step_bytes_per_param(states, held) * shard

@@ -16,6 +16,8 @@ Sources (shared reference attention_kernels_and_cp_costs.md section 5):
 - Expert parallelism (ep > 1 or etp > 1): Megatron-Core's expert RankGenerator adds an ep, an
   etp and an expert-data-parallel (edp) group (parallel_state.initialize_model_parallel), one
   communicator each where its degree is > 1; the token dispatch all-to-all runs over the ep group.
+  Under HSDP the experts' gradient and ZeRO traffic runs over the intra-partial expert group
+  (edp / dp_replicate) and the replicas' group (cost.fsdp.expert_shard_size), in edp's place.
 - Point-to-point connections: NCCL connects each peer a rank sends to with p2pnChannelsPerPeer
   channels, each holding buffers of 10,485,760 + 2,097,152 B (on 8 x H100 the first
   all_to_all_single took a GPU from 1.06 to 4.34 GB, 32 channels per GPU pair; NVIDIA/nccl#1685).
@@ -47,7 +49,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sp_planner.cost.fsdp import shard_group_size
+from sp_planner.cost.fsdp import expert_shard_size, shard_group_size
 from sp_planner.cost.families import BLACKWELL_FAMILIES, PROFILE_FAMILY, profile_key
 from sp_planner.cost.links import INTER, INTRA, group_link
 from sp_planner.layout import DP_CP_AXES, axis_stride, group_size
@@ -143,6 +145,9 @@ def runtime_bytes(hardware: HardwareProfile, c: Candidates, *, domain_gpus: int,
     nccl = nccl + gradient_groups
     expert_parallel = (np.asarray(c.ep) > 1) | (np.asarray(c.etp) > 1)
     expert_groups = sum(_communicator_bytes(getattr(c, axis)) for axis in EXPERT_COMMUNICATOR_AXES)
+    expert_groups = expert_groups + np.where(
+        hsdp, _communicator_bytes(expert_shard_size(c)) + _communicator_bytes(c.dp_replicate)
+        - _communicator_bytes(c.edp), 0.0)
     nccl = nccl + np.where(expert_parallel, expert_groups, 0.0)
     peers = p2p_peer_bytes(hardware, c, domain_gpus, nccl_dispatch=nccl_dispatch)
     total = CUDA_CONTEXT_BYTES + workspace + nccl + peers + hardware.memory_reserve_bytes

@@ -39,7 +39,7 @@ from __future__ import annotations
 import numpy as np
 
 from sp_planner.cost.fp8_params import fp8_params_active, sharded_fp8_params, torch_fsdp2_casts
-from sp_planner.cost.fsdp import shard_group_size
+from sp_planner.cost.fsdp import expert_shard_size, shard_group_size
 from sp_planner.cost.precision import FP8_ELEM_BYTES, SCALING_STATE_BYTES_PER_LAYER, fp8_weight_bytes_per_param
 from sp_planner.cost.stage_params import StageParams
 from sp_planner.cost.states import (
@@ -66,7 +66,7 @@ def stage_state_bytes(model: ModelSpec, hardware: HardwareProfile, c: Candidates
     `stages` its layers; `caches_weight_casts`: the linears keep FP8 copies of their weights
     across micro-batches (TpGathers.caches_weight_casts; module docstring)."""
     zero = c.zero
-    zgroup = shard_group_size(c)
+    zgroup, eshard = shard_group_size(c), expert_shard_size(c)
     # A whole bf16 copy beside the stored parameters (gathered and kept for backward, cost.states).
     kept = whole_compute_copy(states, zero, c.reshard)
     # ZeRO-3's root unit on each stage (module docstring): its non-layer parameters, gathered and
@@ -101,16 +101,17 @@ def stage_state_bytes(model: ModelSpec, hardware: HardwareProfile, c: Candidates
         # Its GEMM weights: its layers' less their norms, and the MTP depths' among its root ones.
         stage_gemm = params - root - layers * model.norm_params_per_layer + own.root_gemm[at]
         # Routed experts of the stage's layers are sharded by ZeRO over the expert-data-parallel
-        # group (cost.moe), the rest over dp x cp.
+        # group (cost.moe), edp / dp_replicate ranks under HSDP (cost.fsdp.expert_shard_size), the
+        # rest over the ZeRO group.
         dense_states = sharded_state_bytes(states, zero, params - experts, zgroup, optimizer_per_param)
-        expert_states = sharded_state_bytes(states, zero, experts, c.edp, optimizer_per_param)
+        expert_states = sharded_state_bytes(states, zero, experts, eshard, optimizer_per_param)
         p_stored, g_stored, optimizer = (d + e for d, e in zip(dense_states, expert_states))
         bf16 = states.compute_param_bytes
         fp8 = (np.where(fp8_shards, 0.0, fp8_per_param * stage_gemm)
                + layers * np.where(c.precision != 0, SCALING_STATE_BYTES_PER_LAYER, 0))
         # Megatron-FSDP's FP8 shards: the GEMM weights' share of the stored shard in 1 B (the
         # experts' over edp, the rest over the ZeRO group), and a kept gathered copy likewise.
-        gemm_shard = (stage_gemm - experts) / zgroup + experts / c.edp
+        gemm_shard = (stage_gemm - experts) / zgroup + experts / eshard
         saved = (states.param_bytes - FP8_ELEM_BYTES) * gemm_shard
         kept_bytes = bf16 * params - np.where(fp8_shards, (bf16 - FP8_ELEM_BYTES) * stage_gemm, 0.0)
         p = (p_stored + np.where(kept, kept_bytes, 0.0) + np.where(root_gathered, bf16 * root, 0.0) + fp8

@@ -114,8 +114,8 @@ def suggest_fits(
     if pins.zero is not None and pins.zero != 3:
         offer("zero", "--zero 3", "with --zero 3 parameters, gradients and optimizer state are sharded",
               best_fit(changes={"zero": 3}))
-    # HSDP replicas hold whole copies of the states, and an MoE model cannot have them at all (plan
-    # rule expert_replicas): one replica shards over every data-parallel rank.
+    # HSDP replicas hold whole copies of the states (the routed experts' too, cost.fsdp): one
+    # replica shards over every data-parallel rank.
     if pins.dp_replicate is not None and pins.dp_replicate > 1:
         offer("dp_replicate", "--dp-replicate 1", "with --dp-replicate 1 ZeRO shards over every data-parallel rank "
               "(no HSDP replicas)", best_fit(changes={"dp_replicate": 1}))

@@ -31,7 +31,7 @@ PRUNE_REASONS: dict[str, str] = {
     "moe_act": "recompute moe_act on a model without MoE layers",
     "mlp": "recompute mlp on a model without dense layers",
     "deepep_group": "etp x ep is a group size DeepEP has no config for",
-    "expert_replicas": "HSDP replicas over routed experts (not modelled)",
+    "expert_replicas": "HSDP replicas do not divide the expert-DP degree",
     "oom": "peak memory above the GPU's HBM",
 }
 

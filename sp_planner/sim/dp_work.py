@@ -71,7 +71,7 @@ def _merge(layouts: tuple[BucketLayout, BucketLayout], timed: Callable[[float, b
 
 
 def dp_calls(phase: Phase, hardware: HardwareProfile, model: ModelSpec, plan: ParallelPlan, stages: StageLayers,
-             layers_of: list[int], groups: dict[str, np.ndarray], zgroups: np.ndarray, replicas: np.ndarray,
+             layers_of: list[int], zgroups: np.ndarray, replicas: np.ndarray, egroups: np.ndarray,
              runtime: Runtime, *, seq_len: int
              ) -> tuple[tuple[DPCalls, ...], tuple[DPCalls, ...], tuple[float, ...], float]:
     """(reduce calls per stage, gather calls per stage, each stage's gather from the step's start
@@ -85,7 +85,9 @@ def dp_calls(phase: Phase, hardware: HardwareProfile, model: ModelSpec, plan: Pa
     tp, ep, etp, zero = plan.tp, plan.ep, plan.etp, plan.zero
     overlap = runtime.overlap
     grad_bytes = runtime.states.grad_bytes
-    z, edp, rep = zgroups.shape[1], groups["edp"].shape[1], plan.dp_replicate
+    # The routed experts shard over `egroups` (edp / dp_replicate ranks under HSDP, sim.step_work);
+    # their shards' all-reduce runs over the dense shards' replica groups, the same ranks (cost.fsdp).
+    z, edp, rep = zgroups.shape[1], egroups.shape[1], plan.dp_replicate
     own = stage_params(model, tp, plan.pp, ep, etp, stages, stage_moe_counts(model, seq_len, plan, stages))
     params, experts = float(np.ravel(own.params[0])[0]), float(np.ravel(own.experts[0])[0])
     dense = params - experts
@@ -100,7 +102,7 @@ def dp_calls(phase: Phase, hardware: HardwareProfile, model: ModelSpec, plan: Pa
     if zero == 0:
         ar = phase("dp grad all-reduce", zgroups, share(2 * grad_bytes * dense, z), "ring", "all_reduce", rounds=2,
                    one_call=False)
-        ear = phase("edp grad all-reduce", groups["edp"], share(2 * grad_bytes * experts, edp), "ring", "all_reduce",
+        ear = phase("edp grad all-reduce", egroups, share(2 * grad_bytes * experts, edp), "ring", "all_reduce",
                     rounds=2, one_call=False)
 
         def reduce_time(n: float, expert: bool) -> float:
@@ -110,7 +112,7 @@ def dp_calls(phase: Phase, hardware: HardwareProfile, model: ModelSpec, plan: Pa
     else:
         rs = phase("dp grad reduce-scatter", zgroups, share(grad_bytes * dense, z), "ring", "reduce_scatter",
                    one_call=False)
-        ers = phase("edp grad reduce-scatter", groups["edp"], share(grad_bytes * experts, edp), "ring",
+        ers = phase("edp grad reduce-scatter", egroups, share(grad_bytes * experts, edp), "ring",
                     "reduce_scatter", one_call=False)
         # HSDP: each call's gradient shard then all-reduced across the replicas (cost.fsdp).
         shard = dense / z
@@ -122,7 +124,7 @@ def dp_calls(phase: Phase, hardware: HardwareProfile, model: ModelSpec, plan: Pa
         dense_gathered = float(gathered_bytes(runtime.states, code, zero, reshard, dense, dense_gemm))
         experts_gathered = float(gathered_bytes(runtime.states, code, zero, reshard, experts, experts))
         ag = phase("dp param all-gather", zgroups, share(dense_gathered, z), "ring", "all_gather", one_call=False)
-        eag = phase("edp param all-gather", groups["edp"], share(experts_gathered, edp), "ring", "all_gather",
+        eag = phase("edp param all-gather", egroups, share(experts_gathered, edp), "ring", "all_gather",
                     one_call=False)
 
         def reduce_time(n: float, expert: bool) -> float:

@@ -71,6 +71,15 @@ def shard_and_replicate_groups(plan: ParallelPlan) -> tuple[np.ndarray, np.ndarr
     return shard, replicate
 
 
+def expert_shard_groups(plan: ParallelPlan, edp_groups: np.ndarray) -> np.ndarray:
+    """HSDP's expert shard groups (cost.fsdp.expert_shard_size): each expert-data-parallel group,
+    ranks ascending, split into dp_replicate runs of edp / dp_replicate consecutive members
+    (Megatron's intra-partial expert groups, parallel_state.create_hierarchical_groups level 0).
+    Their replicate groups are shard_and_replicate_groups' (the same ranks, cost.fsdp)."""
+    # (pp*ep*etp, edp) -> (pp*ep*etp*dp_replicate, edp/dp_replicate)
+    return edp_groups.reshape(-1, edp_groups.shape[1] // plan.dp_replicate)
+
+
 def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: ParallelPlan,
               runtime: Runtime = MEGATRON_RUNTIME) -> tuple[StepWork, list[PhaseResult]]:
     hw = cluster.hardware
@@ -175,8 +184,9 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     # each a call of its own (sim.dp_work, cost.buckets).
     zgroups, replicas = shard_and_replicate_groups(plan)
     layers_of = [int(n) for n in _each_stage(stages.first, stages.middle, stages.last, pp)]
-    dp_reduce, dp_gather, early, after_step = dp_calls(phase_result, hw, model, plan, stages, layers_of, groups,
-                                                       zgroups, replicas, runtime, seq_len=workload.seq_len)
+    dp_reduce, dp_gather, early, after_step = dp_calls(phase_result, hw, model, plan, stages, layers_of, zgroups,
+                                                       replicas, expert_shard_groups(plan, groups["edp"]), runtime,
+                                                       seq_len=workload.seq_len)
     # Adam over the rank's shard (cost.states) and the data-parallel wrapper's gradient passes
     # (cost.grad_buffer), each stage's own (first, middle ones, last).
     first_b, middle_b, last_b = stage_step_bytes(model, runtime.states, runtime.grad_sync, plan, stages=stages,

@@ -112,3 +112,12 @@ def test_hybridep_dispatch_opens_no_nccl_peer_connections():
     nccl = float(runtime_bytes(h100, c, domain_gpus=8)[0])
     hybridep = float(runtime_bytes(h100, c, domain_gpus=8, nccl_dispatch=False)[0])
     assert nccl - hybridep == pytest.approx(7 * 384 * 2**20)
+
+
+def test_hsdp_splits_the_expert_data_parallel_group_too():
+    h100 = load_hardware("h100-sxm")
+    # dp 16, ep 4: edp 4 (688 MB); 2 replicas put the experts' traffic on a shard pair and a
+    # replicate pair (544 MB each) instead, beside the dense groups' change (a shard group of 8,
+    # 688 MB, as dp's, and a replicate pair): 544 + 2 x 544 - 688 MB more.
+    plain = _bytes(h100, dp=16, ep=4, zero=1)
+    assert _bytes(h100, dp=16, ep=4, zero=1, dp_replicate=2) - plain == pytest.approx(544e6 + 2 * 544e6 - 688e6)

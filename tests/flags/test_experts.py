@@ -42,14 +42,25 @@ def test_torchtitan_refuses_an_expert_grid_it_cannot_fold():
     assert flags["megatron"].supported  # Megatron's expert grid is independent of tp
 
 
-def test_hsdp_replicas_over_routed_experts_are_refused_in_every_framework():
-    """torchtitan folds experts inside one HSDP replica (efsdp = dp_shard*cp*tp // (ep*etp), v0.2.2
-    parallel_dims.py build_mesh) and Megatron shards them over edp / dp_replicate (parallel_state.py):
-    the cost model shards them over all edp, so the plan rule expert_replicas refuses them first."""
-    for plan in (ParallelPlan(dp=8, dp_replicate=4, ep=4, zero=3), ParallelPlan(dp=8, dp_replicate=2, ep=4, zero=3),
-                 ParallelPlan(tp=2, dp=4, dp_replicate=2, ep=4, etp=2, zero=1)):
+def test_hsdp_replicas_over_routed_experts_are_expressed_where_they_divide_edp():
+    """Megatron shards routed experts over edp / dp_replicate (parallel_state.py intra-partial expert
+    group; --num-distributed-optimizer-instances), torchtitan over efsdp = dp_shard*cp*tp // (ep*etp)
+    inside one replica (v0.2.2 parallel_dims.py build_mesh; llama4/infra/parallelize.py apply_fsdp's
+    edp_mesh ["dp_replicate", "efsdp"], HSDP): dp 8, ep 4 has edp 2, which 2 replicas split and 4
+    cannot (the plan rule expert_replicas refuses that first, in every framework)."""
+    for plan in (ParallelPlan(dp=8, dp_replicate=4, ep=4, zero=3),
+                 ParallelPlan(tp=2, dp=4, dp_replicate=2, ep=4, etp=2, zero=1)):  # edp 8 / (4 x 2) = 1
         for name, flags in render_all(_request(plan, "0.2.2")).items():
-            assert not flags.supported and "(HSDP) on an MoE model is not modelled" in flags.reason, name
+            assert not flags.supported and "does not divide the expert-data-parallel degree" in flags.reason, name
+    for zero, megatron in ((3, "--use-megatron-fsdp"), (1, "--use-distributed-optimizer")):
+        flags = render_all(_request(ParallelPlan(dp=8, dp_replicate=2, ep=4, zero=zero), "0.2.2"))
+        assert flags["megatron"].supported and megatron in flags["megatron"].text
+        assert "--num-distributed-optimizer-instances 2" in flags["megatron"].text
+        titan = flags["torchtitan"]
+        assert titan.supported, titan.reason
+        for line in ("data_parallel_replicate_degree = 2", "data_parallel_shard_degree = 4",
+                     "expert_parallel_degree = 4"):
+            assert line in titan.text
     assert render_flags("torchtitan", _request(ParallelPlan(dp=8, ep=4, zero=3), "0.2.2")).supported
 
 

@@ -47,3 +47,30 @@ def test_the_instances_are_the_plans_shard_and_replicate_groups(plan):
         assert size == shard_group_size(plan)
         assert {b - a for first, second in zip(slices, slices[1:]) for a, b in zip(first, second)} == {
             replicate_stride(plan)}
+
+
+@pytest.mark.parametrize("plan", [
+    ParallelPlan(tp=2, dp=8, ep=4, dp_replicate=2),
+    ParallelPlan(tp=2, ring=2, dp=4, pp=2, ep=2, etp=2, dp_replicate=2),
+    ParallelPlan(dp=12, ep=2, dp_replicate=3),
+], ids=["tp2-ep4-r2", "usp-pp2-etp2-r2", "dp12-ep2-r3"])
+def test_the_instances_split_the_expert_data_parallel_groups_as_the_cost_model(plan):
+    # parallel_state.py (d98e8a6 lines 1447-1497) cuts each expert-data-parallel group of the
+    # expert RankGenerator with create_hierarchical_groups([edp / R, R]) (lines 378-434): level 0
+    # "(l s u) -> (l u) s" with u = 1 takes runs of edp / R members (the experts' shard groups),
+    # level 1 with u = edp / R the members edp / R apart (the replicas). Those are
+    # sim.step_work.expert_shard_groups' and, for the replicas, the dense replicate groups.
+    import numpy as np
+
+    from sp_planner.cost.fsdp import expert_shard_size
+    from sp_planner.sim.step_work import expert_shard_groups, shard_and_replicate_groups
+
+    experts = RankGenerator(tp=plan.etp, ep=plan.ep, dp=plan.edp, pp=plan.pp, cp=1, order="tp-cp-ep-dp-pp")
+    edp_groups = np.array(experts.get_ranks("dp"))
+    size = plan.edp // plan.dp_replicate
+    intra = [g[i * size:(i + 1) * size] for g in edp_groups.tolist() for i in range(plan.dp_replicate)]
+    inter = [g[j::size] for g in edp_groups.tolist() for j in range(size)]
+    assert size == expert_shard_size(plan)
+    assert sorted(intra) == sorted(expert_shard_groups(plan, edp_groups).tolist())
+    _, replicas = shard_and_replicate_groups(plan)
+    assert sorted(inter) == sorted(sorted(g) for g in replicas.tolist())

@@ -31,8 +31,8 @@ def test_every_stage_reduces_its_own_parameters(zero):
     plan = ParallelPlan(dp=8, pp=4, zero=zero)
     stages = stage_layers(MODEL.num_layers, 4, 0, 0)
     zgroups, edp = np.zeros((4, 8), dtype=np.int64), np.zeros((4, 8), dtype=np.int64)
-    reduce, _, _, _ = dp_calls(_phase, H, MODEL, plan, stages, [1, 1, 1, 1], {"edp": edp}, zgroups,
-                               np.zeros((32, 1), dtype=np.int64), MEGATRON_RUNTIME, seq_len=4096)
+    reduce, _, _, _ = dp_calls(_phase, H, MODEL, plan, stages, [1, 1, 1, 1], zgroups,
+                               np.zeros((32, 1), dtype=np.int64), edp, MEGATRON_RUNTIME, seq_len=4096)
     first, last = (float(p) for p in stage_params_per_rank(MODEL, 1, 4, stages))
     assert (first, last) == (LAYER + TABLE, LAYER + TABLE + H)
     assert [calls.total_s for calls in reduce] == pytest.approx([1.0, LAYER / first, LAYER / first, last / first])
@@ -59,6 +59,6 @@ def test_fp8_weights_are_gathered_in_fp8():
     for precision, nbytes in (("bf16", 2 * 132_648_960), ("fp8", 2 * 132_648_960 - 67_108_864),
                               ("mxfp8", 2 * 132_648_960)):  # MXFP8 weights are gathered in bf16
         plan = ParallelPlan(dp=8, pp=4, zero=1, precision=precision)
-        dp_calls(phase, H, MODEL, plan, stages, [1, 1, 1, 1], {"edp": edp}, zgroups,
-                 np.zeros((32, 1), dtype=np.int64), MEGATRON_RUNTIME, seq_len=4096)
+        dp_calls(phase, H, MODEL, plan, stages, [1, 1, 1, 1], zgroups,
+                 np.zeros((32, 1), dtype=np.int64), edp, MEGATRON_RUNTIME, seq_len=4096)
         assert sent["dp param all-gather"] == pytest.approx(nbytes * 7 / 8), precision
