@@ -34,6 +34,7 @@ from sp_planner.fileio import kind_of, read_structured, validate_as
 from sp_planner.cost.runtime import Runtime
 from sp_planner.flags import FlagChoices, release_runtime
 from sp_planner.flags.base import Framework
+from sp_planner.flags.flash_head_dim import te_runs_unfused
 from sp_planner.flags.torchtitan import VERSIONS
 from sp_planner.catalog.models import builtin_models
 from sp_planner.layout import EXPERT_GRID_ORDER, GRID_ORDER, GROUPS, groups_in_grid, rank_groups
@@ -114,9 +115,11 @@ class PlanFile(FrozenModel):
     @property
     def flag_choices(self) -> FlagChoices:
         """How sp-plan rendered the plan's flags: for its release, selecting the user's kernel choice,
-        else none (attention_kernel_chosen without a kernel named selects none)."""
+        else none (attention_kernel_chosen without a kernel named selects none), and whether
+        Transformer Engine runs the model's attention unfused on the file's GPU."""
         return FlagChoices(framework_version=self.framework_version,
-                           attention_kernel=self.attention_kernel if self.attention_kernel_chosen else None)
+                           attention_kernel=self.attention_kernel if self.attention_kernel_chosen else None,
+                           te_unfused_attention=te_runs_unfused(self.model, self.hardware))
 
     @property
     def runtime(self) -> Runtime:

@@ -18,8 +18,8 @@ PLAN = ParallelPlan(dp=2, pp=2, tp=2, ulysses=2, ring=2)  # 32 ranks
 
 
 def _plan_file(plan: ParallelPlan = PLAN, **fields) -> PlanFile:
-    return PlanFile(model=load_model("llama3-8b"), hardware=load_hardware("h100-sxm"),
-                    workload=Workload(seq_len=8192, global_batch=8), num_nodes=plan.world_size // 8,
+    fields = {"model": load_model("llama3-8b"), "hardware": load_hardware("h100-sxm"), **fields}
+    return PlanFile(workload=Workload(seq_len=8192, global_batch=8), num_nodes=plan.world_size // 8,
                     gpus_per_node=8, plan=plan, **fields)
 
 
@@ -327,6 +327,14 @@ def test_whether_the_user_chose_the_kernel_is_recorded_and_older_files_read_it_a
     assert older == chosen.model_copy(update={"attention_kernel_chosen": False}) and older.flag_choices == FlagChoices()
     assert _plan_file(attention_kernel="cudnn").flag_choices.attention_kernel is None
     assert _plan_file(attention_kernel_chosen=True).flag_choices.attention_kernel is None  # none named, none selected
+
+
+def test_the_flags_of_a_plan_file_know_where_transformer_engine_runs_its_unfused_attention():
+    # Gemma-2's head dim 256 on an L40S (sm89): no fused backend trains it, so Megatron's flags of the
+    # file's plan (sp-report, sp-simulate) refuse context parallelism as sp-plan's do.
+    gemma = _plan_file(model=load_model("gemma-2-9b"), hardware=load_hardware("l40s"))
+    assert gemma.flag_choices == FlagChoices(te_unfused_attention=True)
+    assert _plan_file().flag_choices == FlagChoices()
 
 
 def test_an_older_file_is_refused_for_timing_only_where_a_timed_field_cannot_be_told(tmp_path):

@@ -12,7 +12,12 @@ from sp_planner.cost.fp8_attention import with_fp8_attention
 from sp_planner.cost.grouped_gemm import with_framework_expert_gemm
 from sp_planner.errors import UserInputError
 from sp_planner.flags.base import FlagChoices
-from sp_planner.flags.flash_head_dim import flash_head_dim_problem, te_context_parallel_problem, te_unfused_note
+from sp_planner.flags.flash_head_dim import (
+    flash_head_dim_problem,
+    te_context_parallel_problem,
+    te_runs_unfused,
+    te_unfused_note,
+)
 from sp_planner.flags.kernel_choice import kernel_choice_note
 from sp_planner.flags.softmax import softmax_kernel_problem, softmax_timing_note
 
@@ -51,7 +56,8 @@ def set_up_kernel(question: PlanQuestion, *, framework: str, attention_kernel: s
                                                chosen=attention_kernel, timed=timed, ulysses=ulysses,
                                                ring=ring)) is not None:
         raise UserInputError(problem)
-    choices = FlagChoices(framework_version=framework_version, attention_kernel=attention_kernel)
+    choices = FlagChoices(framework_version=framework_version, attention_kernel=attention_kernel,
+                          te_unfused_attention=te_runs_unfused(question.model, question.hardware))
     question = question.model_copy(update={"attention_kernel": timed, "flag_choices": choices})
     timing_note = softmax_timing_note(question.model, timed, question.hardware.name, stack)
     # Context parallelism is possible unless both its degrees are pinned to 1.

@@ -38,6 +38,10 @@ class FlagChoices(FrozenModel):
     # The attention kernel the user timed the plan with (sp-plan --attention-kernel), which the flags
     # then select where the framework can (flags.kernel_choice); None = the framework's own, no flag.
     attention_kernel: AttentionKernel | None = None
+    # Whether Transformer Engine runs its unfused attention for the model on the plan's GPU
+    # (flags.flash_head_dim.te_runs_unfused: Gemma-2's head dim 256 on sm89), which takes no context
+    # parallelism, so Megatron's flags refuse ulysses x ring > 1; a fact of the GPU, not a choice.
+    te_unfused_attention: bool = False
 
     def request(self, plan: ParallelPlan, *, model: ModelSpec, workload: Workload, num_nodes: int,
                 gpus_per_node: int) -> FlagRequest:

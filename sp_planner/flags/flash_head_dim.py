@@ -19,7 +19,9 @@ cuDNN's FusedAttention trains head dims above 128 on sm90 (cuDNN 9.5) and, at 25
 sm10x from bffde8f4a (after v2.18, with cuDNN 9.23; nvte_get_fused_attn_backend in transformer_engine/
 common/fused_attn/fused_attn.cpp), on no other GPU with any cuDNN, so there it runs
 UnfusedDotProductAttention; that takes no context parallelism ("Disabling UnfusedDotProductAttention
-as it does not support context parallelism"), so a plan with ulysses x ring > 1 has no backend left.
+as it does not support context parallelism"), so a plan with ulysses x ring > 1 has no backend left:
+Megatron's flags refuse it (te_runs_unfused sets FlagChoices.te_unfused_attention), so the search's
+Megatron ranking holds none.
 
 flash-attn 2 itself: the backward at head dims above 192 (its 256 kernel, run_mha_bwd_hdim256 in
 csrc/flash_attn/src/flash_bwd_launch_template.h) needs 144 KB of shared memory a block, which sm86 and
@@ -96,14 +98,21 @@ def flash_head_dim_problem(model: ModelSpec, hardware: HardwareProfile, *, stack
     return None
 
 
+def te_runs_unfused(model: ModelSpec, hardware: HardwareProfile) -> bool:
+    """Whether Transformer Engine runs its unfused attention for the model on the plan's GPU: FA2
+    disabled (te_fa2_refuses) and no cuDNN fused attention trains the head dim there, the GPU being
+    neither sm90 nor sm10x (module docstring). That path takes no context parallelism, so Megatron's
+    flags refuse ulysses x ring > 1 there (FlagChoices.te_unfused_attention)."""
+    capability = compute_capability(hardware)
+    return (capability is not None and te_fa2_refuses(model, hardware) and capability != (9, 0)
+            and capability[0] != 10)
+
+
 def _te_runs_unfused(model: ModelSpec, hardware: HardwareProfile, *, stack: str, chosen: str | None,
                      timed: str | None) -> bool:
     """Whether Megatron's default (no --attention-kernel) times the plans with flash-attn 2 where
-    Transformer Engine runs its unfused attention instead: FA2 disabled and no cuDNN fused attention
-    trains the head dim on this GPU, which is neither sm90 nor sm10x (module docstring)."""
-    capability = compute_capability(hardware)
-    return (stack == "megatron" and chosen is None and timed == "fa2" and capability is not None
-            and te_fa2_refuses(model, hardware) and capability != (9, 0) and capability[0] != 10)
+    Transformer Engine runs its unfused attention instead (te_runs_unfused)."""
+    return stack == "megatron" and chosen is None and timed == "fa2" and te_runs_unfused(model, hardware)
 
 
 def _te_unfused_why(model: ModelSpec, hardware: HardwareProfile) -> str:
@@ -116,14 +125,13 @@ def _te_unfused_why(model: ModelSpec, hardware: HardwareProfile) -> str:
 def te_unfused_note(model: ModelSpec, hardware: HardwareProfile, *, stack: str, chosen: str | None,
                     timed: str | None, context_parallel: bool = True) -> str | None:
     """The note where the plans are timed with flash-attn 2 but Transformer Engine runs its unfused
-    attention (_te_runs_unfused), and none under context parallelism where plans may have it
-    (`context_parallel`: --ulysses and --ring do not both pin 1); None elsewhere."""
+    attention (_te_runs_unfused), and that Megatron's flags then refuse context parallelism where
+    plans may have it (`context_parallel`: --ulysses and --ring do not both pin 1); None elsewhere."""
     if not _te_runs_unfused(model, hardware, stack=stack, chosen=chosen, timed=timed):
         return None
     return (f"{_te_unfused_why(model, hardware)}, so it runs its unfused attention, while the plans are timed "
-            "with flash-attn 2" + ("; with ulysses x ring > 1 it has no backend (the unfused one takes no context "
-                                    "parallelism) and raises: --ulysses 1 --ring 1 ranks plans it runs"
-                                    if context_parallel else ""))
+            "with flash-attn 2" + ("; that takes no context parallelism, so megatron's flags take plans with "
+                                    "ulysses x ring 1 only" if context_parallel else ""))
 
 
 def te_context_parallel_problem(model: ModelSpec, hardware: HardwareProfile, *, framework: str, chosen: str | None,

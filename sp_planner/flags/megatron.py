@@ -12,6 +12,7 @@ from __future__ import annotations
 import textwrap
 
 from sp_planner.recompute import RECOMPUTE_MODULES
+from sp_planner.flags.flash_head_dim import fa2_head_dim
 from sp_planner.flags.base import (
     FlagGroup,
     FlagRequest,
@@ -232,6 +233,12 @@ def _cp_flags(request: FlagRequest) -> tuple[list[str], list[str], list[str]]:
     if p.cp == 1:
         return [], [], []
     failures, notes = [], []
+    if request.te_unfused_attention:
+        # get_attention_backend at d0067d0: "Disabling UnfusedDotProductAttention as it does not
+        # support context parallelism" leaves no backend (flags.flash_head_dim).
+        failures.append(f"cp {p.cp} cannot run: Transformer Engine runs {m.name}'s attention (head dim "
+                        f"{fa2_head_dim(m)}) unfused on this GPU, and its unfused attention takes no context "
+                        "parallelism (get_attention_backend at d0067d0); use ulysses 1 ring 1")
     # Load balancing: seq % (2*CP) == 0 when CP > 1 (megatron/training/arguments.py:1335-1338).
     if s % (2 * p.cp) != 0:
         failures.append(f"seq_len {s} is not divisible by 2*cp = 2*{p.cp} (Megatron CP load balancing)")

@@ -1,5 +1,7 @@
 """cli.plan_kernel: the kernel that times sp-plan's plans, its refusals and its notes."""
 
+import json
+
 import pytest
 
 from sp_planner.catalog import load_hardware
@@ -42,6 +44,11 @@ def test_gemma2_on_l40s_says_te_runs_unfused_attention_and_refuses_a_pinned_cont
     assert len(notes) == 1 and "unfused" in notes[0]
     with pytest.raises(UserInputError):
         _setup(question, ulysses=4)
+    # The flags know it, so Megatron's refuse the search's context-parallel plans (flags.megatron);
+    # under --framework all too (its megatron flags go to the next plan they express).
+    assert _setup(question).question.flag_choices.te_unfused_attention
+    assert _setup(question, framework="all").question.flag_choices.te_unfused_attention
+    assert not _setup(_question()).question.flag_choices.te_unfused_attention
 
 
 def test_fp8_attention_is_refused_outside_framework_all_and_off_cudnn():
@@ -49,3 +56,18 @@ def test_fp8_attention_is_refused_outside_framework_all_and_off_cudnn():
         _setup(_question(hardware="b200"), fp8_attention=True)
     with pytest.raises(UserInputError, match="--fp8-attention is cuDNN's FP8 SDPA"):
         _setup(_question(hardware="b200"), framework="all", attention_kernel="fa2", fp8_attention=True)
+
+
+def test_megatrons_ranking_of_gemma2_on_l40s_holds_no_context_parallel_plan(sp_plan):
+    # TE runs its unfused attention there, which takes no context parallelism: Megatron's plans have
+    # ulysses x ring 1 (before: tp 1 x ulysses 4 first), while every plan's ranking, which yunchang's
+    # and DeepSpeed's flash-attn 2 calls run, keeps its context-parallel best.
+    result = sp_plan("--model", "gemma-2-9b", "--hardware", "l40s", "--nodes", "1", "--seq-len", "32k",
+                     "--format", "json", "--top", "3")
+    assert result.exit_code == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert [(p["ulysses"], p["ring"]) for p in answer["framework_plans"]] == [(1, 1)] * 3
+    best = answer["plans"][0]
+    assert (best["tp"], best["ulysses"], best["ring"]) == (1, 4, 1)
+    assert best["flags"]["megatron"]["reason"].startswith("cp 4 cannot run: Transformer Engine runs Gemma-2-9B's")
+    assert best["flags"]["yunchang"]["supported"] and best["flags"]["deepspeed"]["supported"]

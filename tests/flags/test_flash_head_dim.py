@@ -11,6 +11,7 @@ from sp_planner.flags.flash_head_dim import (
     flash_head_dim_problem,
     te_context_parallel_problem,
     te_fa2_refuses,
+    te_runs_unfused,
     te_unfused_note,
 )
 from tests.flags.conftest import LLAMA3_8B
@@ -66,8 +67,7 @@ def test_megatrons_default_fa2_timing_where_transformer_engine_runs_its_unfused_
     assert te_unfused_note(GEMMA2_9B, l40s, stack="megatron", chosen=None, timed="fa2") == (
         "Transformer Engine disables flash-attn 2 for Gemma-2-9B's head dim 256 on L40S (sm89) and no cuDNN fused "
         "attention trains it there, so it runs its unfused attention, while the plans are timed with flash-attn 2; "
-        "with ulysses x ring > 1 it has no backend (the unfused one takes no context parallelism) and raises: "
-        "--ulysses 1 --ring 1 ranks plans it runs")
+        "that takes no context parallelism, so megatron's flags take plans with ulysses x ring 1 only")
     assert te_unfused_note(GEMMA2_9B, load_hardware("l20"), stack="megatron", chosen=None, timed="fa2",
                            context_parallel=False) == (
         "Transformer Engine disables flash-attn 2 for Gemma-2-9B's head dim 256 on L20 (sm89) and no cuDNN fused "
@@ -105,3 +105,15 @@ def test_flash_attn_callers_under_dropout_on_99_kb_gpus():
     assert flash_head_dim_problem(GEMMA2_9B, l40s, stack="yunchang", chosen=None, timed="fa2") is None
     assert flash_head_dim_problem(dropout, load_hardware("a800"), stack="yunchang", chosen=None, timed="fa2") is None
     assert flash_head_dim_problem(dropout, l40s, stack="torchtitan", chosen=None, timed="sdpa") is None
+
+
+@pytest.mark.parametrize(("profile", "unfused"), [
+    # sm89: FA2 off above 192 and no cuDNN training above 128; sm80/sm100 run FA2, sm90 cuDNN 9.5,
+    # sm103 cuDNN 9.23 at 256 (bffde8f4a); MI300X has no compute capability: nothing is claimed.
+    ("l40s", True), ("l20", True), ("a800", False), ("h100-sxm", False), ("b200", False), ("b300", False),
+    ("mi300x", False),
+])
+def test_transformer_engine_runs_its_unfused_attention_where_no_fused_backend_trains_the_head_dim(profile, unfused):
+    hardware = load_hardware(profile)
+    assert te_runs_unfused(GEMMA2_9B, hardware) is unfused
+    assert not te_runs_unfused(LLAMA3_8B, hardware) and not te_runs_unfused(DEEPSEEK_V3, hardware)  # 128, 192

@@ -234,3 +234,22 @@ def test_cpu_offload_flag_and_its_refusals(build, bash_args):
     for framework in ("deepspeed", "yunchang"):
         other = render_flags(framework, single)
         assert not other.supported and "Megatron-LM only" in other.reason, framework
+
+
+def test_context_parallelism_is_refused_where_transformer_engine_runs_its_unfused_attention(build, bash_args):
+    # Gemma-2's head dim 256 on sm89 (FlagChoices.te_unfused_attention, set from the GPU by
+    # flags.flash_head_dim.te_runs_unfused): TE's unfused attention takes no context parallelism.
+    from sp_planner.catalog import load_model
+
+    gemma = load_model("Gemma-2-9B")
+    usp = build.request(gemma, 32768, 8, ulysses=8).model_copy(update={"te_unfused_attention": True})
+    flags = render_flags("megatron", usp)
+    assert not flags.supported and flags.reason == (
+        "cp 8 cannot run: Transformer Engine runs Gemma-2-9B's attention (head dim 256) unfused on this GPU, and its "
+        "unfused attention takes no context parallelism (get_attention_backend at d0067d0); use ulysses 1 ring 1")
+    tp = build.request(gemma, 32768, 8, tp=8).model_copy(update={"te_unfused_attention": True})
+    assert bash_args(render_flags("megatron", tp).text)["--context-parallel-size"] == ["1"]
+    # Where a fused kernel runs (the default), the same plan is Megatron's; yunchang calls flash-attn.
+    assert render_flags("megatron", usp.model_copy(update={"te_unfused_attention": False})).supported
+    assert render_flags("yunchang", build.request(gemma, 32768, 8, ulysses=8).model_copy(
+        update={"te_unfused_attention": True})).supported
