@@ -15,6 +15,8 @@ from sp_planner.flags.base import FlagChoices
 from sp_planner.flags.flash_head_dim import (
     flash_head_dim_problem,
     te_context_parallel_problem,
+    te_default_kernel,
+    te_kernel_note,
     te_runs_unfused,
     te_unfused_note,
 )
@@ -43,6 +45,8 @@ def set_up_kernel(question: PlanQuestion, *, framework: str, attention_kernel: s
     curves_note = edited_curves_note(question.hardware, framework_kernel(stack, question.hardware), attention_kernel)
     try:
         kernel = default_kernel(stack, question.hardware) if attention_kernel is None else attention_kernel
+        if attention_kernel is None and stack == "megatron":  # FA2 where TE runs it in cuDNN's place
+            kernel = te_default_kernel(question.model, question.hardware, kernel)
         question = question.model_copy(update={"hardware": with_attention_kernel(question.hardware, kernel)})
     except ValueError as err:
         raise UserInputError(f"--attention-kernel: {err}") from None
@@ -63,6 +67,7 @@ def set_up_kernel(question: PlanQuestion, *, framework: str, attention_kernel: s
     # Context parallelism is possible unless both its degrees are pinned to 1.
     unfused_note = te_unfused_note(question.model, question.hardware, stack=stack, chosen=attention_kernel,
                                    timed=timed, context_parallel=(ulysses or 2) * (ring or 2) > 1)
+    te_note = te_kernel_note(question.model, question.hardware, stack=stack, chosen=attention_kernel, timed=timed)
     device_note = framework_device_note(question.hardware, framework)
     # Where the framework does not run on the device at all, the device note says so, not this.
     kernel_note = None if device_note else kernel_choice_note(stack, attention_kernel,
@@ -79,4 +84,4 @@ def set_up_kernel(question: PlanQuestion, *, framework: str, attention_kernel: s
             raise UserInputError(f"--fp8-attention is cuDNN's FP8 SDPA (Transformer Engine); the plans "
                                  f"would run {kernel}")
         question = question.model_copy(update={"hardware": with_fp8_attention(question.hardware)})
-    return KernelSetup(question, curves_note, (device_note, timing_note, unfused_note, kernel_note))
+    return KernelSetup(question, curves_note, (device_note, timing_note, unfused_note, te_note, kernel_note))

@@ -13,15 +13,16 @@ unfused path off (NVTE_FUSED_ATTN=0, NVTE_UNFUSED_ATTN=0: megatron/core/models/c
 language_module.py at d98e8a64dd), so TE has no backend left and raises ("No dot product attention
 backend is available", dot_product_attention.py).
 
-Where Megatron-LM's default (--attention-backend auto) times the plans with flash-attn 2 and TE
-disables it (te_fa2_refuses), TE picks from what is left (get_attention_backend at d0067d0):
-cuDNN's FusedAttention trains head dims above 128 on sm90 (cuDNN 9.5) and, at 256 only, on sm100 to
-sm10x from bffde8f4a (after v2.18, with cuDNN 9.23; nvte_get_fused_attn_backend in transformer_engine/
-common/fused_attn/fused_attn.cpp), on no other GPU with any cuDNN, so there it runs
-UnfusedDotProductAttention; that takes no context parallelism ("Disabling UnfusedDotProductAttention
-as it does not support context parallelism"), so a plan with ulysses x ring > 1 has no backend left:
-Megatron's flags refuse it (te_runs_unfused sets FlagChoices.te_unfused_attention), so the search's
-Megatron ranking holds none.
+Under Megatron-LM's default (--attention-backend auto) TE picks from the backends left (get_attention_
+backend at d0067d0; FusedAttention preferred on Hopper and newer): where it disables FA2
+(te_fa2_refuses) and cuDNN's FusedAttention does not train the head dims either (flags.fused_head_dim:
+above 128 only on sm90, and on sm10x at 192/128 or, from v2.18 with cuDNN 9.23, at 256 without
+attention dropout), it runs UnfusedDotProductAttention; that takes no context parallelism ("Disabling
+UnfusedDotProductAttention as it does not support context parallelism"), so a plan with ulysses x ring
+> 1 has no backend left: Megatron's flags refuse it (te_runs_unfused sets
+FlagChoices.te_unfused_attention), so the search's Megatron ranking holds none. Where cuDNN does not
+train them but FA2 runs (sm100: 256 under attention dropout), TE runs FA2, whose curve then times
+Megatron's plans (te_default_kernel).
 
 flash-attn 2 itself: the backward at head dims above 192 (its 256 kernel, run_mha_bwd_hdim256 in
 csrc/flash_attn/src/flash_bwd_launch_template.h) needs 144 KB of shared memory a block, which sm86 and
@@ -34,7 +35,15 @@ as at v2.8.3 and 0251105a.
 
 from __future__ import annotations
 
+from sp_planner.cost.attention_kernels import kernel_curves
 from sp_planner.cost.families import compute_capability
+from sp_planner.flags.fused_head_dim import (
+    FUSED_SM10X_256_COMMIT,
+    FUSED_SM10X_256_CUDNN,
+    FUSED_SM10X_256_RELEASE,
+    fused_256_needs_release,
+    fused_trains,
+)
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 
@@ -71,6 +80,12 @@ def te_fa2_refuses(model: ModelSpec, hardware: HardwareProfile) -> bool:
     return te_gpu_refuses(fa2_head_dim(model), compute_capability(hardware))
 
 
+def _dims(model: ModelSpec) -> str:
+    """"Gemma-2-9B's head dim 256": the head dim FA2 runs at (fa2_head_dim), MLA's said so."""
+    return f"{model.name}'s head dim {fa2_head_dim(model)}" + (" (MLA's dims padded to the larger)"
+                                                               if model.mla is not None else "")
+
+
 def flash_head_dim_problem(model: ModelSpec, hardware: HardwareProfile, *, stack: str, chosen: str | None,
                            timed: str | None) -> str | None:
     """Why the plans cannot run flash-attn 2 at the model's head dim on this GPU, or None: Megatron
@@ -80,8 +95,7 @@ def flash_head_dim_problem(model: ModelSpec, hardware: HardwareProfile, *, stack
     capability = compute_capability(hardware)
     if capability is None or fa2_head_dim(model) <= 192:
         return None
-    dim = f"{model.name}'s head dim {fa2_head_dim(model)}" + (" (MLA's dims padded to the larger)"
-                                                               if model.mla is not None else "")
+    dim = _dims(model)
     gpu = f"{hardware.name} ({sm_name(capability)})"
     if stack == "megatron" and chosen == "fa2" and te_fa2_refuses(model, hardware):
         return (f"--attention-kernel fa2: Transformer Engine disables flash-attn 2 for {dim} on {gpu}: above 192 "
@@ -100,38 +114,61 @@ def flash_head_dim_problem(model: ModelSpec, hardware: HardwareProfile, *, stack
 
 def te_runs_unfused(model: ModelSpec, hardware: HardwareProfile) -> bool:
     """Whether Transformer Engine runs its unfused attention for the model on the plan's GPU: FA2
-    disabled (te_fa2_refuses) and no cuDNN fused attention trains the head dim there, the GPU being
-    neither sm90 nor sm10x (module docstring). That path takes no context parallelism, so Megatron's
-    flags refuse ulysses x ring > 1 there (FlagChoices.te_unfused_attention)."""
+    disabled (te_fa2_refuses) and no cuDNN fused attention trains the head dims there
+    (fused_head_dim.fused_trains). That path takes no context parallelism, so Megatron's flags refuse
+    ulysses x ring > 1 there (FlagChoices.te_unfused_attention)."""
     capability = compute_capability(hardware)
-    return (capability is not None and te_fa2_refuses(model, hardware) and capability != (9, 0)
-            and capability[0] != 10)
+    return capability is not None and te_fa2_refuses(model, hardware) and not fused_trains(model, capability)
+
+
+def _te_flash_replaces_fused(model: ModelSpec, hardware: HardwareProfile) -> bool:
+    """Whether Transformer Engine runs FA2 on a GPU where Megatron's default is cuDNN's fused
+    attention (Hopper and newer), as cuDNN does not train the head dims there (module docstring)."""
+    capability = compute_capability(hardware)
+    return (capability is not None and capability >= (9, 0) and not fused_trains(model, capability)
+            and not te_fa2_refuses(model, hardware))
+
+
+def te_default_kernel(model: ModelSpec, hardware: HardwareProfile, kernel: str | None) -> str | None:
+    """The kernel that times Megatron's default (no --attention-kernel): `kernel`, its framework
+    default (cost.attention_kernels.default_kernel), or FA2 where TE runs it in place of cuDNN
+    (_te_flash_replaces_fused) and FA2's curve is published for the GPU."""
+    if kernel == "cudnn" and _te_flash_replaces_fused(model, hardware) and kernel_curves(hardware, "fa2") is not None:
+        return "fa2"
+    return kernel
 
 
 def _te_runs_unfused(model: ModelSpec, hardware: HardwareProfile, *, stack: str, chosen: str | None,
                      timed: str | None) -> bool:
-    """Whether Megatron's default (no --attention-kernel) times the plans with flash-attn 2 where
-    Transformer Engine runs its unfused attention instead (te_runs_unfused)."""
-    return stack == "megatron" and chosen is None and timed == "fa2" and te_runs_unfused(model, hardware)
+    """Whether Megatron's default (no --attention-kernel) times the plans with a published kernel's
+    curves where Transformer Engine runs its unfused attention instead (te_runs_unfused)."""
+    return stack == "megatron" and chosen is None and timed is not None and te_runs_unfused(model, hardware)
 
 
 def _te_unfused_why(model: ModelSpec, hardware: HardwareProfile) -> str:
     capability = compute_capability(hardware)
     assert capability is not None
+    dropout = (f" under attention dropout {model.attention_dropout:g}"
+               if capability[0] == 10 and model.attention_dropout > 0 else "")
     return (f"Transformer Engine disables flash-attn 2 for {model.name}'s head dim {fa2_head_dim(model)} on "
-            f"{hardware.name} ({sm_name(capability)}) and no cuDNN fused attention trains it there")
+            f"{hardware.name} ({sm_name(capability)}) and no cuDNN fused attention trains it there{dropout}")
+
+
+_KERNEL_NAMES = {"fa2": "flash-attn 2", "cudnn": "cuDNN's fused attention"}
 
 
 def te_unfused_note(model: ModelSpec, hardware: HardwareProfile, *, stack: str, chosen: str | None,
                     timed: str | None, context_parallel: bool = True) -> str | None:
-    """The note where the plans are timed with flash-attn 2 but Transformer Engine runs its unfused
-    attention (_te_runs_unfused), and that Megatron's flags then refuse context parallelism where
-    plans may have it (`context_parallel`: --ulysses and --ring do not both pin 1); None elsewhere."""
+    """The note where the plans are timed with a published kernel's curves (flash-attn 2 on sm89,
+    cuDNN's on sm103: no unfused curve is published) but Transformer Engine runs its unfused attention
+    (_te_runs_unfused), and that Megatron's flags then refuse context parallelism where plans may have
+    it (`context_parallel`: --ulysses and --ring do not both pin 1); None elsewhere."""
     if not _te_runs_unfused(model, hardware, stack=stack, chosen=chosen, timed=timed):
         return None
+    kernel = _KERNEL_NAMES.get(str(timed), str(timed))
     return (f"{_te_unfused_why(model, hardware)}, so it runs its unfused attention, while the plans are timed "
-            "with flash-attn 2" + ("; that takes no context parallelism, so megatron's flags take plans with "
-                                    "ulysses x ring 1 only" if context_parallel else ""))
+            f"with {kernel}" + ("; that takes no context parallelism, so megatron's flags take plans with "
+                                "ulysses x ring 1 only" if context_parallel else ""))
 
 
 def te_context_parallel_problem(model: ModelSpec, hardware: HardwareProfile, *, framework: str, chosen: str | None,
@@ -145,3 +182,26 @@ def te_context_parallel_problem(model: ModelSpec, hardware: HardwareProfile, *, 
     return (f"{' and '.join(pinned)}: {_te_unfused_why(model, hardware)}, and its unfused attention takes no "
             "context parallelism (get_attention_backend at d0067d0), so it has no backend and raises; give "
             "--ulysses 1 --ring 1")
+
+
+def te_kernel_note(model: ModelSpec, hardware: HardwareProfile, *, stack: str, chosen: str | None,
+                   timed: str | None) -> str | None:
+    """Where Megatron's plans are timed with what Transformer Engine runs at a head dim above 128 on
+    Hopper and newer other than cuDNN's usual fused attention: FA2 in its place
+    (te_default_kernel), or cuDNN through the sm10x 256 branch, which needs TE v2.18 and cuDNN 9.23
+    (fused_head_dim); None elsewhere."""
+    capability = compute_capability(hardware)
+    if stack != "megatron" or capability is None or chosen not in (None, timed):
+        return None
+    gpu = f"{hardware.name} ({sm_name(capability)})"
+    if chosen is None and timed == "fa2" and _te_flash_replaces_fused(model, hardware):
+        dropout = f" under attention dropout {model.attention_dropout:g}" if model.attention_dropout > 0 else ""
+        return (f"no cuDNN fused attention trains {_dims(model)} on {gpu}{dropout} (nvte_get_fused_attn_backend at "
+                "d0067d0 and v2.18), so Transformer Engine runs flash-attn 2, whose curve times the plans")
+    if timed == "cudnn" and fused_256_needs_release(model, capability):
+        earlier = ("flash-attn 2 there" if not te_fa2_refuses(model, hardware) else
+                   "its unfused attention there, which takes no context parallelism")
+        return (f"the plans are timed with cuDNN's fused attention, which trains {_dims(model)} on {gpu} from "
+                f"Transformer Engine {FUSED_SM10X_256_RELEASE} ({FUSED_SM10X_256_COMMIT}) with cuDNN >= "
+                f"{FUSED_SM10X_256_CUDNN}; with an earlier release or cuDNN it runs {earlier}")
+    return None

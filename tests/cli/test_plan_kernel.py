@@ -31,7 +31,7 @@ def test_megatron_times_cudnn_on_hopper_and_the_users_kernel_when_named():
     assert setup.question.hardware.efficiency.attention_fwd == \
         with_attention_kernel(h100, "cudnn").efficiency.attention_fwd
     assert setup.question.flag_choices.attention_kernel is None and setup.curves_note is None
-    assert setup.kernel_notes == (None, None, None, None)
+    assert setup.kernel_notes == (None, None, None, None, None)
     chosen = _setup(_question(), attention_kernel="fa3")
     assert chosen.question.attention_kernel == "fa3" and chosen.question.flag_choices.attention_kernel == "fa3"
 
@@ -71,3 +71,27 @@ def test_megatrons_ranking_of_gemma2_on_l40s_holds_no_context_parallel_plan(sp_p
     assert (best["tp"], best["ulysses"], best["ring"]) == (1, 4, 1)
     assert best["flags"]["megatron"]["reason"].startswith("cp 4 cannot run: Transformer Engine runs Gemma-2-9B's")
     assert best["flags"]["yunchang"]["supported"] and best["flags"]["deepspeed"]["supported"]
+
+
+def test_blackwell_under_attention_dropout_times_what_transformer_engine_runs():
+    # Gemma-2's 256 under dropout: no cuDNN training on sm10x (flags.fused_head_dim), so TE runs FA2
+    # on B200, whose published curve times the plans (before: cuDNN's), and its unfused attention on
+    # B300, where cuDNN's curve stands in, said in a note, and context parallelism is refused.
+    def dropout(hardware):
+        question = _question(model="gemma-2-9b", hardware=hardware)
+        return question.model_copy(update={"model": question.model.model_copy(update={"attention_dropout": 0.1})})
+
+    b200 = _setup(dropout("b200"))
+    assert b200.question.attention_kernel == "fa2"
+    assert b200.question.hardware.efficiency.attention_bwd == \
+        with_attention_kernel(load_hardware("b200"), "fa2").efficiency.attention_bwd
+    assert [i for i, note in enumerate(b200.kernel_notes) if note] == [3]
+    assert "so Transformer Engine runs flash-attn 2" in str(b200.kernel_notes[3])
+    b300 = _setup(dropout("b300"))
+    assert b300.question.attention_kernel == "cudnn" and b300.question.flag_choices.te_unfused_attention
+    assert "while the plans are timed with cuDNN's fused attention" in str(b300.kernel_notes[2])
+    with pytest.raises(UserInputError, match="no cuDNN fused attention trains it there under attention dropout"):
+        _setup(dropout("b300"), ring=2)
+    # Without dropout cuDNN trains 256 there from TE v2.18: cuDNN times them, and a note says the release.
+    plain = _setup(_question(model="gemma-2-9b", hardware="b200"))
+    assert plain.question.attention_kernel == "cudnn" and "from Transformer Engine v2.18" in str(plain.kernel_notes[3])

@@ -10,7 +10,9 @@ from sp_planner.flags.flash_head_dim import (
     fa2_head_dim,
     flash_head_dim_problem,
     te_context_parallel_problem,
+    te_default_kernel,
     te_fa2_refuses,
+    te_kernel_note,
     te_runs_unfused,
     te_unfused_note,
 )
@@ -117,3 +119,39 @@ def test_transformer_engine_runs_its_unfused_attention_where_no_fused_backend_tr
     hardware = load_hardware(profile)
     assert te_runs_unfused(GEMMA2_9B, hardware) is unfused
     assert not te_runs_unfused(LLAMA3_8B, hardware) and not te_runs_unfused(DEEPSEEK_V3, hardware)  # 128, 192
+
+
+def test_under_attention_dropout_blackwell_runs_flash_attn_2_on_sm100_and_unfused_attention_on_sm103():
+    # cuDNN's sm10x 256 branch refuses dropout (fused_head_dim): B200 keeps FA2 (TE's list above 192),
+    # B300 has neither, so its unfused attention runs, without context parallelism.
+    dropout = GEMMA2_9B.model_copy(update={"attention_dropout": 0.1})
+    b200, b300, h100 = load_hardware("b200"), load_hardware("b300"), load_hardware("h100-sxm")
+    assert te_default_kernel(dropout, b200, "cudnn") == "fa2" and te_default_kernel(GEMMA2_9B, b200, "cudnn") == "cudnn"
+    assert te_default_kernel(dropout, b300, "cudnn") == "cudnn"  # no FA2 there: cuDNN's curve stands in
+    assert te_default_kernel(dropout, h100, "cudnn") == "cudnn"  # cuDNN 9.5 trains 256 with dropout on sm90
+    assert te_runs_unfused(dropout, b300) and te_runs_unfused(dropout, load_hardware("gb300-nvl72"))
+    assert not te_runs_unfused(dropout, b200)
+    assert te_kernel_note(dropout, b200, stack="megatron", chosen=None, timed="fa2") == (
+        "no cuDNN fused attention trains Gemma-2-9B's head dim 256 on B200 (sm100) under attention dropout 0.1 "
+        "(nvte_get_fused_attn_backend at d0067d0 and v2.18), so Transformer Engine runs flash-attn 2, whose curve "
+        "times the plans")
+    assert te_unfused_note(dropout, b300, stack="megatron", chosen=None, timed="cudnn") == (
+        "Transformer Engine disables flash-attn 2 for Gemma-2-9B's head dim 256 on B300 (sm103) and no cuDNN fused "
+        "attention trains it there under attention dropout 0.1, so it runs its unfused attention, while the plans "
+        "are timed with cuDNN's fused attention; that takes no context parallelism, so megatron's flags take plans "
+        "with ulysses x ring 1 only")
+
+
+def test_cudnns_256_on_blackwell_is_said_to_need_transformer_engine_v2_18():
+    b300 = load_hardware("b300")
+    assert te_kernel_note(GEMMA2_9B, b300, stack="megatron", chosen=None, timed="cudnn") == (
+        "the plans are timed with cuDNN's fused attention, which trains Gemma-2-9B's head dim 256 on B300 (sm103) "
+        "from Transformer Engine v2.18 (3bc3d551a) with cuDNN >= 9.23; with an earlier release or cuDNN it runs its "
+        "unfused attention there, which takes no context parallelism")
+    assert te_kernel_note(GEMMA2_9B, load_hardware("b200"), stack="megatron", chosen="cudnn", timed="cudnn") \
+        .endswith("with an earlier release or cuDNN it runs flash-attn 2 there")
+    # Not said: Hopper (cuDNN 9.5, every release), head dim 128, another stack, another kernel.
+    assert te_kernel_note(GEMMA2_9B, load_hardware("h100-sxm"), stack="megatron", chosen=None, timed="cudnn") is None
+    assert te_kernel_note(LLAMA3_8B, b300, stack="megatron", chosen=None, timed="cudnn") is None
+    assert te_kernel_note(GEMMA2_9B, b300, stack="yunchang", chosen=None, timed="fa2") is None
+    assert te_kernel_note(GEMMA2_9B, b300, stack="megatron", chosen="fa2", timed="fa2") is None
