@@ -19,6 +19,7 @@ from sp_planner.flags.flash_head_dim import (
     te_kernel_note,
     te_runs_unfused,
     te_unfused_note,
+    torchtitan_sdpa_note,
 )
 from sp_planner.flags.kernel_choice import kernel_choice_note
 from sp_planner.flags.softmax import softmax_kernel_problem, softmax_timing_note
@@ -67,7 +68,8 @@ def set_up_kernel(question: PlanQuestion, *, framework: str, attention_kernel: s
     # Context parallelism is possible unless both its degrees are pinned to 1.
     unfused_note = te_unfused_note(question.model, question.hardware, stack=stack, chosen=attention_kernel,
                                    timed=timed, context_parallel=(ulysses or 2) * (ring or 2) > 1)
-    te_note = te_kernel_note(question.model, question.hardware, stack=stack, chosen=attention_kernel, timed=timed)
+    te_note = (te_kernel_note(question.model, question.hardware, stack=stack, chosen=attention_kernel, timed=timed)
+               or torchtitan_sdpa_note(question.model, question.hardware, stack=stack, timed=timed))
     device_note = framework_device_note(question.hardware, framework)
     # Where the framework does not run on the device at all, the device note says so, not this.
     kernel_note = None if device_note else kernel_choice_note(stack, attention_kernel,

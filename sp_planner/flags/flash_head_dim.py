@@ -31,6 +31,15 @@ Under attention dropout releases up to v2.7.2 raise there (flash_api.cpp mha_bwd
 "FlashAttention backward for head dim > 192 with dropout requires A100/A800 or H100/H800"; before
 v2.5.5 any head dim above 192) and v2.7.3 on (bbb21d6 dropped that check) launch no backward kernel;
 as at v2.8.3 and 0251105a.
+
+PyTorch SDPA's flash backend (a copy of flash-attn 2; torchtitan's SDPA) turns itself off for
+training on sm86-sm89 and sm120-sm121 at head dims in (192, 224], and above 224 under dropout
+(check_requires_grad_and_head_dim_gt192_constraints_on_sm86_89_or_120, aten/src/ATen/native/
+transformers/cuda/sdp_utils.cpp at pytorch 001f694a): 256 without dropout trains there, as in flash-attn.
+torchtitan's SDPA enables cuDNN, flash and math, in that order (ScaledDotProductAttention.sdpa_backends,
+torchtitan/models/attention.py at v0.2.2, models/common/attention.py at b5bcd76c), applies no dropout,
+and cuDNN's SDPA trains head dims above 128 on sm90 and sm10x only (check_cudnn_tensor_shapes), so in
+that band it runs the math backend, which holds the whole s x s scores (torchtitan_sdpa_note).
 """
 
 from __future__ import annotations
@@ -52,6 +61,10 @@ TE_FA2_ABOVE_192 = ((8, 0), (9, 0), (10, 0), (12, 0))
 # The GPUs whose 99 KB of shared memory a block run flash-attn 2's head-dim-256 backward only without
 # dropout (flash_bwd_launch_template.h run_mha_bwd_hdim256, module docstring).
 FLASH_ATTN_99KB = ((8, 6), (8, 9))
+# The GPUs on which PyTorch SDPA's flash backend trains head dims in (192, 224] not at all and above
+# 224 only without dropout (module docstring), and those bounds.
+SDPA_FLASH_SMALL_SMEM = ((8, 6), (8, 7), (8, 9), (12, 0), (12, 1))
+SDPA_FLASH_REFUSED_HEAD_DIMS = (192, 224)
 # flash-attn's frameworks: they call flash-attn 2 directly (flags.kernel_choice).
 _FLASH_ATTN_CALLERS = ("yunchang", "deepspeed")
 
@@ -205,3 +218,28 @@ def te_kernel_note(model: ModelSpec, hardware: HardwareProfile, *, stack: str, c
                 f"Transformer Engine {FUSED_SM10X_256_RELEASE} ({FUSED_SM10X_256_COMMIT}) with cuDNN >= "
                 f"{FUSED_SM10X_256_CUDNN}; with an earlier release or cuDNN it runs {earlier}")
     return None
+
+
+def sdpa_flash_refuses(head_dim: int, capability: tuple[int, int] | None, *, dropout: bool) -> bool:
+    """Whether PyTorch SDPA's flash backend refuses to train at `head_dim` on a GPU of this compute
+    capability (SDPA_FLASH_SMALL_SMEM, module docstring); False where it is unknown."""
+    low, high = SDPA_FLASH_REFUSED_HEAD_DIMS
+    return capability in SDPA_FLASH_SMALL_SMEM and (low < head_dim <= high or (head_dim > high and dropout))
+
+
+def torchtitan_sdpa_note(model: ModelSpec, hardware: HardwareProfile, *, stack: str, timed: str | None) -> str | None:
+    """Where torchtitan's plans are timed with SDPA's flash curve but its SDPA runs the math backend:
+    flash refuses the head dim (MLA's padded to the larger, fa2_head_dim) for training on this GPU and
+    cuDNN's SDPA takes none above 128 off sm90 and sm10x (module docstring; torchtitan applies no
+    dropout); None elsewhere."""
+    capability = compute_capability(hardware)
+    if stack != "torchtitan" or timed != "sdpa" or capability is None:
+        return None
+    if not sdpa_flash_refuses(fa2_head_dim(model), capability, dropout=False):
+        return None
+    return (f"torchtitan's SDPA (cuDNN, flash, then math) trains {_dims(model)} on "
+            f"{hardware.name} ({sm_name(capability)}) with neither cuDNN (above 128 on sm90 and sm10x only) nor "
+            "flash (PyTorch refuses head dims in (192, 224] there: sdp_utils.cpp "
+            "check_requires_grad_and_head_dim_gt192_constraints_on_sm86_89_or_120), so it runs the math backend, "
+            "which holds the whole s x s scores: the plans are timed with SDPA flash's curve and sized without "
+            "them")

@@ -95,3 +95,13 @@ def test_blackwell_under_attention_dropout_times_what_transformer_engine_runs():
     # Without dropout cuDNN trains 256 there from TE v2.18: cuDNN times them, and a note says the release.
     plain = _setup(_question(model="gemma-2-9b", hardware="b200"))
     assert plain.question.attention_kernel == "cudnn" and "from Transformer Engine v2.18" in str(plain.kernel_notes[3])
+
+
+def test_torchtitan_on_l40s_says_where_its_sdpa_falls_back_to_the_math_backend():
+    # PyTorch's SDPA flash trains 256 on sm89 without dropout (torchtitan has none): no word, timed as
+    # SDPA flash; at 224 flash refuses, cuDNN's SDPA takes <= 128 there, so math runs: a note.
+    question = _question(model="gemma-2-9b", hardware="l40s")
+    setup = _setup(question, framework="torchtitan")
+    assert setup.question.attention_kernel == "sdpa" and setup.kernel_notes[3] is None
+    dim_224 = question.model_copy(update={"model": question.model.model_copy(update={"head_dim": 224})})
+    assert "so it runs the math backend" in str(_setup(dim_224, framework="torchtitan").kernel_notes[3])

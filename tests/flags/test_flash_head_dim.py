@@ -15,6 +15,8 @@ from sp_planner.flags.flash_head_dim import (
     te_kernel_note,
     te_runs_unfused,
     te_unfused_note,
+    sdpa_flash_refuses,
+    torchtitan_sdpa_note,
 )
 from tests.flags.conftest import LLAMA3_8B
 
@@ -155,3 +157,30 @@ def test_cudnns_256_on_blackwell_is_said_to_need_transformer_engine_v2_18():
     assert te_kernel_note(LLAMA3_8B, b300, stack="megatron", chosen=None, timed="cudnn") is None
     assert te_kernel_note(GEMMA2_9B, b300, stack="yunchang", chosen=None, timed="fa2") is None
     assert te_kernel_note(GEMMA2_9B, b300, stack="megatron", chosen="fa2", timed="fa2") is None
+
+
+@pytest.mark.parametrize(("head_dim", "capability", "dropout", "refused"), [
+    # sdp_utils.cpp: on sm86-sm89 (and sm120-121) training takes <= 192, or > 224 without dropout.
+    (192, (8, 9), True, False), (200, (8, 9), False, True), (224, (8, 6), False, True),
+    (256, (8, 9), False, False), (256, (8, 9), True, True), (224, (12, 0), False, True),
+    (224, (8, 0), True, False), (224, (9, 0), False, False), (256, None, True, False),
+])
+def test_pytorch_sdpas_flash_backend_refuses_head_dims_above_192_on_small_shared_memory_gpus(
+        head_dim, capability, dropout, refused):
+    assert sdpa_flash_refuses(head_dim, capability, dropout=dropout) is refused
+
+
+def test_torchtitans_sdpa_runs_the_math_backend_where_neither_cudnn_nor_flash_trains_the_head_dim():
+    l40s = load_hardware("l40s")
+    dim_224 = GEMMA2_9B.model_copy(update={"head_dim": 224})
+    assert torchtitan_sdpa_note(dim_224, l40s, stack="torchtitan", timed="sdpa") == (
+        "torchtitan's SDPA (cuDNN, flash, then math) trains Gemma-2-9B's head dim 224 on L40S (sm89) with neither "
+        "cuDNN (above 128 on sm90 and sm10x only) nor flash (PyTorch refuses head dims in (192, 224] there: "
+        "sdp_utils.cpp check_requires_grad_and_head_dim_gt192_constraints_on_sm86_89_or_120), so it runs the math "
+        "backend, which holds the whole s x s scores: the plans are timed with SDPA flash's curve and sized without "
+        "them")
+    # 256 trains in SDPA's flash there (torchtitan has no dropout), as timed; sm80 and sm90 take 224.
+    assert torchtitan_sdpa_note(GEMMA2_9B, l40s, stack="torchtitan", timed="sdpa") is None
+    for profile in ("a800", "h100-sxm"):
+        assert torchtitan_sdpa_note(dim_224, load_hardware(profile), stack="torchtitan", timed="sdpa") is None
+    assert torchtitan_sdpa_note(dim_224, l40s, stack="megatron", timed="fa2") is None
