@@ -28,6 +28,7 @@ from sp_planner.cost.attention_kernels import AttentionKernel
 from sp_planner.cost.fp8_attention import fp8_attention_problem
 from sp_planner.cost.offload import check_host_link
 from sp_planner.cost.deepep import deepep_refusal
+from sp_planner.cost.dsa import dsa_untimed
 from sp_planner.cost.precision import check_blockwise, precision_problem
 from sp_planner.destination import deliver_text
 from sp_planner.fileio import kind_of, read_structured, validate_as
@@ -236,8 +237,8 @@ def check_loaded_plan_times(loaded: LoadedPlan) -> None:
     timed (LoadedPlan.timing_problem, as sp-run refuses it): what sp-simulate and sp-report ask of
     a plan file they read before any work."""
     check_plan_file_runs(loaded.plan_file)
-    problem = loaded.timing_problem()
-    if problem is not None:  # it would time another model's attention (full, not windowed)
+    problem = loaded.timing_problem() or dsa_untimed(loaded.plan_file.model, loaded.plan_file.workload.seq_len)
+    if problem is not None:  # it would time another model's attention (full, not windowed or sparse)
         raise UserInputError(problem)
 
 

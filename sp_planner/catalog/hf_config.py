@@ -1,5 +1,5 @@
 """ModelSpec from a Hugging Face config.json of the llama, mistral, mixtral, qwen2, qwen3, qwen3_moe,
-deepseek_v3, kimi_k2, llama4, gemma2, gemma3, gpt_oss and glm4_moe families.
+deepseek_v3, kimi_k2, deepseek_v32, llama4, gemma2, gemma3, gpt_oss and glm4_moe families.
 
 Field meanings and defaults follow the transformers configuration classes (LlamaConfig,
 MistralConfig, MixtralConfig, Qwen2Config, Qwen3Config, Qwen3MoeConfig, DeepseekV3Config):
@@ -11,7 +11,8 @@ is the expert width and intermediate_size_mlp the dense one, every interleave_mo
 layer is MoE with one shared expert and a sigmoid top-k router, and layers whose no_rope_layers
 entry is 1 attend within attention_chunk_size chunks, the others (NoPE) apply no RoPE (the vision
 encoder is not modelled).
-Kimi K2 (kimi_k2) is DeepSeek-V3's architecture under another model_type: hf_kimi.
+Kimi K2 (kimi_k2) is DeepSeek-V3's architecture under another model_type: hf_kimi. DeepSeek-V3.2
+(deepseek_v32) is DeepSeek-V3's plus sparse attention's indexer: hf_dsa.
 Gemma 2 and 3 (gemma3 wraps the decoder, gemma3_text, in text_config): hf_gemma. gpt-oss (every
 layer MoE, attention sinks, 1:1 sliding:full layers): hf_gpt_oss. GLM-4.5/4.6 (glm4_moe: dense first
 layers, shared expert, sigmoid router, QK norm, partial RoPE): hf_glm.
@@ -25,7 +26,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from sp_planner.catalog import hf_gemma, hf_glm, hf_gpt_oss, hf_kimi, hf_layers, hf_rope
+from sp_planner.catalog import hf_dsa, hf_gemma, hf_glm, hf_gpt_oss, hf_kimi, hf_layers, hf_rope
 from sp_planner.catalog.hf_fields import MODELLED, NOT_MODELLED, WHAT, error, flag, positive_int, probability
 from sp_planner.errors import UserInputError
 from sp_planner.fileio import kind_of, read_structured, validate_as
@@ -34,8 +35,8 @@ from sp_planner.specs.model import ROPE, ModelSpec
 from sp_planner.specs.moe import MoESpec
 
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "deepseek_v3",
-                                           hf_kimi.MODEL_TYPE, "llama4", "llama4_text", *hf_gemma.MODEL_TYPES,
-                                           hf_gpt_oss.MODEL_TYPE, hf_glm.MODEL_TYPE)
+                                           hf_kimi.MODEL_TYPE, hf_dsa.MODEL_TYPE, "llama4", "llama4_text",
+                                           *hf_gemma.MODEL_TYPES, hf_gpt_oss.MODEL_TYPE, hf_glm.MODEL_TYPE)
 
 HF_REPO = re.compile(r"^[\w.-]+/[\w.-]+$")
 # Fields every config.json of a supported model_type holds (a wrapper's in its text_config).
@@ -109,9 +110,14 @@ def spec_from_hf_config(cfg: dict, *, path: Path, fallback_name: str | None = No
             path,
             f"model_type {model_type!r} is not supported; supported: {', '.join(SUPPORTED_MODEL_TYPES)}",
         )
-    kimi = model_type == hf_kimi.MODEL_TYPE  # read as deepseek_v3, named kimi_k2 in the sources
-    if kimi:
+    # kimi_k2 and deepseek_v32 are read as deepseek_v3 and named in the sources as themselves.
+    origin_type = model_type if model_type in (hf_kimi.MODEL_TYPE, hf_dsa.MODEL_TYPE) else None
+    if model_type == hf_kimi.MODEL_TYPE:
         cfg, model_type = hf_kimi.as_deepseek_v3(cfg, path), "deepseek_v3"
+    dsa = None
+    if model_type == hf_dsa.MODEL_TYPE:
+        cfg, model_type = hf_dsa.as_deepseek_v3(cfg, path), "deepseek_v3"
+        dsa = hf_dsa.dsa(cfg, path)
     if model_type == "llama4":
         # Llama4Config wraps the decoder in text_config; the name and the tying are the wrapper's.
         text = cfg.get("text_config")
@@ -170,6 +176,7 @@ def spec_from_hf_config(cfg: dict, *, path: Path, fallback_name: str | None = No
         "moe": (hf_gpt_oss.moe(cfg, path) if gpt_oss else hf_glm.moe(cfg, path) if glm
                 else hf_layers.moe(cfg, model_type, path, intermediate)),
         "mla": mla,
+        "dsa": dsa,
     }
     # GLM's partial RoPE is read (and a YaRN factor on its rotary dims refused) before the scale.
     glm_notes = hf_glm.not_modelled(cfg, path, head_dim=head_dim) if glm else ()
@@ -203,7 +210,7 @@ def spec_from_hf_config(cfg: dict, *, path: Path, fallback_name: str | None = No
         "softmax_type": LEARNABLE if gpt_oss else VANILLA,
         "hf_repo": repo,
     }
-    sources = _sources(cfg, model_type, hf_kimi.MODEL_TYPE if kimi else model_type, path)
+    sources = _sources(cfg, model_type, origin_type or model_type, path)
     # DeepSeek-V3 (and Kimi K2, read as it): the MTP module it trains (depth 1: arXiv 2412.19437 s2.2, s4.2).
     mtp = hf_layers.mtp_note(cfg, path, trained_by="DeepSeek-V3's pretraining", how="an MTP depth of 1, "
                              "arXiv 2412.19437 s2.2 and s4.2",

@@ -12,6 +12,7 @@ from pydantic import Field
 
 from sp_planner.cost.attention_kernels import AttentionKernel, kernel_curves, measured_attention, own_attention
 from sp_planner.cost.deepep import deepep_refusal
+from sp_planner.cost.dsa import dsa_untimed
 from sp_planner.catalog import builtin_gpu, load_hardware, load_model
 from sp_planner.catalog.hardware import builtin_profiles
 from sp_planner.cli.option_checks import (check_fp8_attention, check_fp8_recipe, check_precision, offload_pins,
@@ -212,6 +213,9 @@ def resolve_question(
         raise UserInputError(f"--nodes must be at least 1, got {num_nodes}")
     model_spec = with_routing(load_model(model), moe_capacity_factor, moe_pad_to_capacity, moe_routing,
                               moe_dispatcher)
+    untimed = dsa_untimed(model_spec, seq_len_tokens)  # DeepSeek-V3.2's sparse attention (cost.dsa)
+    if untimed is not None:
+        raise UserInputError(f"--model {model}: {untimed}")
     if mtp_layers:  # multi-token prediction depths trained with the model (cost.mtp)
         model_spec = model_spec.model_copy(update={"mtp_layers": mtp_layers})
     profile = load_hardware(hardware)

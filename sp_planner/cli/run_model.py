@@ -45,14 +45,19 @@ def settled_plan(path: Path, softmax_scale: float | None) -> tuple[PlanFile, str
 def refuse_unapplied(model: ModelSpec) -> None:
     """Refuse a model whose attention scores sp-run cannot compute: ALiBi adds a per-head linear bias
     to them (Press et al. 2022, arXiv 2108.12409), which none of sp-run's kernels applies (its score
-    modifications are a logit softcap and local windows, executor.score_mod), and a sink softmax adds
-    a logit to every row's denominator; run anyway, the plan would validate and time attention
-    without it and say nothing."""
+    modifications are a logit softcap and local windows, executor.score_mod), DSA keeps each query's
+    top-k keys only, and a sink softmax adds a logit to every row's denominator; run anyway, the plan
+    would validate and time attention without it and say nothing."""
     if model.position_embedding == ALIBI:
         raise UserInputError(f"{model.name} biases its attention scores with ALiBi (position_embedding "
                              f"\"{ALIBI}\"), which sp-run's attention does not apply (it applies a logit softcap and "
                              "local windows only); for plain attention at the plan's shapes, give them as flags "
                              "instead of --plan")
+    if model.dsa is not None:
+        # DeepSeek-V3.2's sparse attention (ModelSpec.dsa): each query attends to its top-k keys only.
+        raise UserInputError(f"{model.name} attends to the top {model.dsa.index_topk} keys its DeepSeek Sparse "
+                             "Attention indexer picks, which sp-run's attention does not apply (it is dense); for "
+                             "plain attention at the plan's shapes, give them as flags instead of --plan")
     if model.softmax_type != VANILLA:
         # gpt-oss's sinks (ModelSpec.softmax_type learnable): one more logit in every softmax row, which
         # sp-run's online-softmax merges do not carry.

@@ -1,5 +1,5 @@
 """The attention a model's layers run beside plain causal softmax attention: local windows, latent
-(MLA) projections and the softmax's own kind."""
+(MLA) projections, DeepSeek's sparse attention (DSA) and the softmax's own kind."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from sp_planner.specs.base import FrozenModel
-from sp_planner.specs.model_limits import MAX_HEAD_DIM, MAX_LAYERS, MAX_WIDTH
+from sp_planner.specs.model_limits import MAX_HEAD_DIM, MAX_HEADS, MAX_LAYERS, MAX_WIDTH
 
 # The attention softmax, in Megatron-Core's names (TransformerConfig.softmax_type, --softmax-type;
 # Megatron-LM dbc4129d18 "Sink Attention [gpt-oss 3/5]") and Transformer Engine's
@@ -49,3 +49,17 @@ class MLASpec(FrozenModel):
     qk_nope_head_dim: int = Field(gt=0, le=MAX_HEAD_DIM)
     qk_rope_head_dim: int = Field(gt=0, le=MAX_HEAD_DIM)
     v_head_dim: int = Field(gt=0, le=MAX_HEAD_DIM)
+
+
+class DSASpec(FrozenModel):
+    """DeepSeek Sparse Attention on MLA layers (DeepSeek-V3.2; HF config names of model_type
+    deepseek_v32). A lightning indexer scores each query against every earlier token, the sum over
+    index_n_heads heads of w * ReLU(q.k) on index_head_dim-wide queries and one shared key (DeepSeek
+    V3.2 report eq. 1), and the query attends only to its index_topk best, MLA in its MQA form over
+    the latent (Megatron-LM d98e8a64dd experimental_attention_variant/dsa.py: DSAIndexer,
+    DSAttention; TransformerConfig dsa_indexer_n_heads, _head_dim, _topk). sp-planner reads it and
+    refuses to time it (cost.dsa says what is missing)."""
+
+    index_n_heads: int = Field(gt=0, le=MAX_HEADS)
+    index_head_dim: int = Field(gt=0, le=MAX_HEAD_DIM)
+    index_topk: int = Field(gt=0, le=2**40)

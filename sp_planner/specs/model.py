@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from sp_planner.specs.attention import VANILLA, MLASpec, SoftmaxType, WindowSpec
+from sp_planner.specs.attention import VANILLA, DSASpec, MLASpec, SoftmaxType, WindowSpec
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.model_limits import MAX_HEAD_DIM, MAX_HEADS, MAX_LAYERS, MAX_VOCAB, MAX_WIDTH
 from sp_planner.specs.moe import MoESpec
@@ -61,6 +61,8 @@ class ModelSpec(FrozenModel):
     # width whose Q+K+V+O, attention FLOPs (QK^T over qk dims, PV over v) and CP traffic equal
     # MLA's as training runs it; the projection weights come from `mla` (checked below).
     mla: MLASpec | None = None
+    # DeepSeek Sparse Attention on the MLA layers (DSASpec; DeepSeek-V3.2): read, not timed (cost.dsa).
+    dsa: DSASpec | None = None
     window: WindowSpec | None = None
     # PositionEmbedding above; rope where unstated, as every file written before the field meant.
     position_embedding: PositionEmbedding = ROPE
@@ -106,6 +108,8 @@ class ModelSpec(FrozenModel):
                 raise ValueError(
                     f"with mla, num_kv_heads must equal num_heads ({self.num_heads}) and head_dim must be "
                     f"(qk_nope_head_dim + qk_rope_head_dim + v_head_dim) / 2 = {width / 2:g}")
+        if self.dsa is not None and self.mla is None:
+            raise ValueError("dsa (DeepSeek Sparse Attention) selects keys for MLA layers: it needs mla")
         if self.num_nope_layers and (self.position_embedding != ROPE or self.num_nope_layers >= self.num_layers):
             raise ValueError(f"num_nope_layers ({self.num_nope_layers}) must be below num_layers ({self.num_layers}) "
                              f"and needs position_embedding rope (got {self.position_embedding!r}); a model with "

@@ -21,6 +21,7 @@ from pydantic import Field
 from sp_planner.catalog import load_model
 from sp_planner.catalog.names import looks_like_path
 from sp_planner.cost.cuda_graphs import check_graph_scopes
+from sp_planner.cost.dsa import dsa_untimed
 from sp_planner.errors import UserInputError
 from sp_planner.fileio import errors_line, read_structured, refuse_foreign, validate_strict
 from sp_planner.specs.base import FrozenModel
@@ -119,6 +120,7 @@ def load_corpus(path: Path) -> Corpus:
     for file, row in zip(row_files, rows):
         _check_routing(file, row, models)
         _check_graphs(file, row, models)
+        _check_timed(file, row, models)
     return Corpus(sources=tuple(sources), models=models, rows=tuple(rows))
 
 
@@ -149,6 +151,14 @@ def _check_graphs(file: Path, row: CorpusRow, models: dict[str, ModelSpec]) -> N
         check_graph_scopes(model, frozenset(row.cuda_graph_scope))
     except ValueError as err:
         raise UserInputError(f"corpus file {file} row {row.id}: {err}") from None
+
+
+def _check_timed(file: Path, row: CorpusRow, models: dict[str, ModelSpec]) -> None:
+    """A row's model must be one the cost model times: not DeepSeek Sparse Attention (cost.dsa)."""
+    model = models[row.model] if row.model in models else load_model(row.model)
+    problem = dsa_untimed(model, row.seq_len)
+    if problem is not None:
+        raise UserInputError(f"corpus file {file} row {row.id}: {problem}")
 
 
 def default_corpus_path() -> Path:

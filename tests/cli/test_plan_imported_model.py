@@ -162,3 +162,13 @@ def test_a_normalised_sigmoid_top_1_router_is_refused_before_planning(sp_plan, t
     result = sp_plan("--model", str(path), "--hardware", "h100-sxm", "--nodes", "1", "--seq-len", "4k")
     assert result.exit_code == 2 and not result.stdout
     assert "num_experts_per_tok 1 with norm_topk_prob true is not supported" in " ".join(result.stderr.split())
+
+
+def test_deepseek_v32_is_read_and_refused_in_one_line_naming_what_is_not_modelled(sp_plan, tmp_path):
+    from tests.catalog.test_hf_dsa import DEEPSEEK_V32_EXP
+
+    path = write_config(tmp_path, DEEPSEEK_V32_EXP)
+    result = sp_plan("--model", path, "--hardware", "h800", "--nodes", "32", "--seq-len", "128k")
+    assert_one_line_error(result, f"--model {path}: DeepSeek-V3.2-Exp uses DeepSeek Sparse Attention",
+                          "does not time yet", "--experimental-attention-variant dsa")
+    assert result.stdout == ""

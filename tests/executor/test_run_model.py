@@ -295,3 +295,23 @@ def test_an_older_plan_whose_window_cannot_be_told_is_refused_in_one_line(tmp_pa
             f"error: plan file {path} was written before plan files recorded the attention window and logit softcap "
             "(window)" + ("" if scale else " and the softmax scale") + ", and its model bears the name of the built-in")
         assert err.endswith("(sp-run gives the window by --window, --window-kind and --softcap only without --plan)\n")
+
+
+def test_a_sparse_attention_plan_is_refused_in_one_line_before_any_launch(tmp_path, capsys, monkeypatch):
+    """DeepSeek-V3.2's queries attend to their top-k keys only; sp-run's attention is dense."""
+    from sp_planner.cli import run_modes
+    from sp_planner.specs.attention import DSASpec
+
+    monkeypatch.setattr(run_modes, "run_local", lambda *a, **k: pytest.fail("launched a DSA plan"))
+    # MLA of 2 heads: qk 8 + 4, v 8, head_dim (8 + 4 + 8) / 2 = 10.
+    model = ModelSpec(name="tiny-dsa", num_heads=2, num_kv_heads=2, head_dim=10, **TINY,
+                      mla=MLASpec(kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=8),
+                      dsa=DSASpec(index_n_heads=4, index_head_dim=8, index_topk=4))
+    path = _plan(tmp_path, model, ParallelPlan(ulysses=2), seq_len=32)
+    with pytest.raises(SystemExit) as done:
+        main(["--plan", str(path), "--iters", "0"])
+    assert done.value.code == 2
+    assert capsys.readouterr().err == (
+        "error: tiny-dsa attends to the top 4 keys its DeepSeek Sparse Attention indexer picks, which sp-run's "
+        "attention does not apply (it is dense); for plain attention at the plan's shapes, give them as flags instead "
+        "of --plan\n")

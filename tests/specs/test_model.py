@@ -45,3 +45,12 @@ def test_nope_layers_default_to_none_and_need_rope_on_the_others():
         ModelSpec.model_validate({**BASE, "num_nope_layers": 32})
     with pytest.raises(pydantic.ValidationError, match="needs position_embedding rope"):
         ModelSpec.model_validate({**BASE, "position_embedding": "learned_absolute", "num_nope_layers": 8})
+
+
+def test_sparse_attention_selects_keys_for_mla_layers_only():
+    dsa = {"index_n_heads": 64, "index_head_dim": 128, "index_topk": 2048}
+    with pytest.raises(pydantic.ValidationError, match=r"dsa \(DeepSeek Sparse Attention\) .* it needs mla"):
+        ModelSpec.model_validate({**BASE, "dsa": dsa})
+    v3 = load_model("DeepSeek-V3").model_dump()
+    assert ModelSpec.model_validate({**v3, "dsa": dsa}).dsa.index_topk == 2048
+    assert ModelSpec.model_validate(v3).dsa is None  # a file written before the field: dense MLA

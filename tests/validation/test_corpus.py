@@ -286,3 +286,13 @@ def test_hybridep_sms_need_the_hybridep_dispatcher(tmp_path):
     corpus = load_corpus(_write(tmp_path, "- {id: a, table: T5, tp: 8, measured: 1, model: Mixtral-8x7B, "
                                           "moe_dispatcher: hybridep, hybridep_sms: 32}\n"))
     assert corpus.rows[0].hybridep_sms == 32
+
+
+def test_a_row_of_a_sparse_attention_model_is_refused_at_load(tmp_path):
+    # DeepSeek-V3.2 (cost.dsa): read, not timed; a row would be scored as dense MLA.
+    from tests.catalog.hf_configs import write_config
+    from tests.catalog.test_hf_dsa import DEEPSEEK_V32_EXP
+
+    config = write_config(tmp_path, DEEPSEEK_V32_EXP)
+    with pytest.raises(UserInputError, match=r"c.yaml row a: DeepSeek-V3.2-Exp uses DeepSeek Sparse Attention"):
+        load_corpus(_write(tmp_path, f"- {{id: a, table: T5, tp: 8, measured: 1, model: {config}}}\n"))
