@@ -2,10 +2,12 @@
 is DeepSeek-V3's architecture (MLA, MoE, the same fields) plus DeepSeek Sparse Attention's lightning
 indexer, read by the deepseek_v3 reader and then here (specs.attention.DSASpec).
 
-The published config declares architectures ["DeepseekV32ForCausalLM"] and adds index_n_heads 64,
-index_head_dim 128 and index_topk 2048 to DeepseekV3Config's fields (huggingface.co/deepseek-ai/
-DeepSeek-V3.2-Exp config.json; DeepSeek's inference/model.py ModelArgs has the same three defaults;
-the report: "the only architectural modification of DeepSeek-V3.2-Exp is the introduction of DSA").
+The checkpoint's config declares architectures ["DeepseekV32ForCausalLM"] (the name vLLM and
+TensorRT-LLM register it under, the latter on its DeepseekV3ForCausalLM) and adds index_n_heads 64,
+index_head_dim 128 and index_topk 2048 to DeepSeek-V3's fields (DeepSeek's inference config
+config_671B_v3.2.json and model.py ModelArgs, copied at tile-ai/tilelang 3ce8ac9b0
+examples/deepseek_v32/inference; the report: "the only architectural modification of
+DeepSeek-V3.2-Exp is the introduction of DeepSeek Sparse Attention").
 The three fields are required: they set the indexer's work, and no config class default is sourced
 here. Another architecture under this model_type (or none) is refused rather than read as DeepSeek-V3.2's.
 """

@@ -13,7 +13,7 @@ EXPECTED_NAMES = [
     "Llama-2-7B", "Llama-2-13B", "Llama-2-70B", "Llama-3-8B", "Llama-3-70B", "Llama-3.1-8B",
     "Llama-3.1-70B", "Llama-3.1-405B", "Mistral-7B", "Mixtral-8x7B", "Qwen2.5-7B", "Qwen2.5-14B",
     "Qwen2.5-32B", "Qwen2.5-72B", "Qwen3-8B", "Qwen3-32B", "GPT-3-175B", "Yi-34B", "Gemma-2-9B",
-    "Gemma-2-27B", "Qwen3-30B-A3B", "Qwen3-235B-A22B", "DeepSeek-V3", "Mixtral-8x22B",
+    "Gemma-2-27B", "Qwen3-30B-A3B", "Qwen3-235B-A22B", "DeepSeek-V3", "DeepSeek-V3.2-Exp", "Mixtral-8x22B",
     "Llama-4-Scout-17B-16E", "Llama-4-Maverick-17B-128E", "Gemma-3-27B", "Kimi-K2", "gpt-oss-20b",
     "gpt-oss-120b", "GLM-4.5", "GLM-4.5-Air",
 ]  # fmt: skip

@@ -3,13 +3,13 @@ sparse attention's indexer (catalog.hf_dsa)."""
 
 import pytest
 
-from sp_planner.catalog import load_hf_config
+from sp_planner.catalog import load_hf_config, load_model
 from sp_planner.specs.attention import DSASpec
 from tests.catalog.hf_configs import ARCH_FIELDS, DEEPSEEK_V3, import_error, write_config
 
 # deepseek-ai/DeepSeek-V3.2-Exp config.json: DeepSeek-V3's fields (the report: DSA is "the only
-# architectural modification") plus the indexer's three, values as DeepSeek's inference/model.py
-# ModelArgs and the published config.json state them.
+# architectural modification") plus the indexer's three, values as DeepSeek's inference config
+# (tile-ai/tilelang 3ce8ac9b0 examples/deepseek_v32/inference/config_671B_v3.2.json) states them.
 DEEPSEEK_V32_EXP = {**DEEPSEEK_V3, "_name_or_path": "deepseek-ai/DeepSeek-V3.2-Exp", "model_type": "deepseek_v32",
                     "architectures": ["DeepseekV32ForCausalLM"], "index_n_heads": 64, "index_head_dim": 128,
                     "index_topk": 2048}
@@ -41,3 +41,13 @@ def test_deepseek_v32_of_another_architecture_is_refused_in_one_line(tmp_path, a
     message = import_error(tmp_path, cfg)
     assert f"model_type 'deepseek_v32' with architectures {architectures!r} is not supported" in message
     assert "DeepseekV32ForCausalLM" in message
+
+
+def test_the_builtin_is_the_imported_config_and_deepseek_v3_plus_the_indexer(tmp_path):
+    builtin = load_model("deepseek-v3.2-exp")
+    assert builtin.name == "DeepSeek-V3.2-Exp" and builtin.hf_repo == "deepseek-ai/DeepSeek-V3.2-Exp"
+    imported = load_hf_config(write_config(tmp_path, DEEPSEEK_V32_EXP))
+    assert builtin.model_dump(exclude=ARCH_FIELDS) == imported.model_dump(exclude=ARCH_FIELDS)
+    v3 = load_model("DeepSeek-V3")
+    assert builtin.model_dump(exclude=ARCH_FIELDS | {"dsa"}) == v3.model_dump(exclude=ARCH_FIELDS | {"dsa"})
+    assert builtin.num_params == v3.num_params  # the indexer's weights are not counted (its sources say so)
