@@ -19,8 +19,10 @@ from sp_planner.flags.flash_head_dim import (
     te_kernel_note,
     te_runs_unfused,
     te_unfused_note,
+    torchtitan_default_kernel,
     torchtitan_sdpa_note,
 )
+from sp_planner.flags.torchtitan import resolve_version
 from sp_planner.flags.kernel_choice import kernel_choice_note
 from sp_planner.flags.softmax import softmax_kernel_problem, softmax_timing_note
 
@@ -42,12 +44,17 @@ def set_up_kernel(question: PlanQuestion, *, framework: str, attention_kernel: s
     framework cannot run; `ulysses`/`ring`: the pinned degrees (None where the search picks)."""
     stack = "megatron" if framework == "all" else framework
     question = question.model_copy(update={"model": with_framework_expert_gemm(question.model, stack)})
+    # torchtitan's kernel follows the release its flags target (cost.attention_kernels.TORCHTITAN_KERNEL).
+    interface = resolve_version(framework_version) if stack == "torchtitan" else None
+    runs = framework_kernel(stack, question.hardware, interface)
     # Before the kernel's curves replace the profile's: whether they are the user's own.
-    curves_note = edited_curves_note(question.hardware, framework_kernel(stack, question.hardware), attention_kernel)
+    curves_note = edited_curves_note(question.hardware, runs, attention_kernel)
     try:
-        kernel = default_kernel(stack, question.hardware) if attention_kernel is None else attention_kernel
+        kernel = default_kernel(stack, question.hardware, interface) if attention_kernel is None else attention_kernel
         if attention_kernel is None and stack == "megatron":  # FA2 where TE runs it in cuDNN's place
             kernel = te_default_kernel(question.model, question.hardware, kernel)
+        if attention_kernel is None and stack == "torchtitan":  # flash where PyTorch's cuDNN SDPA refuses
+            kernel = torchtitan_default_kernel(question.model, question.hardware, runs=runs, kernel=kernel)
         question = question.model_copy(update={"hardware": with_attention_kernel(question.hardware, kernel)})
     except ValueError as err:
         raise UserInputError(f"--attention-kernel: {err}") from None
@@ -72,8 +79,7 @@ def set_up_kernel(question: PlanQuestion, *, framework: str, attention_kernel: s
                or torchtitan_sdpa_note(question.model, question.hardware, stack=stack, timed=timed))
     device_note = framework_device_note(question.hardware, framework)
     # Where the framework does not run on the device at all, the device note says so, not this.
-    kernel_note = None if device_note else kernel_choice_note(stack, attention_kernel,
-                                                              framework_kernel(stack, question.hardware),
+    kernel_note = None if device_note else kernel_choice_note(stack, attention_kernel, runs,
                                                               model=question.model, workload=question.workload,
                                                               hardware=question.hardware)
     if fp8_attention:

@@ -10,8 +10,12 @@ reference attention_kernels_and_cp_costs.md, section 2):
   a run that sets NVTE_FUSED_ATTN=0 runs flash-attn instead (FA2 until TE v1.11 added FA3), as the
   NeMo-Framework-Launcher did by default in tags 24.01-24.07 (validation/corpus/nemo_long_sequence.yaml);
 - MindSpeed: torch_npu.npu_fusion_attention;
-- torchtitan v0.2.2 (the keys sp-plan emits): SDPA with FLASH first, PyTorch's FA2-based kernel
-  (torchtitan models/attention.py at d0ed9b42; pytorch#142132 measures it at 329 TFLOPS on H100);
+- torchtitan by the release its flags target (TORCHTITAN_KERNEL): v0.2.x runs SDPA under
+  sdpa_kernel([CUDNN, FLASH, MATH], set_priority=True), cuDNN first on every GPU (models/attention.py
+  at v0.2.0-v0.2.2, since 6a3a9da9; d0ed9b42 put FLASH first, cuDNN first on sm100 only), flash where
+  PyTorch's cuDNN SDPA refuses the head dim (flags.flash_head_dim.torchtitan_default_kernel); 0.3.0
+  runs FlexAttention (release/0.3 models/common/config_utils.py), which no published curve measures:
+  SDPA's flash curve (FA2-based, pytorch#142132: 329 TFLOPS on H100) stands in;
 - yunchang: AttnType.FA, the flash-attn 2 package (FA3 only if built from source);
 - DeepSpeed-Ulysses: the wrapped HF kernel, flash_attention_2 by default.
 Hopper curves are the FlashAttention-3 paper's H100 SXM5 measurements (arXiv 2407.08608, Fig. 5/6:
@@ -83,13 +87,15 @@ PROFILE_KERNEL: dict[str, str] = {
     "ascend-910b": "npu",
 }
 
+# torchtitan's kernel by config interface (flags.torchtitan.resolve_version's keys; module docstring).
+TORCHTITAN_KERNEL: dict[str, tuple[str, str]] = {"0.3": ("sdpa", "sdpa"), "0.2": ("cudnn", "cudnn")}
 # The kernel each framework runs by default on Hopper and newer / before (module docstring).
 FRAMEWORK_KERNEL: dict[str, tuple[str, str]] = {
     "megatron": ("cudnn", "fa2"),
     "mindspeed": ("npu", "npu"),
     "deepspeed": ("fa2", "fa2"),
     "yunchang": ("fa2", "fa2"),
-    "torchtitan": ("sdpa", "sdpa"),
+    "torchtitan": TORCHTITAN_KERNEL["0.3"],
 }
 
 
@@ -157,19 +163,27 @@ def timed_kernel(hardware: HardwareProfile, chosen: str | None) -> str | None:
     return PROFILE_KERNEL.get(profile_key(hardware))
 
 
-def framework_kernel(framework: str, hardware: HardwareProfile) -> str:
-    """The kernel `framework` runs by default on this GPU (FRAMEWORK_KERNEL), curve or not."""
+def framework_kernel(framework: str, hardware: HardwareProfile, interface: str | None = None) -> str:
+    """The kernel `framework` runs by default on this GPU (FRAMEWORK_KERNEL), curve or not;
+    `interface`: torchtitan's, "0.3" (None) or "0.2" (TORCHTITAN_KERNEL)."""
     if framework not in FRAMEWORK_KERNEL:
         raise ValueError(f"unknown framework {framework!r}; expected one of {', '.join(FRAMEWORK_KERNEL)}")
-    hopper_or_newer, older = FRAMEWORK_KERNEL[framework]
+    kernels = FRAMEWORK_KERNEL[framework]
+    if framework == "torchtitan" and interface is not None:
+        if interface not in TORCHTITAN_KERNEL:
+            raise ValueError(f"unknown torchtitan interface {interface!r}; expected one of "
+                             f"{', '.join(TORCHTITAN_KERNEL)}")
+        kernels = TORCHTITAN_KERNEL[interface]
+    hopper_or_newer, older = kernels
     return hopper_or_newer if profile_key(hardware) in (*HOPPER_PROFILES, *BLACKWELL_PROFILES) else older
 
 
-def default_kernel(framework: str, hardware: HardwareProfile) -> str | None:
+def default_kernel(framework: str, hardware: HardwareProfile, interface: str | None = None) -> str | None:
     """The framework's kernel on this GPU where its curve is known; None: the profile's own, and
     always for a profile whose attention curves are its own (own_attention: sp-calibrate's
-    `calibration.attention` or the user's edit; --attention-kernel still picks a published curve)."""
-    kernel = framework_kernel(framework, hardware)
+    `calibration.attention` or the user's edit; --attention-kernel still picks a published curve).
+    `interface`: torchtitan's (framework_kernel)."""
+    kernel = framework_kernel(framework, hardware, interface)
     if own_attention(hardware):
         return None
     return kernel if kernel_curves(hardware, kernel) is not None else None

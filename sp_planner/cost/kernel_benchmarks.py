@@ -125,7 +125,7 @@ B200_CAUSAL_TFLOPS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     # sdpa_bf16_benchmark_results_NVIDIA_B200.csv, backend flash_attention (flash-attn 2.7.4).
     "fa2": ((63.936, 154.417, 254.381, 342.990, 399.925, 425.128, 435.762, 441.285, 443.738),
             (81.393, 104.860, 198.845, 273.484, 318.004, 336.635, 345.634, 348.981, 348.253)),
-    # Same file, backend pyt_flash_attention: PyTorch SDPA's FLASH backend (torchtitan's).
+    # Same file, backend pyt_flash_attention: PyTorch SDPA's FLASH backend (torchtitan 0.3.0's stand-in).
     "sdpa": ((74.596, 165.535, 242.386, 324.899, 373.392, 394.495, 403.739, 408.739, 410.988),
              (83.040, 107.669, 186.284, 256.427, 298.867, 319.979, 330.801, 335.402, 336.043)),
 }

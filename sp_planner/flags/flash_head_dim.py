@@ -36,15 +36,17 @@ PyTorch SDPA's flash backend (a copy of flash-attn 2; torchtitan's SDPA) turns i
 training on sm86-sm89 and sm120-sm121 at head dims in (192, 224], and above 224 under dropout
 (check_requires_grad_and_head_dim_gt192_constraints_on_sm86_89_or_120, aten/src/ATen/native/
 transformers/cuda/sdp_utils.cpp at pytorch 001f694a): 256 without dropout trains there, as in flash-attn.
-torchtitan's SDPA enables cuDNN, flash and math, in that order (ScaledDotProductAttention.sdpa_backends,
-torchtitan/models/attention.py at v0.2.2, models/common/attention.py at b5bcd76c), applies no dropout,
-and cuDNN's SDPA trains head dims above 128 on sm90 and sm10x only (check_cudnn_tensor_shapes), so in
-that band it runs the math backend, which holds the whole s x s scores (torchtitan_sdpa_note).
+torchtitan's SDPA enables cuDNN, flash and math as its priority order (sdpa_kernel(..., set_priority=
+True): ScaledDotProductAttention.sdpa_backends, torchtitan/models/attention.py at v0.2.0-v0.2.2,
+models/common/attention.py at b5bcd76c), applies no dropout, and cuDNN's SDPA trains head dims above 128
+on sm90 (256, cuDNN >= 9.10) and on sm10x at MLA's 192/128 (cuDNN >= 9.11) only (check_cudnn_tensor_shapes,
+sdp_utils.cpp; sdpa_cudnn_trains): elsewhere flash runs (torchtitan_default_kernel), and where flash
+refuses too the math backend, which holds the whole s x s scores (torchtitan_sdpa_note).
 """
 
 from __future__ import annotations
 
-from sp_planner.cost.attention_kernels import kernel_curves
+from sp_planner.cost.attention_kernels import kernel_curves, own_attention
 from sp_planner.cost.families import compute_capability
 from sp_planner.flags.fused_head_dim import (
     FUSED_SM10X_256_COMMIT,
@@ -243,3 +245,27 @@ def torchtitan_sdpa_note(model: ModelSpec, hardware: HardwareProfile, *, stack: 
             "check_requires_grad_and_head_dim_gt192_constraints_on_sm86_89_or_120), so it runs the math backend, "
             "which holds the whole s x s scores: the plans are timed with SDPA flash's curve and sized without "
             "them")
+
+
+def sdpa_cudnn_trains(model: ModelSpec, capability: tuple[int, int]) -> bool:
+    """Whether PyTorch SDPA's cuDNN backend takes the model's head dims (query/key, value) on a GPU of
+    this compute capability: multiples of 8 up to 128; up to 256 on sm90; 192/128 on sm10x
+    (check_cudnn_tensor_shapes in aten/src/ATen/native/transformers/cuda/sdp_utils.cpp)."""
+    qk, v = ((model.mla.qk_nope_head_dim + model.mla.qk_rope_head_dim, model.mla.v_head_dim)
+             if model.mla is not None else (model.head_dim, model.head_dim))
+    limit = 256 if capability == (9, 0) else 192 if capability[0] == 10 and (qk, v) == (192, 128) else 128
+    return max(qk, v) <= limit and qk % 8 == 0 and v % 8 == 0
+
+
+def torchtitan_default_kernel(model: ModelSpec, hardware: HardwareProfile, *, runs: str,
+                              kernel: str | None) -> str | None:
+    """The kernel that times torchtitan's default (no --attention-kernel): `kernel` (default_kernel's),
+    or, where its SDPA tries cuDNN first (`runs`, framework_kernel's: v0.2.x) but PyTorch's cuDNN SDPA
+    does not take the head dims on this GPU (sdpa_cudnn_trains) or no cuDNN curve is published for it,
+    SDPA's flash backend, the next in its order (module docstring); a profile's own curves stay."""
+    if runs != "cudnn" or own_attention(hardware):
+        return kernel
+    capability = compute_capability(hardware)
+    if kernel == "cudnn" and (capability is None or sdpa_cudnn_trains(model, capability)):
+        return kernel
+    return "sdpa" if kernel_curves(hardware, "sdpa") is not None else kernel

@@ -127,6 +127,11 @@ def render(request: FlagRequest, version: str | None = None) -> FrameworkFlags:
         f'Pass "${{TORCHTITAN_ARGS[@]}}" to python -m torchtitan.train (torchtitan 0.3.x; the overrides '
         f"adjust the {module}.{config} config function, keeping its data, tokenizer and optimizer settings).",
         "Launch with PYTORCH_ALLOC_CONF=expandable_segments:True as torchtitan's run_train.sh does.",
+        # model_registry(attn_backend="flex") in models/llama3 and models/qwen3 __init__.py, and
+        # get_attention_config in models/common/config_utils.py, on release/0.3 (4f9e9a47).
+        f"torchtitan 0.3.0's {module} configs run FlexAttention (attn_backend \"flex\", block-causal), which no "
+        "published benchmark measures: by default the plans are timed with PyTorch SDPA's flash curve in its "
+        "place (torchtitan 0.2.2, --framework-version 0.2.2, runs SDPA with cuDNN first).",
         *shared_notes(request),
     ]
     if p.ring > 1 and not p.allgather:

@@ -105,3 +105,19 @@ def test_torchtitan_on_l40s_says_where_its_sdpa_falls_back_to_the_math_backend()
     assert setup.question.attention_kernel == "sdpa" and setup.kernel_notes[3] is None
     dim_224 = question.model_copy(update={"model": question.model.model_copy(update={"head_dim": 224})})
     assert "so it runs the math backend" in str(_setup(dim_224, framework="torchtitan").kernel_notes[3])
+
+
+def test_torchtitan_0_2_2_is_timed_with_cudnn_its_sdpa_runs_first_and_0_3_0_with_sdpa_flash():
+    # torchtitan v0.2.2 runs SDPA under sdpa_kernel([CUDNN, FLASH, MATH], set_priority=True); 0.3.0
+    # (the default) runs FlexAttention, for which SDPA flash's curve stands in.
+    h100 = load_hardware("h100-sxm")
+    old = _setup(_question(), framework="torchtitan", framework_version="0.2.2")
+    assert old.question.attention_kernel == "cudnn"
+    cudnn = with_attention_kernel(h100, "cudnn").efficiency
+    assert old.question.hardware.efficiency.attention_bwd == cudnn.attention_bwd
+    assert [note for note in old.kernel_notes if note is not None] == []
+    new = _setup(_question(), framework="torchtitan")
+    assert new.question.attention_kernel == "sdpa"
+    # The user's --attention-kernel sdpa on 0.2.2: its flags run cuDNN, a note says so.
+    chosen = _setup(_question(), framework="torchtitan", framework_version="0.2.2", attention_kernel="sdpa")
+    assert "torchtitan's flags run cudnn" in str(chosen.kernel_notes[4])

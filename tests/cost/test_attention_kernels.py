@@ -3,8 +3,8 @@
 import pytest
 
 from sp_planner.catalog import load_hardware, load_model
-from sp_planner.cost.attention_kernels import (default_kernel, kernel_curves, kernel_head_dim, own_attention,
-                                               padded_head_dim, timed_kernel, with_attention_kernel)
+from sp_planner.cost.attention_kernels import (default_kernel, framework_kernel, kernel_curves, kernel_head_dim,
+                                               own_attention, padded_head_dim, timed_kernel, with_attention_kernel)
 from sp_planner.cost.kernels import curve_efficiency, flash_time_s
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate
@@ -185,3 +185,24 @@ def test_the_timed_kernel_is_the_chosen_one_else_the_profiles_own():
     assert timed_kernel(A100, default_kernel("megatron", A100)) == "fa2"
     assert timed_kernel(A100, None) == "fa2" and timed_kernel(H100, None) == "fa3"
     assert timed_kernel(H100, "cudnn") == "cudnn"
+
+
+@pytest.mark.parametrize("interface,hardware,runs,kernel", [
+    # torchtitan v0.2.x: sdpa_kernel([CUDNN, FLASH, MATH], set_priority=True), cuDNN first everywhere.
+    ("0.2", H100, "cudnn", "cudnn"),
+    ("0.2", B200, "cudnn", "cudnn"),
+    ("0.2", A100, "cudnn", None),  # no cuDNN curve on Ampere: the profile's own (FA2's)
+    # 0.3.0 runs FlexAttention: SDPA flash's curve stands in; no interface is 0.3's.
+    ("0.3", H100, "sdpa", "sdpa"),
+    (None, H100, "sdpa", "sdpa"),
+    ("0.3", A100, "sdpa", "sdpa"),
+])
+def test_torchtitans_kernel_follows_the_release_its_flags_target(interface, hardware, runs, kernel):
+    assert framework_kernel("torchtitan", hardware, interface) == runs
+    assert default_kernel("torchtitan", hardware, interface) == kernel
+
+
+def test_an_unknown_torchtitan_interface_is_refused_and_other_frameworks_ignore_it():
+    with pytest.raises(ValueError, match="unknown torchtitan interface '0.1'"):
+        framework_kernel("torchtitan", H100, "0.1")
+    assert framework_kernel("megatron", H100, "0.2") == "cudnn"

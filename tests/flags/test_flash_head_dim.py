@@ -15,7 +15,9 @@ from sp_planner.flags.flash_head_dim import (
     te_kernel_note,
     te_runs_unfused,
     te_unfused_note,
+    sdpa_cudnn_trains,
     sdpa_flash_refuses,
+    torchtitan_default_kernel,
     torchtitan_sdpa_note,
 )
 from tests.flags.conftest import LLAMA3_8B
@@ -184,3 +186,30 @@ def test_torchtitans_sdpa_runs_the_math_backend_where_neither_cudnn_nor_flash_tr
     for profile in ("a800", "h100-sxm"):
         assert torchtitan_sdpa_note(dim_224, load_hardware(profile), stack="torchtitan", timed="sdpa") is None
     assert torchtitan_sdpa_note(dim_224, l40s, stack="megatron", timed="fa2") is None
+
+
+@pytest.mark.parametrize("model,capability,trains", [
+    (LLAMA3_8B, (8, 0), True), (LLAMA3_8B, (12, 0), True),  # 128: every GPU
+    (GEMMA2_9B, (9, 0), True),  # 256 on sm90 (cuDNN >= 9.10)
+    (GEMMA2_9B, (10, 0), False), (GEMMA2_9B, (8, 9), False),  # above 128 elsewhere
+    (DEEPSEEK_V3, (10, 0), True), (DEEPSEEK_V3, (10, 3), True),  # MLA's 192/128 on sm10x (cuDNN >= 9.11)
+    (DEEPSEEK_V3, (12, 0), False), (DEEPSEEK_V3, (9, 0), True),
+])
+def test_pytorch_sdpas_cudnn_backend_takes_head_dims_above_128_on_sm90_and_mla_on_sm10x(model, capability, trains):
+    assert sdpa_cudnn_trains(model, capability) is trains
+
+
+def test_torchtitan_0_2_times_cudnn_where_pytorchs_cudnn_sdpa_takes_the_head_dim_else_sdpa_flash():
+    h100, b200, a800 = load_hardware("h100-sxm"), load_hardware("b200"), load_hardware("a800")
+    assert torchtitan_default_kernel(LLAMA3_8B, h100, runs="cudnn", kernel="cudnn") == "cudnn"
+    assert torchtitan_default_kernel(GEMMA2_9B, h100, runs="cudnn", kernel="cudnn") == "cudnn"
+    # Head dim 256 on sm100: cuDNN's SDPA refuses it, flash (SDPA's next) runs.
+    assert torchtitan_default_kernel(GEMMA2_9B, b200, runs="cudnn", kernel="cudnn") == "sdpa"
+    # cuDNN runs on sm80 but no curve is published: SDPA flash's (the A800's own FA2 curve) times it.
+    assert torchtitan_default_kernel(LLAMA3_8B, a800, runs="cudnn", kernel=None) == "sdpa"
+    # 0.3.0 (FlexAttention, timed as SDPA flash) and the user's own curves are left as they are.
+    assert torchtitan_default_kernel(GEMMA2_9B, b200, runs="sdpa", kernel="sdpa") == "sdpa"
+    edited = h100.model_copy(update={"efficiency": h100.efficiency.model_copy(
+        update={"attention_fwd": tuple(p.model_copy(update={"efficiency": p.efficiency / 2})
+                                       for p in h100.efficiency.attention_fwd)})})
+    assert torchtitan_default_kernel(LLAMA3_8B, edited, runs="cudnn", kernel=None) is None
