@@ -24,7 +24,7 @@ from pydantic import Field, model_validator
 from sp_planner import __version__
 from sp_planner.errors import UserInputError
 from sp_planner.estimate import PlanEstimate
-from sp_planner.cost.attention_kernels import AttentionKernel
+from sp_planner.cost.attention_kernels import UNFUSED, TimedKernel, with_attention_kernel
 from sp_planner.cost.fp8_attention import fp8_attention_problem
 from sp_planner.cost.offload import check_host_link
 from sp_planner.cost.deepep import deepep_refusal
@@ -95,8 +95,10 @@ class PlanFile(FrozenModel):
     # (cost.attention_kernels.timed_kernel: fa2, fa3, cudnn, sdpa, npu); null where none is named (a
     # profile whose curves sp-calibrate measured or the user edited) and in files written before it
     # (2026-12-07), whose `hardware` still holds the curves that timed them. A record for tools:
-    # readers time the plan with the curves in `hardware`, not with this name.
-    attention_kernel: AttentionKernel | None = None
+    # readers time the plan with the curves in `hardware`, not with this name, except "unfused"
+    # (Transformer Engine's unfused attention timed Megatron's plan: cost.kernels), which no profile
+    # holds (efficiency.attention_unfused): load_plan_file sets it on `hardware` again.
+    attention_kernel: TimedKernel | None = None
     # Whether attention_kernel is the user's sp-plan --attention-kernel, whose backend the flags then
     # select (FlagRequest.attention_kernel); false for the framework's default and in files written
     # before it, whose flags select no kernel.
@@ -126,6 +128,17 @@ class PlanFile(FrozenModel):
     def runtime(self) -> Runtime:
         """The runtime sp-plan timed the plan with, which its readers time it again with."""
         return release_runtime(self.framework, self.framework_version, model=self.model)
+
+    @model_validator(mode="after")
+    def _unfused_plan_has_no_context_parallelism(self) -> PlanFile:
+        """Transformer Engine's unfused attention takes no context parallelism (get_attention_backend
+        at d0067d0) and no ring merges its blocks (cost.attention)."""
+        cp = self.plan.ulysses * self.plan.ring
+        if self.attention_kernel == UNFUSED and cp > 1:
+            raise ValueError(f"attention_kernel unfused with ulysses x ring {cp}: Transformer Engine's unfused "
+                             "attention takes no context parallelism; set ulysses and ring to 1 or write the plan "
+                             "again with sp-plan --out")
+        return self
 
     @model_validator(mode="after")
     def _release_is_the_frameworks(self) -> PlanFile:
@@ -248,7 +261,14 @@ def _short(groups: list[list[int]]) -> str:
 
 
 def write_plan_file(path: Path, plan_file: PlanFile) -> None:
-    """Write plan.json; if the write fails, the text is kept elsewhere and WriteFailed names it."""
+    """Write plan.json; if the write fails, the text is kept elsewhere and WriteFailed names it. A
+    profile timed with TE's unfused attention is written without that setting, which no profile may
+    hold (attention_kernel "unfused" records it; load_plan_file sets it again)."""
+    efficiency = plan_file.hardware.efficiency
+    if efficiency.attention_unfused:
+        hardware = plan_file.hardware.model_copy(update={"efficiency": efficiency.model_copy(
+            update={"attention_unfused": False})})
+        plan_file = plan_file.model_copy(update={"hardware": hardware})
     deliver_text(Path(path), plan_file.model_dump_json(indent=2) + "\n", what="plan")
 
 
@@ -315,6 +335,8 @@ def load_plan_file(path: Path, given: Mapping[str, Any] | None = None) -> Loaded
         assert plan_file.model.moe is not None  # unrecorded_router settles MoE models only
         moe = plan_file.model.moe.model_copy(update=dict(router.updates))
         plan_file = plan_file.model_copy(update={"model": plan_file.model.model_copy(update={"moe": moe})})
+    if plan_file.attention_kernel == UNFUSED:  # TE's unfused attention timed it (PlanFile.attention_kernel)
+        plan_file = plan_file.model_copy(update={"hardware": with_attention_kernel(plan_file.hardware, UNFUSED)})
     release_note = None
     if "framework_version" not in data:
         release = unrecorded_release(plan_file.framework, plan_file.plan, source=f"plan file {path}")

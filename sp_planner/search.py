@@ -117,6 +117,10 @@ def search(model: ModelSpec, hardware: HardwareProfile, workload: Workload, *, n
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     axes = search_axes(model, hardware)
+    if hardware.efficiency.attention_unfused:
+        # Unfused attention runs where Transformer Engine runs it (flags.flash_head_dim.te_runs_unfused),
+        # which takes no context parallelism, and no ring merges its blocks (cost.attention).
+        pins = pins.model_copy(update={axis: 1 for axis in ("ulysses", "ring") if getattr(pins, axis) is None})
     total = _check_size(workload, num_nodes, gpus_per_node, pins, axes)
     degrees = search_order(with_expert_degrees(degree_tuples(world, pins), axes.num_experts, pins))
     if len(degrees) == 0:

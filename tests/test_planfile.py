@@ -337,6 +337,29 @@ def test_the_flags_of_a_plan_file_know_where_transformer_engine_runs_its_unfused
     assert _plan_file().flag_choices == FlagChoices()
 
 
+def test_a_plan_timed_with_transformer_engines_unfused_attention_reads_back_timed_with_it(tmp_path):
+    # No profile may hold efficiency.attention_unfused: the file records the kernel ("unfused") and
+    # its profile without the setting, and reading it sets it again, so sp-simulate and sp-report
+    # time the plan as sp-plan did.
+    from sp_planner.cost.attention_kernels import UNFUSED, with_attention_kernel
+
+    l40s = load_hardware("l40s")
+    plan = ParallelPlan(dp=2, tp=4)
+    path = tmp_path / "plan.json"
+    unfused = with_attention_kernel(l40s, UNFUSED)
+    write_plan_file(path, _plan_file(plan, model=load_model("gemma-2-9b"), hardware=unfused, attention_kernel=UNFUSED))
+    doc = json.loads(path.read_text())
+    assert doc["attention_kernel"] == "unfused" and doc["hardware"]["efficiency"]["attention_unfused"] is False
+    loaded = read_plan_file(path)
+    assert loaded.hardware.efficiency.attention_unfused and loaded.hardware == with_attention_kernel(l40s, UNFUSED)
+    # A context-parallel plan is refused: TE's unfused attention takes none.
+    doc["plan"]["ulysses"], doc["plan"]["dp"] = 2, 1
+    doc.pop("rank_layout", None)
+    path.write_text(json.dumps(doc))
+    with pytest.raises(UserInputError, match="attention_kernel unfused with ulysses x ring 2: Transformer Engine"):
+        read_plan_file(path)
+
+
 def test_an_older_file_is_refused_for_timing_only_where_a_timed_field_cannot_be_told(tmp_path):
     # sp-report and sp-simulate timed an older plan of an imported Mistral (no window key) as full
     # attention, 3x its windowed step at 128K, and said nothing; sp-run refused it.

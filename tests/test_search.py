@@ -161,3 +161,17 @@ def test_expert_grids_that_break_the_rules_cost_without_numpy_warnings(gpus_per_
         result = search(mixtral, load_hardware("h100"), Workload(seq_len=32768, global_batch=8), num_nodes=2,
                         gpus_per_node=gpus_per_node, pins=pins)
     assert result.ranked and all(np.isfinite(est.step_time_s) for est in result.ranked)
+
+
+def test_unfused_attention_is_searched_without_context_parallelism():
+    # It runs where Transformer Engine runs it for Megatron, which takes no context parallelism, and
+    # no ring merges its blocks (cost.attention): every candidate has ulysses and ring 1.
+    from sp_planner.cost.attention_kernels import UNFUSED, with_attention_kernel
+
+    l40s = load_hardware("l40s")
+    kw = dict(num_nodes=1, gpus_per_node=8, top_k=5)
+    workload = Workload(seq_len=32768, global_batch=8)
+    unfused = search(load_model("gemma-2-9b"), with_attention_kernel(l40s, UNFUSED), workload, **kw)
+    assert {(e.plan.ulysses, e.plan.ring) for e in unfused.ranked} == {(1, 1)}
+    flash = search(load_model("gemma-2-9b"), l40s, workload, **kw)
+    assert any(e.plan.ulysses * e.plan.ring > 1 for e in flash.ranked)

@@ -7,7 +7,13 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from sp_planner.cli.question import PlanQuestion, edited_curves_note, framework_device_note
-from sp_planner.cost.attention_kernels import default_kernel, framework_kernel, timed_kernel, with_attention_kernel
+from sp_planner.cost.attention_kernels import (
+    UNFUSED,
+    default_kernel,
+    framework_kernel,
+    timed_kernel,
+    with_attention_kernel,
+)
 from sp_planner.cost.fp8_attention import with_fp8_attention
 from sp_planner.cost.grouped_gemm import with_framework_expert_gemm
 from sp_planner.errors import UserInputError
@@ -55,6 +61,12 @@ def set_up_kernel(question: PlanQuestion, *, framework: str, attention_kernel: s
             kernel = te_default_kernel(question.model, question.hardware, kernel)
         if attention_kernel is None and stack == "torchtitan":  # flash where PyTorch's cuDNN SDPA refuses
             kernel = torchtitan_default_kernel(question.model, question.hardware, runs=runs, kernel=kernel)
+        # Where TE runs its unfused attention, that times Megatron's plans (cost.kernels: its s x s
+        # scores; the search then holds no context parallelism); under --framework all a published
+        # curve times every framework's ranking, as yunchang and DeepSpeed call flash-attn 2 there.
+        if (attention_kernel is None and framework == "megatron" and kernel is not None
+                and te_runs_unfused(question.model, question.hardware)):
+            kernel = UNFUSED
         question = question.model_copy(update={"hardware": with_attention_kernel(question.hardware, kernel)})
     except ValueError as err:
         raise UserInputError(f"--attention-kernel: {err}") from None

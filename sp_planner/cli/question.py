@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from sp_planner.cost.attention_kernels import AttentionKernel, kernel_curves, measured_attention, own_attention
+from sp_planner.cost.attention_kernels import TimedKernel, kernel_curves, measured_attention, own_attention
 from sp_planner.cost.deepep import deepep_refusal
 from sp_planner.cost.dsa import dsa_untimed
 from sp_planner.catalog import builtin_gpu, load_hardware, load_model
@@ -55,7 +55,7 @@ class PlanQuestion(FrozenModel):
     default_batch: bool = False
     # The named kernel whose curves time the plans (cost.attention_kernels.timed_kernel; set by
     # sp-plan once the framework is known); None where none is named: a profile sp-calibrate measured.
-    attention_kernel: AttentionKernel | None = None
+    attention_kernel: TimedKernel | None = None
     # How to render the flags (set by sp-plan with the framework): --framework-version's release and
     # the user's --attention-kernel, which the flags then select (None where none was given: the
     # flags leave the framework's own).

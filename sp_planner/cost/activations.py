@@ -113,7 +113,7 @@ def activation_bytes_per_layer(model: ModelSpec, workload: Workload, *, tp, ulys
     lse = 0.0 if unfused else FP32_BYTES * n * heads
     # b x heads/(tp*u) x s x s scores on the rank; with no ring (unfused kernels cannot) n*u = b*s,
     # so that is n x s x heads/tp elements.
-    per_score = unfused_saved_bytes_per_score(has_attention_dropout(model))
+    per_score = unfused_saved_bytes_per_score(has_attention_dropout(model), workload.seq_len)
     scores = per_score * n * workload.seq_len * heads if unfused else 0.0
     o_copies = np.where(ulysses > 1, 2, 1)
     # The QK norm's saved inputs, on the rank's heads before any Ulysses all-to-all (cost.qk_norm).

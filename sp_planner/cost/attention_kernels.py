@@ -190,9 +190,13 @@ def default_kernel(framework: str, hardware: HardwareProfile, interface: str | N
 
 
 # Megatron-LM's core attention before FlashAttention (cost.kernels.unfused_attention_time_s): for
-# validating runs published before it (Korthikanti et al. 2022); not an sp-plan choice, as no
-# ring can run it and no framework the planner emits for defaults to it.
+# validating runs published before it (Korthikanti et al. 2022), and Transformer Engine's
+# UnfusedDotProductAttention where TE runs it for Megatron (flags.flash_head_dim.te_runs_unfused);
+# not an sp-plan choice (--attention-kernel), as no ring can run it.
 UNFUSED = "unfused"
+# A kernel that times plans: a named one, or TE's unfused attention (sp-plan --framework megatron,
+# plan files: no profile holds efficiency.attention_unfused).
+TimedKernel = Literal["fa2", "fa3", "cudnn", "sdpa", "npu", "unfused"]
 # flash-attn's experimental Triton FlashAttention as llm-foundry ran it (attn_impl triton, its copy
 # flash_attn_triton.py): for validating those runs; no framework sp-plan emits for runs it. Its
 # author rates it "slightly slower" than FlashAttention v1 forward + backward on A100

@@ -55,24 +55,55 @@ UNFUSED_GEMMS_FWD, UNFUSED_GEMMS_BWD = 2, 4
 UNFUSED_SOFTMAX_SAVED_BYTES, UNFUSED_DROPOUT_SAVED_BYTES = 2, 3
 
 
-def unfused_saved_bytes_per_score(attention_dropout: bool) -> int:
-    """Bytes the unfused kernel stores per score element, with or without attention dropout."""
-    return UNFUSED_SOFTMAX_SAVED_BYTES + (UNFUSED_DROPOUT_SAVED_BYTES if attention_dropout else 0)
+# Transformer Engine's UnfusedDotProductAttention (the one sp-plan times, where TE runs it for
+# Megatron: flags.flash_head_dim.te_runs_unfused; dot_product_attention/backends.py at d0067d0) is
+# the same baddbmm -> FusedScaleMaskSoftmax -> torch Dropout -> bmm, but its softmax
+# (dot_product_attention/softmax.py at d0067d0, is_kernel_available) runs the fused kernel only at
+# 16 < keys < 16384 ("sk must be 16 ~ 16384"); from 16384 keys on it runs forward_torch_softmax:
+# the bf16 scores cast to fp32 (inp.float(): 2 + 4 bytes), masked in place (utils.py
+# attention_mask_func, masked_fill_: 4 + 4 and the bool mask 1), torch softmax in fp32 (4 + 4), the
+# probabilities cast back to bf16 (4 + 2): 29 bytes forward; backward the grad cast to fp32
+# (2 + 4), softmax backward (grad, saved output, result: 4 + 4 + 4), the mask's backward
+# (masked_fill of the grad: 4 + 1 + 4), the cast to bf16 (4 + 2): 33. Autograd then keeps the fp32
+# softmax output (4 bytes) and, for the bmm with V, the bf16 probabilities (2; the dropout's output
+# with attention dropout, whose mask adds 1). Megatron-Core's own FusedScaleMaskSoftmax falls back
+# above 4096 keys (megatron/core/fusions/fused_softmax.py at d98e8a64dd); the corpus's unfused rows
+# run 2048 keys, fused under either bound.
+TE_FUSED_SOFTMAX_MAX_KEYS = 16384  # exclusive
+TORCH_SOFTMAX_FWD_BYTES, TORCH_SOFTMAX_BWD_BYTES = 29, 33
+TORCH_SOFTMAX_SAVED_BYTES = 4 + UNFUSED_GEMM_BYTES  # the fp32 output, and the bmm's bf16 input
+
+
+def _torch_softmax(kv_tokens):
+    """Whether Transformer Engine's softmax runs its torch fallback at `kv_tokens` keys (above)."""
+    return np.asarray(kv_tokens) >= TE_FUSED_SOFTMAX_MAX_KEYS
+
+
+def unfused_saved_bytes_per_score(attention_dropout: bool, kv_tokens=0):
+    """Bytes the unfused kernel stores per score element, with or without attention dropout, at
+    `kv_tokens` keys (the torch softmax's from TE_FUSED_SOFTMAX_MAX_KEYS on: comment above)."""
+    fused = UNFUSED_SOFTMAX_SAVED_BYTES + (UNFUSED_DROPOUT_SAVED_BYTES if attention_dropout else 0)
+    # With dropout, the bmm saves the dropout's output (counted in UNFUSED_DROPOUT_SAVED_BYTES).
+    torch = TORCH_SOFTMAX_SAVED_BYTES + (UNFUSED_DROPOUT_SAVED_BYTES - UNFUSED_GEMM_BYTES if attention_dropout else 0)
+    return np.where(_torch_softmax(kv_tokens), torch, fused)
 
 
 def unfused_attention_time_s(hardware: HardwareProfile, *, batch, heads, head_dim, q_tokens, kv_tokens,
                              backward: bool, attention_dropout: bool = False):
-    """Unfused attention on a q_tokens x kv_tokens block (comment above): each batched GEMM takes
+    """Unfused attention on a q_tokens x kv_tokens block (comments above): each batched GEMM takes
     the longer of its FLOPs at the GEMM efficiency and its score-sized operand through HBM (with
-    head_dim 64-128 these GEMMs are memory-bound on A100/H100), then the softmax passes and, with
-    `attention_dropout`, the dropout's."""
+    head_dim 64-128 these GEMMs are memory-bound on A100/H100), then the softmax passes (the torch
+    fallback's from TE_FUSED_SOFTMAX_MAX_KEYS keys on) and, with `attention_dropout`, the dropout's."""
     elements = np.asarray(batch, dtype=np.float64) * heads * q_tokens * kv_tokens
     gemm_flops, gemm_bytes = 2.0 * head_dim * elements, UNFUSED_GEMM_BYTES * elements
     one_gemm = np.maximum(gemm_time_s(hardware, gemm_flops), memory_pass_time_s(hardware, gemm_bytes))
+    torch = _torch_softmax(kv_tokens)
     if backward:
-        passes = UNFUSED_SOFTMAX_BWD_BYTES + (UNFUSED_DROPOUT_BWD_BYTES if attention_dropout else 0)
+        softmax = np.where(torch, TORCH_SOFTMAX_BWD_BYTES, UNFUSED_SOFTMAX_BWD_BYTES)
+        passes = softmax + (UNFUSED_DROPOUT_BWD_BYTES if attention_dropout else 0)
         return UNFUSED_GEMMS_BWD * one_gemm + memory_pass_time_s(hardware, passes * elements)
-    passes = UNFUSED_SOFTMAX_FWD_BYTES + (UNFUSED_DROPOUT_FWD_BYTES if attention_dropout else 0)
+    softmax = np.where(torch, TORCH_SOFTMAX_FWD_BYTES, UNFUSED_SOFTMAX_FWD_BYTES)
+    passes = softmax + (UNFUSED_DROPOUT_FWD_BYTES if attention_dropout else 0)
     return UNFUSED_GEMMS_FWD * one_gemm + memory_pass_time_s(hardware, passes * elements)
 
 

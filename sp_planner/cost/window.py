@@ -5,8 +5,9 @@ A local layer's query attends to the `window_tokens` keys before it (Mistral 7B,
 whole on each rank, so a local layer is one flash call on a band of s x W (the sliding-window
 kernel skips the tiles outside the band; FlashAttention's window_size): FLOPs 4*b*heads*d*s*W,
 timed as a non-causal s x W block at the efficiency of a W-key call. The ring is excluded by the
-plan rule window_ring. A chunked local layer (Llama 4) is s/W independent causal
-squares of W tokens, one flash call over b x s/W sequences: FLOPs 2*b*heads*d*s*W. The
+plan rule window_ring. Unfused attention (cost.kernels) masks the band in its s x s scores, at a
+global layer's cost. A chunked local layer (Llama 4) is s/W independent causal squares of W
+tokens, one flash call over b x s/W sequences: FLOPs 2*b*heads*d*s*W. The
 layer-averaged time and FLOPs blend local and global layers by the model's count of local layers
 (ModelSpec.num_local_layers). Model FLOPs (MFU) keep the full-square count (cost.flops).
 """
@@ -45,7 +46,10 @@ def windowed_attention_times(attn: AttentionTimes, hardware: HardwareProfile, mo
                              seq_len: int, batch, tp, ulysses, ring) -> AttentionTimes:
     """`attn` (full attention per layer) averaged with the local layers' band kernels."""
     window = local_window(model, seq_len)
-    if window is None:
+    # Unfused attention computes the whole square and masks the window in the scores (Transformer
+    # Engine's UnfusedDotProductAttention builds the window into its mask, dpa_utils.get_full_mask,
+    # backends.py at d0067d0): a local layer costs a global one's.
+    if window is None or hardware.efficiency.attention_unfused:
         return attn
     share = model.num_local_layers / model.num_layers
     heads = model.num_heads / (tp * ulysses)

@@ -20,7 +20,10 @@ above 128 only on sm90, and on sm10x at 192/128 or, from v2.18 with cuDNN 9.23, 
 attention dropout), it runs UnfusedDotProductAttention; that takes no context parallelism ("Disabling
 UnfusedDotProductAttention as it does not support context parallelism"), so a plan with ulysses x ring
 > 1 has no backend left: Megatron's flags refuse it (te_runs_unfused sets
-FlagChoices.te_unfused_attention), so the search's Megatron ranking holds none. Where cuDNN does not
+FlagChoices.te_unfused_attention), so the search's Megatron ranking holds none. Under --framework
+megatron that unfused attention times the plans and sizes their s x s scores (cli.plan_kernel,
+cost.kernels), and the search holds no context parallelism; under --framework all a published curve
+times every framework's plans (yunchang and DeepSpeed call flash-attn 2 there). Where cuDNN does not
 train them but FA2 runs (sm100: 256 under attention dropout), TE runs FA2, whose curve then times
 Megatron's plans (te_default_kernel).
 
@@ -46,7 +49,7 @@ refuses too the math backend, which holds the whole s x s scores (torchtitan_sdp
 
 from __future__ import annotations
 
-from sp_planner.cost.attention_kernels import kernel_curves, own_attention
+from sp_planner.cost.attention_kernels import UNFUSED, kernel_curves, own_attention
 from sp_planner.cost.families import compute_capability
 from sp_planner.flags.fused_head_dim import (
     FUSED_SM10X_256_COMMIT,
@@ -174,16 +177,24 @@ _KERNEL_NAMES = {"fa2": "flash-attn 2", "cudnn": "cuDNN's fused attention"}
 
 def te_unfused_note(model: ModelSpec, hardware: HardwareProfile, *, stack: str, chosen: str | None,
                     timed: str | None, context_parallel: bool = True) -> str | None:
-    """The note where the plans are timed with a published kernel's curves (flash-attn 2 on sm89,
-    cuDNN's on sm103: no unfused curve is published) but Transformer Engine runs its unfused attention
-    (_te_runs_unfused), and that Megatron's flags then refuse context parallelism where plans may have
-    it (`context_parallel`: --ulysses and --ring do not both pin 1); None elsewhere."""
+    """The note where Transformer Engine runs its unfused attention (_te_runs_unfused): under
+    --framework megatron that times the plans (`timed` unfused: cost.kernels, its s x s scores in
+    memory, sp-plan's search then holding ulysses x ring 1 plans only); under --framework all, whose
+    ranking yunchang's and DeepSpeed's flash-attn 2 calls run, the plans are timed with a published
+    kernel's curves (flash-attn 2 on sm89, cuDNN's on sm103) and Megatron's flags refuse context
+    parallelism where plans may have it (`context_parallel`: --ulysses and --ring do not both pin 1);
+    None elsewhere."""
     if not _te_runs_unfused(model, hardware, stack=stack, chosen=chosen, timed=timed):
         return None
+    if timed == UNFUSED:
+        return (f"{_te_unfused_why(model, hardware)}, so it runs its unfused attention, which times the plans, "
+                "its s x s scores in memory" + ("; it takes no context parallelism, so the plans have ulysses x "
+                                                "ring 1" if context_parallel else ""))
     kernel = _KERNEL_NAMES.get(str(timed), str(timed))
     return (f"{_te_unfused_why(model, hardware)}, so it runs its unfused attention, while the plans are timed "
-            f"with {kernel}" + ("; that takes no context parallelism, so megatron's flags take plans with "
-                                "ulysses x ring 1 only" if context_parallel else ""))
+            f"with {kernel} (--framework megatron times megatron's with it)"
+            + ("; that takes no context parallelism, so megatron's flags take plans with ulysses x ring 1 only"
+               if context_parallel else ""))
 
 
 def te_context_parallel_problem(model: ModelSpec, hardware: HardwareProfile, *, framework: str, chosen: str | None,

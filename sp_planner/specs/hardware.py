@@ -149,9 +149,10 @@ class EfficiencySpec(FiniteModel):
     # normalization-kernel benchmark at LLM shapes where one is published; MEMORY_BOUND_DEFAULT
     # where a profile does not state it.
     memory_bound: float = Field(default=MEMORY_BOUND_DEFAULT, gt=0.0, le=1.0)
-    # Core attention unfused, as Megatron-LM ran it before FlashAttention (cost.kernels
-    # unfused_attention_time_s). Only cost.attention_kernels.with_attention_kernel sets it (by
-    # model_copy, which skips validation): no profile or plan file may, since no ring can run it.
+    # Core attention unfused, as Megatron-LM ran it before FlashAttention and Transformer Engine runs
+    # it where no fused backend trains the head dim (cost.kernels unfused_attention_time_s). Only
+    # cost.attention_kernels.with_attention_kernel sets it (by model_copy, which skips validation): no
+    # profile may, since no ring can run it; a plan file records it as attention_kernel "unfused".
     attention_unfused: bool = False
     # Causal / non-causal throughput of the same kernel by block length (causal FLOPs counted as
     # half the square), forward and backward. None: the ratio of the profile's kernel

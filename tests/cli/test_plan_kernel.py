@@ -59,15 +59,21 @@ def test_fp8_attention_is_refused_outside_framework_all_and_off_cudnn():
 
 
 def test_megatrons_ranking_of_gemma2_on_l40s_holds_no_context_parallel_plan(sp_plan):
-    # TE runs its unfused attention there, which takes no context parallelism: Megatron's plans have
-    # ulysses x ring 1 (before: tp 1 x ulysses 4 first), while every plan's ranking, which yunchang's
-    # and DeepSpeed's flash-attn 2 calls run, keeps its context-parallel best.
-    result = sp_plan("--model", "gemma-2-9b", "--hardware", "l40s", "--nodes", "1", "--seq-len", "32k",
-                     "--format", "json", "--top", "3")
+    # TE runs its unfused attention there, which takes no context parallelism and times Megatron's
+    # plans: the search holds ulysses x ring 1 plans only (before: tp 1 x ulysses 4 first overall),
+    # while --framework all's ranking, which yunchang's and DeepSpeed's flash-attn 2 calls run,
+    # keeps its context-parallel best, timed with FA2.
+    args = ("--model", "gemma-2-9b", "--hardware", "l40s", "--nodes", "1", "--seq-len", "32k", "--format", "json",
+            "--top", "3")
+    result = sp_plan(*args)
     assert result.exit_code == 0, result.stderr
     answer = json.loads(result.stdout)
-    assert [(p["ulysses"], p["ring"]) for p in answer["framework_plans"]] == [(1, 1)] * 3
-    best = answer["plans"][0]
+    assert answer["question"]["attention_kernel"] == "unfused"
+    assert [(p["ulysses"], p["ring"]) for p in answer["plans"]] == [(1, 1)] * 3
+    assert answer["framework_plans"][0]["step_time_s"] == answer["plans"][0]["step_time_s"]
+    every = json.loads(sp_plan(*args, "--framework", "all").stdout)
+    assert every["question"]["attention_kernel"] == "fa2"
+    best = every["plans"][0]
     assert (best["tp"], best["ulysses"], best["ring"]) == (1, 4, 1)
     assert best["flags"]["megatron"]["reason"].startswith("cp 4 cannot run: Transformer Engine runs Gemma-2-9B's")
     assert best["flags"]["yunchang"]["supported"] and best["flags"]["deepspeed"]["supported"]
@@ -76,7 +82,8 @@ def test_megatrons_ranking_of_gemma2_on_l40s_holds_no_context_parallel_plan(sp_p
 def test_blackwell_under_attention_dropout_times_what_transformer_engine_runs():
     # Gemma-2's 256 under dropout: no cuDNN training on sm10x (flags.fused_head_dim), so TE runs FA2
     # on B200, whose published curve times the plans (before: cuDNN's), and its unfused attention on
-    # B300, where cuDNN's curve stands in, said in a note, and context parallelism is refused.
+    # B300, which times them (before: cuDNN's curve stood in), said in a note, and context parallelism
+    # is refused; under --framework all cuDNN's curve times every framework's plans, said in the note.
     def dropout(hardware):
         question = _question(model="gemma-2-9b", hardware=hardware)
         return question.model_copy(update={"model": question.model.model_copy(update={"attention_dropout": 0.1})})
@@ -88,8 +95,13 @@ def test_blackwell_under_attention_dropout_times_what_transformer_engine_runs():
     assert [i for i, note in enumerate(b200.kernel_notes) if note] == [3]
     assert "so Transformer Engine runs flash-attn 2" in str(b200.kernel_notes[3])
     b300 = _setup(dropout("b300"))
-    assert b300.question.attention_kernel == "cudnn" and b300.question.flag_choices.te_unfused_attention
-    assert "while the plans are timed with cuDNN's fused attention" in str(b300.kernel_notes[2])
+    assert b300.question.attention_kernel == "unfused" and b300.question.flag_choices.te_unfused_attention
+    assert b300.question.hardware.efficiency.attention_unfused
+    assert "unfused attention, which times the plans" in str(b300.kernel_notes[2])
+    every = _setup(dropout("b300"), framework="all")
+    assert every.question.attention_kernel == "cudnn" and not every.question.hardware.efficiency.attention_unfused
+    assert "while the plans are timed with cuDNN's fused attention (--framework megatron times megatron's with it)" \
+        in str(every.kernel_notes[2])
     with pytest.raises(UserInputError, match="no cuDNN fused attention trains it there under attention dropout"):
         _setup(dropout("b300"), ring=2)
     # Without dropout cuDNN trains 256 there from TE v2.18: cuDNN times them, and a note says the release.
@@ -121,3 +133,17 @@ def test_torchtitan_0_2_2_is_timed_with_cudnn_its_sdpa_runs_first_and_0_3_0_with
     # The user's --attention-kernel sdpa on 0.2.2: its flags run cuDNN, a note says so.
     chosen = _setup(_question(), framework="torchtitan", framework_version="0.2.2", attention_kernel="sdpa")
     assert "torchtitan's flags run cudnn" in str(chosen.kernel_notes[4])
+
+
+def test_megatron_at_128k_on_l40s_offers_no_plan_that_cannot_hold_its_unfused_scores(sp_plan):
+    # Before, tp 8 x dp 16 with full recompute ranked first at 39.1 GiB (95.62 s, timed with FA2),
+    # while the layer full recompute rebuilds holds its 2 heads' s x s scores: 6 bytes each from 16K
+    # keys (TE's torch softmax, cost.kernels), 192 GiB. Now that plan needs 209.8 GiB and none fits.
+    args = ("--model", "gemma-2-9b", "--hardware", "l40s", "--nodes", "16", "--seq-len", "128k",
+            "--framework", "megatron", "--format", "json", "--top", "3")
+    answer = json.loads(sp_plan(*args).stdout)
+    assert answer["question"]["attention_kernel"] == "unfused" and answer["framework_plans"] == []
+    assert not any(p["fits"] for p in answer["plans"])
+    pinned = json.loads(sp_plan(*args, "--tp", "8", "--pp", "1", "--recompute", "full", "--zero", "1").stdout)
+    tp8 = pinned["plans"][0]
+    assert not tp8["fits"] and tp8["memory_peak_bytes"] > 192 * 2**30

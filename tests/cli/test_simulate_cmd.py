@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
+
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cli import simulate_cmd
 from sp_planner.plan import ParallelPlan
@@ -30,3 +34,20 @@ def test_a_pinned_split_with_empty_model_chunks_is_noted(monkeypatch, tmp_path, 
     write_plan_file(plan_file, PlanFile(**question, plan=ParallelPlan(ring=4, pp=4, vpp=2)))
     even = run_main(simulate_cmd, plan_file, "--out-dir", tmp_path / "sim")
     assert even.exit_code == 0 and "model chunks" not in even.stderr
+
+
+def test_a_plan_timed_with_transformer_engines_unfused_attention_is_simulated_with_it(sp_plan, run_main, tmp_path):
+    # Gemma-2-9B on 8 L40S at 32K: sp-plan --framework megatron times it with TE's unfused attention
+    # (attention_kernel "unfused" in the file), and sp-simulate reads it back so: its step agrees with
+    # the analytic one (3,079.86 s; FA2's timing gave 719.26 s for megatron's plan 1).
+    plan_file = tmp_path / "plan.json"
+    planned = sp_plan("--model", "gemma-2-9b", "--hardware", "l40s", "--nodes", "1", "--seq-len", "32k",
+                      "--top", "1", "--format", "json", "--out", plan_file)
+    assert planned.exit_code == 0, planned.stderr
+    estimate = json.loads(plan_file.read_text())["estimate"]
+    assert json.loads(plan_file.read_text())["attention_kernel"] == "unfused"
+    result = run_main(simulate_cmd, plan_file, "--out-dir", tmp_path / "sim")
+    assert result.exit_code == 0, result.stderr
+    timeline = json.loads((tmp_path / "sim" / "timeline.json").read_text())
+    assert timeline["analytic_step_time_s"] == pytest.approx(estimate["step_time_s"], rel=1e-12)
+    assert timeline["step_time_s"] == pytest.approx(3079.86, abs=0.01)

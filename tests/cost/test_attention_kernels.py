@@ -206,3 +206,11 @@ def test_an_unknown_torchtitan_interface_is_refused_and_other_frameworks_ignore_
     with pytest.raises(ValueError, match="unknown torchtitan interface '0.1'"):
         framework_kernel("torchtitan", H100, "0.1")
     assert framework_kernel("megatron", H100, "0.2") == "cudnn"
+
+
+def test_the_kernels_that_time_plans_are_the_named_ones_and_transformer_engines_unfused():
+    from typing import get_args
+
+    from sp_planner.cost.attention_kernels import ATTENTION_KERNELS, UNFUSED, TimedKernel
+
+    assert get_args(TimedKernel) == (*ATTENTION_KERNELS, UNFUSED)

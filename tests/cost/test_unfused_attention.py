@@ -89,3 +89,48 @@ def test_unfused_activations_are_korthikantis_5as2b():
 def test_with_attention_kernel_unfused_keeps_the_curves():
     assert UNFUSED_A100.efficiency.attention_unfused and not A100.efficiency.attention_unfused
     assert UNFUSED_A100.efficiency.attention_fwd == A100.efficiency.attention_fwd
+
+
+def test_transformer_engines_unfused_scores_of_gemma2_9b_by_hand():
+    # Gemma-2-9B (16 heads, head dim 256) at tp 8: 2 heads per rank, micro batch 1. At 8K keys TE's
+    # FusedScaleMaskSoftmax runs its fused kernel (16 < sk < 16384, softmax.py at d0067d0), which
+    # saves its bf16 output: 2 bytes per score; from 16K on it runs the torch softmax, which keeps
+    # its fp32 output (4) and the bmm its bf16 input (2): 6; with attention dropout the bmm takes the
+    # dropout's output (2) and its mask (1) is kept: 4 + 1 + 2 = 7 (fused: 2 + 1 + 2 = 5).
+    gemma = load_model("gemma-2-9b")
+    kw = dict(tp=np.array([8]), ulysses=np.array([1]), ring=np.array([1]), micro_batch=np.array([1]),
+              recompute=np.array([RECOMPUTE_NONE]))
+
+    def scores_bytes(model, seq_len):
+        workload = Workload(seq_len=seq_len, global_batch=8)
+        flash, _ = activation_bytes_per_layer(model, workload, **kw)
+        unfused, _ = activation_bytes_per_layer(model, workload, unfused=True, **kw)
+        return float(unfused[0] - flash[0]) + 4 * seq_len * 2  # flash's fp32 log-sum-exp, 2 heads
+
+    assert scores_bytes(gemma, 8192) == 2 * 8192 * 8192 * 2 == 268_435_456
+    assert scores_bytes(gemma, 16384) == 6 * 16384 * 16384 * 2 == 3_221_225_472
+    dropout = gemma.model_copy(update={"attention_dropout": 0.1})
+    assert scores_bytes(dropout, 8192) == 5 * 8192 * 8192 * 2
+    assert scores_bytes(dropout, 16384) == 7 * 16384 * 16384 * 2
+    # 128K: 6 x 2 heads x 2^34 = 192 GiB of one layer's scores on each rank, beyond an L40S's 44.5 GiB.
+    assert scores_bytes(gemma, 131072) == 192 * 2**30
+
+
+def test_transformer_engines_torch_softmax_passes_from_16k_keys():
+    # Forward: the fp32 cast 2+4, the in-place mask 4+1+4, softmax 4+4, the bf16 cast 4+2 = 29 bytes a
+    # score (fused: 4); backward 6 + 12 + 9 + 6 = 33 (fused: 6). Gemma's 2 heads, d 256, at 16K keys.
+    from sp_planner.cost.kernels import unfused_attention_time_s
+
+    l40s = load_hardware("l40s")
+    elements = 2 * 16384 * 16384
+    bw = l40s.hbm_bandwidth_bytes_per_s * l40s.efficiency.memory_bound
+    gemm_rate = l40s.peak_bf16_flops * l40s.efficiency.gemm * l40s.efficiency.sustained_fraction
+    one_gemm = max(2 * 256 * elements / gemm_rate, 2 * elements / bw)
+    kw = dict(batch=1, heads=2, head_dim=256, q_tokens=16384, kv_tokens=16384)
+    assert unfused_attention_time_s(l40s, backward=False, **kw) == pytest.approx(2 * one_gemm + 29 * elements / bw,
+                                                                                 rel=1e-12)
+    assert unfused_attention_time_s(l40s, backward=True, **kw) == pytest.approx(4 * one_gemm + 33 * elements / bw,
+                                                                                rel=1e-12)
+    short = dict(kw, q_tokens=8192, kv_tokens=8192)
+    assert unfused_attention_time_s(l40s, backward=False, **short) == pytest.approx(
+        2 * one_gemm / 4 + 4 * elements / 4 / bw, rel=1e-12)

@@ -80,3 +80,18 @@ def test_gemma3_counts_its_52_local_layers_of_62():
     share = 52 / 62
     assert windowed_attention_flops_per_token(gemma3, 131072, causal) == pytest.approx(
         (1 - share) * causal + share * 4.0 * q * 1024)
+
+
+def test_unfused_attention_masks_the_window_in_its_whole_square():
+    # Transformer Engine's UnfusedDotProductAttention builds the window into its s x s mask
+    # (get_full_mask, backends.py at d0067d0): a local layer costs a global one's (Gemma-2-9B on
+    # L40S, where TE runs it for Megatron).
+    from sp_planner.cost.attention_kernels import UNFUSED, with_attention_kernel
+
+    gemma, l40s = load_model("gemma-2-9b"), with_attention_kernel(load_hardware("l40s"), UNFUSED)
+    plan, workload = ParallelPlan(tp=8, zero=1, recompute="full"), Workload(seq_len=32768, global_batch=1)
+    ours = evaluate(gemma, l40s, workload, plan, num_nodes=1, gpus_per_node=8)
+    dense = evaluate(gemma.model_copy(update={"window": None}), l40s, workload, plan, num_nodes=1, gpus_per_node=8)
+    assert ours.time.attention_s == pytest.approx(dense.time.attention_s, rel=1e-12)
+    flash = evaluate(gemma, load_hardware("l40s"), workload, plan, num_nodes=1, gpus_per_node=8)
+    assert flash.time.attention_s < 0.7 * ours.time.attention_s

@@ -70,14 +70,22 @@ def test_megatrons_default_fa2_timing_where_transformer_engine_runs_its_unfused_
     # sm89: TE disables FA2 above 192 and cuDNN's fused attention trains head dims above 128 on sm90
     # and sm10x only (fused_attn.cpp at d0067d0), so UnfusedDotProductAttention runs: before, no word.
     l40s = load_hardware("l40s")
+    # --framework all: FA2 times every framework's plans (yunchang's and DeepSpeed's run it).
     assert te_unfused_note(GEMMA2_9B, l40s, stack="megatron", chosen=None, timed="fa2") == (
         "Transformer Engine disables flash-attn 2 for Gemma-2-9B's head dim 256 on L40S (sm89) and no cuDNN fused "
-        "attention trains it there, so it runs its unfused attention, while the plans are timed with flash-attn 2; "
-        "that takes no context parallelism, so megatron's flags take plans with ulysses x ring 1 only")
+        "attention trains it there, so it runs its unfused attention, while the plans are timed with flash-attn 2 "
+        "(--framework megatron times megatron's with it); that takes no context parallelism, so megatron's flags "
+        "take plans with ulysses x ring 1 only")
     assert te_unfused_note(GEMMA2_9B, load_hardware("l20"), stack="megatron", chosen=None, timed="fa2",
                            context_parallel=False) == (
         "Transformer Engine disables flash-attn 2 for Gemma-2-9B's head dim 256 on L20 (sm89) and no cuDNN fused "
-        "attention trains it there, so it runs its unfused attention, while the plans are timed with flash-attn 2")
+        "attention trains it there, so it runs its unfused attention, while the plans are timed with flash-attn 2 "
+        "(--framework megatron times megatron's with it)")
+    # --framework megatron: the unfused attention times the plans (cost.kernels).
+    assert te_unfused_note(GEMMA2_9B, l40s, stack="megatron", chosen=None, timed="unfused") == (
+        "Transformer Engine disables flash-attn 2 for Gemma-2-9B's head dim 256 on L40S (sm89) and no cuDNN fused "
+        "attention trains it there, so it runs its unfused attention, which times the plans, its s x s scores in "
+        "memory; it takes no context parallelism, so the plans have ulysses x ring 1")
     # FA2 runs (A800 sm80, Llama's 128), or the timed kernel is not FA2 (--attention-kernel, another stack).
     assert te_unfused_note(GEMMA2_9B, load_hardware("a800"), stack="megatron", chosen=None, timed="fa2") is None
     assert te_unfused_note(LLAMA3_8B, l40s, stack="megatron", chosen=None, timed="fa2") is None
@@ -131,7 +139,9 @@ def test_under_attention_dropout_blackwell_runs_flash_attn_2_on_sm100_and_unfuse
     dropout = GEMMA2_9B.model_copy(update={"attention_dropout": 0.1})
     b200, b300, h100 = load_hardware("b200"), load_hardware("b300"), load_hardware("h100-sxm")
     assert te_default_kernel(dropout, b200, "cudnn") == "fa2" and te_default_kernel(GEMMA2_9B, b200, "cudnn") == "cudnn"
-    assert te_default_kernel(dropout, b300, "cudnn") == "cudnn"  # no FA2 there: cuDNN's curve stands in
+    # No FA2 there: the unfused attention times --framework megatron's plans (cli.plan_kernel), cuDNN's
+    # curve --framework all's.
+    assert te_default_kernel(dropout, b300, "cudnn") == "cudnn"
     assert te_default_kernel(dropout, h100, "cudnn") == "cudnn"  # cuDNN 9.5 trains 256 with dropout on sm90
     assert te_runs_unfused(dropout, b300) and te_runs_unfused(dropout, load_hardware("gb300-nvl72"))
     assert not te_runs_unfused(dropout, b200)
@@ -142,8 +152,8 @@ def test_under_attention_dropout_blackwell_runs_flash_attn_2_on_sm100_and_unfuse
     assert te_unfused_note(dropout, b300, stack="megatron", chosen=None, timed="cudnn") == (
         "Transformer Engine disables flash-attn 2 for Gemma-2-9B's head dim 256 on B300 (sm103) and no cuDNN fused "
         "attention trains it there under attention dropout 0.1, so it runs its unfused attention, while the plans "
-        "are timed with cuDNN's fused attention; that takes no context parallelism, so megatron's flags take plans "
-        "with ulysses x ring 1 only")
+        "are timed with cuDNN's fused attention (--framework megatron times megatron's with it); that takes no "
+        "context parallelism, so megatron's flags take plans with ulysses x ring 1 only")
 
 
 def test_cudnns_256_on_blackwell_is_said_to_need_transformer_engine_v2_18():
