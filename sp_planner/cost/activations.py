@@ -91,7 +91,11 @@ def moe_activation_bytes(model: ModelSpec, n, *, tp, ep, etp, pad_load=0.0):
 def activation_bytes_per_layer(model: ModelSpec, workload: Workload, *, tp, ulysses, ring,
                                micro_batch, recompute, ep=1, etp=1, unfused: bool = False,
                                sequence_parallel: bool = True, pad_load=0.0, allgather=False):
-    """(stored bytes per layer per micro-batch, bytes of one layer with nothing recomputed).
+    """(stored bytes per layer per micro-batch, bytes one layer rebuilds in its backward): full
+    recompute rebuilds the whole layer (its bytes with nothing recomputed), selective recompute the
+    core attention's log-sum-exp, unfused scores and Ulysses copy, which are then held beside the
+    saved ones for that layer's backward (Korthikanti et al. 2022 section 5: the recomputed
+    activations of one layer at a time).
 
     `unfused`: core attention unfused (cost.kernels): no log-sum-exp, and per score element the
     softmax output's 2 bytes and, with attention dropout, its mask and output (Korthikanti et al.
@@ -121,7 +125,8 @@ def activation_bytes_per_layer(model: ModelSpec, workload: Workload, *, tp, ulys
     attn = q + kv_bytes + o_copies * q + lse + scores + qk_norm_saved_bytes(model, n, tp)
     mlp = BF16_BYTES * model.num_mlp_matrices * n * _active_ffn_width(model) / tp
     full_layer = norms + attn + mlp + moe_activation_bytes(model, n, tp=tp, ep=ep, etp=etp, pad_load=pad_load) + masks
-    selective = full_layer - lse - scores - np.where(ulysses > 1, q, 0.0)
+    rebuilt_attention = lse + scores + np.where(ulysses > 1, q, 0.0)
+    selective = full_layer - rebuilt_attention
     layer_input = BF16_BYTES * region * h
     stored = np.select([recompute == RECOMPUTE_FULL, recompute == RECOMPUTE_SELECTIVE], [layer_input, selective],
                        full_layer)
@@ -134,7 +139,9 @@ def activation_bytes_per_layer(model: ModelSpec, workload: Workload, *, tp, ulys
     stored = stored + module_recompute_saved_delta_bytes(model, tokens=n, region=region, tp=tp, ep=ep,
                                                          recompute=recompute, pad_load=pad_load) \
         + mlp_recompute_saved_delta_bytes(model, tokens=n, region=region, tp=tp, recompute=recompute)
-    return stored, full_layer
+    working = np.select([recompute == RECOMPUTE_FULL, recompute == RECOMPUTE_SELECTIVE],
+                        [full_layer, rebuilt_attention], 0.0)
+    return stored, working
 
 
 def saved_activation_bytes_per_layer(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
@@ -142,7 +149,8 @@ def saved_activation_bytes_per_layer(model: ModelSpec, hardware: HardwareProfile
                                      gathers: TpGathers = TE_TP_GATHERS, compiled: CompiledLayers = EAGER_LAYERS,
                                      expert_row_padding: str = NO_PADDING):
     """(bytes one layer saves for backward per micro-batch as the candidate runs, FP8's smaller
-    saved inputs included; bytes of one layer with nothing recomputed): what memory_columns holds
+    saved inputs included; bytes one layer rebuilds in its backward, activation_bytes_per_layer's):
+    what memory_columns holds
     per layer and what CPU offloading copies (cost.offload). `gathers`: the framework's TP gathers
     (cost.tp_gathers), whose linears save their shards (Transformer Engine's, the default) or keep
     the gathered inputs (cost.saved_inputs). `compiled`: the plans whose layers it compiles, which
@@ -151,7 +159,7 @@ def saved_activation_bytes_per_layer(model: ModelSpec, hardware: HardwareProfile
     saved as routed copies."""
     n = c.micro_batch * workload.seq_len / group_size(c, CP_AXES)
     router_align = padding_align_rows(expert_precision(c.precision, gathers), expert_row_padding)[1]
-    stored, full_layer = activation_bytes_per_layer(
+    stored, working = activation_bytes_per_layer(
         model, workload, tp=c.tp, ulysses=c.ulysses, ring=c.ring, micro_batch=c.micro_batch,
         recompute=c.recompute, ep=c.ep, etp=c.etp, unfused=hardware.efficiency.attention_unfused,
         sequence_parallel=sequence_parallel, pad_load=router_pad_load(model, n / c.tp, router_align),
@@ -174,7 +182,7 @@ def saved_activation_bytes_per_layer(model: ModelSpec, hardware: HardwareProfile
     # layers kept and in the one full recompute rebuilds.
     kept = kept_gathered_input_bytes(model, tokens=n, tp=c.tp, precision=c.precision, gathers=gathers,
                                      fp8_blockwise=c.fp8_blockwise, sequence_parallel=sequence_parallel)
-    stored, full_layer = stored + np.where(full, 0.0, kept), full_layer + kept
+    stored, working = stored + np.where(full, 0.0, kept), working + np.where(full, kept, 0.0)
     # In bf16 the fused attention's saved output and the out-projection's saved input are one tensor
     # (counted once when ulysses is 1). Under FP8 the out-projection saves its own FP8 cast
     # (Transformer Engine module/linear.py: inputmat = input_quantizer(inputmat), saved for
@@ -194,4 +202,4 @@ def saved_activation_bytes_per_layer(model: ModelSpec, hardware: HardwareProfile
     # At tp > 1 it keeps the forward's per-tensor FP8 weight shards too (cost.compiled_layers).
     weights = kept_fp8_weight_bytes(model, compiled, gathers, tp=c.tp, ep=c.ep, etp=c.etp, precision=c.precision,
                                     recompute=c.recompute, fp8_blockwise=c.fp8_blockwise)
-    return stored + np.where(c.recompute == RECOMPUTE_NONE, delta, 0.0) + weights, full_layer
+    return stored + np.where(c.recompute == RECOMPUTE_NONE, delta, 0.0) + weights, working

@@ -74,7 +74,6 @@ from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
 from sp_planner.distinct import distinct_key, per_distinct_rows, per_key
 from sp_planner.layout import CP_AXES, group_size
 from sp_planner.pipeline import first_stage_in_flight, stage_in_flight
-from sp_planner.plan import RECOMPUTE_FULL
 from sp_planner.candidates import Candidates
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -183,10 +182,9 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
             spec, hardware, workload, rows, sequence_parallel=sequence_parallel, gathers=tp_gathers,
             compiled=compiled_layers, expert_row_padding=expert_row_padding), activation_key, c)
 
-    stored, full_layer = saved_per_layer(model)
+    stored, working = saved_per_layer(model)
     n = c.micro_batch * workload.seq_len / group_size(c, CP_AXES)
     m = workload.global_batch / (c.dp * c.micro_batch)
-    working = np.where(c.recompute == RECOMPUTE_FULL, full_layer, 0.0)
     # CPU offloading (pp 1 only) keeps L - N layers' activations on the GPU (cost.offload).
     # The embedding dropout's mask rides with the first stage's micro-batches in flight (cost.dropout),
     # after the scatter to the sequence-parallel region where there is one.
@@ -241,7 +239,8 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
         reserve = reserve + deepep_buffer_bytes(model, np.asarray(c.etp) * np.asarray(c.ep), deepep_sms(model))
 
     # The stage's peak is the larger of two moments (module docstring): the loss, with the logits,
-    # or a layer's backward, with the layer full recompute rebuilds and the attention's buffers;
+    # or a layer's backward, with what recompute rebuilds of that layer (full: all of it; selective:
+    # its core attention's lse, unfused scores and Ulysses copy) and the attention's buffers;
     # the other moment's parts are not held then.
     backward = working + comm.attention_bytes
 

@@ -10,7 +10,7 @@ from sp_planner.cost.attention import attention_times
 from sp_planner.cost.attention_kernels import UNFUSED, with_attention_kernel
 from sp_planner.cost.kernels import flash_time_s
 from sp_planner.cost.activations import activation_bytes_per_layer
-from sp_planner.plan import RECOMPUTE_NONE, RECOMPUTE_SELECTIVE
+from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_NONE, RECOMPUTE_SELECTIVE
 from sp_planner.specs.workload import Workload
 
 A100 = load_hardware("a100-80gb")
@@ -134,3 +134,39 @@ def test_transformer_engines_torch_softmax_passes_from_16k_keys():
     short = dict(kw, q_tokens=8192, kv_tokens=8192)
     assert unfused_attention_time_s(l40s, backward=False, **short) == pytest.approx(
         2 * one_gemm / 4 + 4 * elements / 4 / bw, rel=1e-12)
+
+
+def test_selective_recompute_holds_one_layers_rebuilt_scores_in_its_backward():
+    # Selective recompute saves no s^2 terms but re-runs the core attention of the layer in
+    # backward, which then holds its scores (and the log-sum-exp a flash kernel rebuilds) beside the
+    # saved ones: llama2-7b with attention dropout at tp 2, 4K: 5 a s^2 b / t of unfused scores; full
+    # recompute rebuilds the whole layer (its bytes with nothing recomputed); none rebuilds nothing.
+    model = load_model("llama2-7b").model_copy(update={"attention_dropout": 0.1})
+    workload = Workload(seq_len=4096, global_batch=8)
+    kw = dict(tp=np.array([2]), ulysses=np.array([1]), ring=np.array([1]), micro_batch=np.array([1]))
+    codes = np.array([RECOMPUTE_NONE, RECOMPUTE_SELECTIVE, RECOMPUTE_FULL])
+    stored, working = activation_bytes_per_layer(model, workload, recompute=codes, unfused=True, **kw)
+    assert working[0] == 0.0
+    assert working[1] == 5 * 32 * 4096**2 / 2
+    assert working[2] == stored[0]
+    _, flash = activation_bytes_per_layer(model, workload, recompute=codes, **kw)
+    assert flash[1] == 4 * 4096 * 32 / 2  # the fp32 log-sum-exp of 16 heads a rank
+
+
+def test_a_selective_plans_peak_holds_one_layers_unfused_scores():
+    # The same plan's activations at its peak: with flash attention the loss moment (the logits
+    # outweigh a layer's rebuilt log-sum-exp), unfused a layer's backward, with the scores its
+    # re-run attention holds beside the saved activations, which are the same (selective recompute
+    # saves no s^2 terms and no lse): 5 a s^2 b / t more.
+    from sp_planner.candidates import Candidates
+    from sp_planner.cost.memory import memory_columns
+    from sp_planner.plan import ParallelPlan
+
+    model = load_model("llama2-7b").model_copy(update={"attention_dropout": 0.1})
+    workload = Workload(seq_len=4096, global_batch=8)
+    c = Candidates.of_plan(ParallelPlan(tp=2, pp=1, dp=1, ulysses=1, ring=1, zero=1, recompute="selective",
+                                        micro_batch=1))
+    flash = memory_columns(model, A100, workload, c, domain_gpus=8)
+    unfused = memory_columns(model, UNFUSED_A100, workload, c, domain_gpus=8)
+    assert float(flash.logits_bytes[0]) > 0 and float(unfused.logits_bytes[0]) == 0
+    assert float(unfused.activations_bytes[0] - flash.activations_bytes[0]) == 5 * 32 * 4096**2 / 2
