@@ -58,6 +58,11 @@ def rule_message(rule: str, f: RuleFacts, plan: ParallelPlan) -> str:
         return (f"ring {plan.ring} over sliding-window layers (window {f.window_tokens} < seq_len {f.seq_len}) is "
                 "not modelled, and Transformer Engine runs sliding windows with context parallelism only as "
                 "a2a or all_gather; use ulysses and tp")
+    if rule == "dsa_cp":
+        what = f"ulysses {plan.ulysses}" if plan.ulysses > 1 else f"ring {plan.ring} with cp_comm p2p"
+        return (f"{what} cannot run DeepSeek Sparse Attention: Megatron-LM's DSAttention supports context "
+                "parallelism as all-gather only (transformer_config.py: cp_comm_type=allgather); use "
+                "--cp-comm allgather on the ring axis, ulysses 1")
     if rule == "vpp":
         return vpp_message(f.global_batch, plan)
     if rule == "deepep_group":

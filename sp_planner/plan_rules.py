@@ -99,6 +99,15 @@ def _breaks_window_ring(window_tokens, seq_len, d, **_):
     return (window_tokens > 0) & (window_tokens < seq_len) & (_get(d, "ring") > 1)
 
 
+def _breaks_dsa_cp(dsa, d, **_):
+    # DeepSeek Sparse Attention: Megatron-LM's DSAttention runs context parallelism as all-gather only
+    # (transformer_config.py at d98e8a6 lines 3162-3176 assert cp_comm_type allgather), and its
+    # indexer scores every earlier key of the whole sequence on one rank's heads: no ring p2p, no
+    # Ulysses (cost.dsa_times).
+    ring, ulysses = _get(d, "ring"), _get(d, "ulysses")
+    return dsa & ((ulysses > 1) | ((ring > 1) & np.logical_not(_get(d, "allgather"))))
+
+
 def _breaks_interleave(global_batch, d, **_):
     m = global_batch // (_get(d, "dp") * _get(d, "micro_batch"))
     return interleave_breaks(_get(d, "pp"), _get(d, "vpp"), m)
@@ -160,6 +169,7 @@ RULE_CHECKS: dict[str, Callable[..., Any]] = {
     "expert_grid": _breaks_expert_grid,
     "ffn": _breaks_ffn,
     "window_ring": _breaks_window_ring,
+    "dsa_cp": _breaks_dsa_cp,
     "vpp": _breaks_interleave,
     "offload": _breaks_offload,
     "mla_up_proj": _breaks_mla_up_proj,
@@ -188,6 +198,7 @@ class RuleFacts(NamedTuple):
     mla: bool = False  # multi-latent attention (ModelSpec.mla)
     deepep: bool = False  # the MoE tokens move by DeepEP (MoESpec.dispatcher "deepep")
     dense_layers: bool = True  # some layer's MLP is dense (not MoE)
+    dsa: bool = False  # DeepSeek Sparse Attention (ModelSpec.dsa)
 
     @classmethod
     def of(cls, model: ModelSpec, workload: Workload) -> "RuleFacts":
@@ -197,7 +208,7 @@ class RuleFacts(NamedTuple):
                    model.window is not None and model.window.kind == "chunked",
                    model.intermediate_size, model.moe.moe_intermediate_size if model.moe else 0,
                    model.mla is not None, model.moe is not None and model.moe.dispatcher == "deepep",
-                   model.num_moe_layers < model.num_layers)
+                   model.num_moe_layers < model.num_layers, model.dsa is not None)
 
 
 def rule_breaks(facts: RuleFacts, d, rules: tuple[str, ...] = RULES) -> dict[str, Any]:

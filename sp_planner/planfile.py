@@ -250,7 +250,7 @@ def check_loaded_plan_times(loaded: LoadedPlan) -> None:
     timed (LoadedPlan.timing_problem, as sp-run refuses it): what sp-simulate and sp-report ask of
     a plan file they read before any work."""
     check_plan_file_runs(loaded.plan_file)
-    problem = loaded.timing_problem() or dsa_untimed(loaded.plan_file.model, loaded.plan_file.workload.seq_len)
+    problem = loaded.timing_problem() or dsa_untimed(loaded.plan_file.model, loaded.plan_file.hardware)
     if problem is not None:  # it would time another model's attention (full, not windowed or sparse)
         raise UserInputError(problem)
 

@@ -74,6 +74,9 @@ def test_masks_equal_violations_and_every_rule_fires(model, workload, world):
         if rule == "mlp" and model.num_moe_layers < model.num_layers:
             assert broken[:, j].sum() == 0, "mlp fires on a model with dense layers"
             continue
+        if rule == "dsa_cp":  # no model here has sparse attention (test_dsa_cp_masks_equal_violations_...)
+            assert not broken[:, j].any()
+            continue
         if rule in ("deepep_group", "expert_replicas") and model.moe is None:
             assert not broken[:, j].any()
             continue
@@ -128,3 +131,15 @@ def test_hsdp_replicas_over_routed_experts_must_divide_edp():
         assert "expert_replicas" not in {v.rule for v in violations(fits, qwen, work)}
     dense = ParallelPlan(tp=1, ulysses=4, ring=2, dp=4, zero=3, dp_replicate=4)
     assert "expert_replicas" not in {v.rule for v in violations(dense, llama, work)}
+
+
+def test_dsa_cp_masks_equal_violations_and_fire_on_ulysses_and_ring_p2p_only():
+    # DeepSeek-V3.2's sparse attention: Megatron's DSAttention runs all-gather CP only.
+    model, workload = load_model("deepseek-v3.2-exp"), Workload(seq_len=8192, global_batch=64)
+    columns = enumerate_candidates(workload, 64, Pins(pp=1, ep=8), axes=Axes(model.num_layers,
+                                                                            num_experts=model.moe.num_experts))
+    mask = rule_masks(model, workload, columns)["dsa_cp"]
+    found = np.array(["dsa_cp" in {v.rule for v in violations(plan, model, workload)} for plan in _plans(columns)])
+    assert (mask == found).all()
+    expected = (columns.ulysses > 1) | ((columns.ring > 1) & ~columns.allgather)
+    assert (mask == expected).all() and 0 < mask.sum() < len(mask) and (columns.allgather & ~mask).any()

@@ -82,6 +82,10 @@ def check_pins(
     skip |= set() if all(degrees.values()) else {"expert_grid"}
     # DeepEP's group sizes are a set, not a divisibility: a larger ep or etp can repair one.
     skip |= set() if {"ep", "etp"} <= {k for k, v in (experts or {}).items() if v} else {"deepep_group"}
+    # DSA's CP rule (dsa_cp) refuses a ring moving K/V p2p, which the cp_comm the search tries
+    # (all-gather where ulysses is 1) repairs; a pinned ulysses above 1 breaks it for every plan.
+    if (degrees["ulysses"] or 1) == 1:
+        skip.add("dsa_cp")
     _check_expert_grid(experts or {}, degrees["pp"], world_size)
     # The interleaving rule reads the micro-batch count, which unpinned dp and micro-batch change.
     if not all(degrees[axis] for axis in PIN_DEGREES) or micro_batch is None:

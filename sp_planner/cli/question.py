@@ -213,12 +213,12 @@ def resolve_question(
         raise UserInputError(f"--nodes must be at least 1, got {num_nodes}")
     model_spec = with_routing(load_model(model), moe_capacity_factor, moe_pad_to_capacity, moe_routing,
                               moe_dispatcher)
-    untimed = dsa_untimed(model_spec, seq_len_tokens)  # DeepSeek-V3.2's sparse attention (cost.dsa)
-    if untimed is not None:
-        raise UserInputError(f"--model {model}: {untimed}")
     if mtp_layers:  # multi-token prediction depths trained with the model (cost.mtp)
         model_spec = model_spec.model_copy(update={"mtp_layers": mtp_layers})
     profile = load_hardware(hardware)
+    untimed = dsa_untimed(model_spec, profile)  # DeepSeek-V3.2's sparse attention where no rate is published
+    if untimed is not None:
+        raise UserInputError(f"--model {model} --hardware {hardware}: {untimed}")
     gpus = profile.gpus_per_node if gpus_per_node is None else gpus_per_node
     if gpus <= 0:
         raise UserInputError(f"--gpus-per-node must be at least 1, got {gpus}")

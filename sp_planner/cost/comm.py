@@ -3,7 +3,8 @@
 Attention traffic comes from `attention_comm` (the contract shared with the executor), per
 layer per micro-batch, times layers per stage and micro-batches, plus the forward again when
 recompute re-runs attention (Megatron's core_attn and full recompute both re-run the CP
-communication inside core attention).
+communication inside core attention). A DeepSeek Sparse Attention layer's all-gather CP moves its
+latent and indexer keys instead, and its indexer gathers its inputs over TP (cost.dsa_times).
 
 TP with sequence parallelism: the collectives cost.tp_calls counts, each of b*s/cp*h bf16
 elements, but a layer's all-gathers in the low precision the framework gathers (cost.tp_gathers:
@@ -54,6 +55,7 @@ from sp_planner.cost.fsdp import (
 )
 from sp_planner.cost.links import LINK_NAMES, group_link
 from sp_planner.cost.ring_impl import TE_RING, RingImpl
+from sp_planner.cost.dsa_times import dsa_comm_bytes
 from sp_planner.cost.dtypes import BF16_BYTES
 from sp_planner.cost.params import candidate_stage_layers
 from sp_planner.cost.stage_params import stage_moe_counts, stage_params
@@ -146,6 +148,13 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
     uly_layer = uly_layer + np.where(again, uly_layer // 2, 0)
     ring_layer = ring_layer + np.where(again & ~gather, ring_forward_bytes_per_layer(model, workload, c), 0)
     cp_ag_layer = cp_ag_layer + np.where(again, cp_ag_layer // 2, 0)  # the forward gather again
+    dsa_tp = 0
+    if model.dsa is not None:  # DSA's gathers in place of K/V's, forward only but again (cost.dsa_times)
+        dsa = dsa_comm_bytes(model, seq_len=workload.seq_len, batch=b, tp=tp, ulysses=u, ring=r)
+        times = np.where(again, 2, 1)
+        cp_ag_layer = np.where(gather, times * dsa.cp_gather, 0).astype(np.int64)
+        cp_rs_layer = np.where(gather, dsa.cp_scatter, 0).astype(np.int64)
+        dsa_tp = (times * dsa.tp_gather).astype(np.int64)  # the indexer's inputs, per layer
 
     gathered = b * (workload.seq_len // group_size(c, CP_AXES)) * model.hidden_size * BF16_BYTES
     tp_sent = gathered * (tp - 1) // tp
@@ -218,7 +227,7 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
     sent = PerCollective(
         ulysses_all_to_all=uly_layer * per_stage,
         ring_p2p=ring_layer * per_stage,
-        tp_all_gather=tp_ag_sent,
+        tp_all_gather=tp_ag_sent + dsa_tp * per_stage,
         tp_reduce_scatter=tp_sent * tp_rs_calls,
         pp_p2p=pp_sent * m * c.vpp,  # one send per chunk boundary (Narayanan 2021 s2.2.2)
         dp_reduce_scatter=grads_rs,

@@ -9,6 +9,7 @@ from typing import NamedTuple
 import numpy as np
 
 from sp_planner.cost.attention_comm import allgather_buffer_bytes, kv_heads_for_ulysses
+from sp_planner.cost.dsa import dsa_transient_bytes
 from sp_planner.cost.dtypes import BF16_BYTES
 from sp_planner.cost.ring_impl import TE_RING, RingImpl
 from sp_planner.specs.model import ModelSpec
@@ -41,5 +42,8 @@ def comm_buffer_bytes(model: ModelSpec, workload: Workload, *, tp, ulysses, ring
     ring_buf = np.where(allgather, allgather_buffer_bytes(n * kv * d, ring, BF16_BYTES, ring_impl.grad_elem_bytes),
                         ring_buf)
     tp_buf = np.where(tp > 1, BF16_BYTES * n * model.hidden_size, 0.0)
+    if model.dsa is not None:  # the indexer's logits block or the full latent key's gradient (cost.dsa)
+        ring_buf = dsa_transient_bytes(model, queries=n, keys=micro_batch * workload.seq_len)
+        ulysses_buf = np.zeros(np.shape(ring_buf))  # ulysses is refused (plan rule dsa_cp)
     return CommBuffers(attention_bytes=np.asarray(ulysses_buf + ring_buf, dtype=np.float64),
                        tp_bytes=np.asarray(tp_buf, dtype=np.float64))

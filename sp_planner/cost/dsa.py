@@ -1,5 +1,5 @@
-"""DeepSeek Sparse Attention (DSA, DeepSeek-V3.2): the forward FLOPs of its two parts, and why
-sp-planner refuses to time it.
+"""DeepSeek Sparse Attention (DSA, DeepSeek-V3.2): the FLOPs of its parts, the published kernel
+rates sp-planner times it with (cost.dsa_times), and where it refuses to.
 
 What one DSA layer runs in training (Megatron-LM d98e8a64dd
 megatron/core/transformer/experimental_attention_variant/dsa.py):
@@ -19,13 +19,50 @@ megatron/core/transformer/experimental_attention_variant/dsa.py):
 - Context parallelism: all-gather only (TransformerConfig: "DSAttention context parallelism currently
   supports cp_comm_type=allgather only"); the latent key and the indexer key are gathered.
 Megatron's model-FLOPs count (megatron/training/training.py num_floating_point_operations) has no DSA
-term: it counts a DSA layer as dense causal MLA and leaves the indexer out.
+term: it counts a DSA layer as dense causal MLA and leaves the indexer out; so do sp-planner's model
+FLOPs (cost.flops), and dsa_hardware_flops_per_token gives what runs.
+
+The backend timed: Megatron's tilelang (--dsa-kernel-backend tilelang; its default "none" runs the
+PyTorch reference, which forms the dense [sq, skv] fp32 scores of every head) without the indexer
+loss (--dsa-indexer-loss-coeff unset, Megatron's default: dsa.py runs the indexer under no_grad on
+detached inputs, so it has no backward; ops/tilelang_dsa.py fused_qk_topk_lighting).
 """
 
 from __future__ import annotations
 
+import numpy as np
+
+from sp_planner.cost.families import profile_key
 from sp_planner.specs.attention import DSASpec
+from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
+
+# Sparse MLA's bf16 rates in FLOP/s, (forward, backward), by built-in profile: tilelang's kernels,
+# whose backward Megatron's ops/tilelang_sparse_mla_bwd.py adapts (tile-ai/tilelang
+# examples/deepseek_v32 README: forward about 600 TFLOPS on H800, backward about 100 on H800 and 115
+# on H200, "a relatively naive implementation"). H100 SXM and H800 are one die (h800.yaml cites
+# it), and H200 that die with more HBM: the H800 forward stands for all three and the H800 backward
+# for H100. None: no published backward (FlashMLA's B200 figure, 1450, is forward only), so the
+# plan is refused rather than timed with an invented one.
+SPARSE_MLA_FLOPS_PER_S: dict[str, tuple[float, float | None]] = {
+    "h800": (600e12, 100e12), "h100-sxm": (600e12, 100e12), "h200": (600e12, 115e12),
+    "b200": (1450e12, None), "gb200-nvl72": (1450e12, None),
+}
+# The tilelang indexer scores block_size queries at a time into a [block, skv] fp32 logits buffer
+# (dsa.py fused_indexer_block_size, default 8192; tilelang_dsa.py fused_qk_topk_lighting).
+INDEXER_BLOCK_QUERIES = 8192
+FP32_LOGIT_BYTES = 4
+# Passes over that buffer a query row costs, in logits: the indexer kernel writes its causal part
+# and clean_logits the rest (-inf; ops/tilelang_indexer_fwd.py), one full row; torch.topk
+# (sorted=False) then reads it in PyTorch's multi-block radix select, one pass per 8-bit digit of
+# fp32 (aten/src/ATen/native/cuda/TensorTopK.cu mbtopk RADIX_BITS 8: 4 radixFindKthValues
+# passes) and one gatherTopK pass; should_use_multiblock picks that path for more than 4,000 rows of
+# at least 400 keys, or 800 to 4,000 of at least 800 (a block or a CP rank's queries here).
+# 1 write + 5 reads.
+TOPK_LOGIT_PASSES = 6
+# The top-k indices are int32 (ops/indexer.py _select_topk_from_logits: .to(torch.int32)), kept
+# for sparse MLA's backward.
+TOPK_INDEX_BYTES = 4
 
 
 def indexer_score_flops_per_token(dsa: DSASpec, seq_len: int) -> float:
@@ -49,17 +86,98 @@ def sparse_mla_flops_per_token(model: ModelSpec, seq_len: int) -> float:
     return per_key * mean_selected_keys(model.dsa.index_topk, seq_len)
 
 
-def dsa_untimed(model: ModelSpec, seq_len: int) -> str | None:
-    """Why a DSA model's plan cannot be timed, in one line with its figures; None without DSA."""
+def sparse_mla_bwd_flops_per_token(model: ModelSpec, seq_len: int) -> float:
+    """Backward FLOPs of absorbed sparse MLA for one query, averaged over the sequence: per kept key
+    2 x heads x (2 x kv_lora_rank + 3 x (kv_lora_rank + qk_rope)) (QK^T again, dP, dQ, dK over the
+    576-wide latent and dV, P^T dO over the 512 values: tilelang examples/deepseek_v32
+    sparse_mla_bwd.py's count)."""
+    assert model.mla is not None and model.dsa is not None
+    latent = model.mla.kv_lora_rank
+    per_key = 2.0 * model.num_heads * (2 * latent + 3 * (latent + model.mla.qk_rope_head_dim))
+    return per_key * mean_selected_keys(model.dsa.index_topk, seq_len)
+
+
+def indexer_projection_flops_per_token(model: ModelSpec) -> float:
+    """Forward FLOPs of the indexer's projections for one token: wq_b (q_lora_rank -> heads x dim),
+    wk (hidden -> dim) and weights_proj (hidden -> heads), 2 FLOPs a weight (dsa.py DSAIndexer)."""
+    assert model.dsa is not None
+    return 2.0 * model.dsa.indexer_params_per_layer(model.hidden_size, _q_lora_rank(model), norm=False)
+
+
+def _q_lora_rank(model: ModelSpec) -> int:
+    assert model.mla is not None
+    return model.mla.q_lora_rank or model.hidden_size
+
+
+def dsa_forward_flops_per_token(model: ModelSpec, seq_len: int) -> float:
+    """Forward FLOPs a DSA layer's attention runs for one token: the indexer's projections and
+    scores and sparse MLA (what recompute runs again)."""
+    assert model.dsa is not None
+    indexer = indexer_projection_flops_per_token(model) + indexer_score_flops_per_token(model.dsa, seq_len)
+    return indexer + sparse_mla_flops_per_token(model, seq_len)
+
+
+def dsa_hardware_flops_per_token(model: ModelSpec, seq_len: int) -> float:
+    """FLOPs a DSA layer's attention runs for one token, forward and backward (hardware FLOPs): the
+    forward, and in backward sparse MLA's forward again (Megatron's SparseMLA saves no output,
+    ops/sparse_mla.py) and its backward; the indexer has no backward (no loss)."""
+    return (dsa_forward_flops_per_token(model, seq_len) + sparse_mla_flops_per_token(model, seq_len)
+            + sparse_mla_bwd_flops_per_token(model, seq_len))
+
+
+def dsa_untimed(model: ModelSpec, hardware: HardwareProfile) -> str | None:
+    """Why a DSA model's plan cannot be timed on `hardware`, in one line; None without DSA or where
+    sparse MLA's forward and backward rates are published (SPARSE_MLA_FLOPS_PER_S)."""
     dsa = model.dsa
     if dsa is None:
         return None
-    indexer_flops = indexer_score_flops_per_token(dsa, seq_len) * seq_len
-    sparse_flops = sparse_mla_flops_per_token(model, seq_len) * seq_len
+    key = profile_key(hardware)
+    rates = SPARSE_MLA_FLOPS_PER_S.get(key)
+    if rates is not None and rates[1] is not None:
+        return None
+    missing = ("sparse MLA's backward (FlashMLA publishes the B200 forward only, tilelang no backward "
+               "beside H800 and H200)" if rates is not None else "sparse MLA's forward and backward")
+    timed = ", ".join(name for name, (_, bwd) in SPARSE_MLA_FLOPS_PER_S.items() if bwd is not None)
     return (f"{model.name} uses DeepSeek Sparse Attention (indexer {dsa.index_n_heads} heads x "
-            f"{dsa.index_head_dim}, top {dsa.index_topk} keys), which sp-planner reads but does not time yet: at "
-            f"{seq_len} tokens one layer's forward is {indexer_flops:.3g} FLOPs of indexer scoring (every "
-            f"tensor-parallel rank runs all of it) beside {sparse_flops:.3g} of sparse MLA, and neither, nor the "
-            "indexer's loss, memory and all-gather CP, is in the step model yet (docs/cost-model.md, DSA); "
-            "Megatron-LM trains it with --experimental-attention-variant dsa and all-gather CP only. Plan its "
-            "dense-attention counterpart with --model DeepSeek-V3 meanwhile (its attention work differs)")
+            f"{dsa.index_head_dim}, top {dsa.index_topk} keys), which sp-planner times with published "
+            f"kernel rates; on {hardware.name} none is published for {missing}, so its plans are not "
+            f"timed; use --hardware {timed.split(', ')[0]} (timed: {timed}; docs/cost-model.md, DSA)")
+
+
+# What the frameworks other than Megatron-LM lack to run it (flags.base.refusal).
+DSA_FRAMEWORK_FAILURE = {
+    "deepspeed": "DeepSpeed has no DeepSeek Sparse Attention (lightning indexer, sparse MLA)",
+    "yunchang": "yunchang's attention is dense: no lightning indexer nor sparse MLA",
+    "torchtitan": "torchtitan has no DeepSeek Sparse Attention model",
+    "mindspeed": ("MindSpeed-LLM runs DSA with Ascend NPU kernels (torch_npu "
+                  "npu_sparse_lightning_indexer_grad_kl_loss, mindspeed_llm/fsdp2/models/common/indexer_loss.py), "
+                  "not the tilelang ones this plan is timed with"),
+}
+
+
+def dsa_transient_bytes(model: ModelSpec, *, queries, keys) -> np.ndarray:
+    """A DSA layer's largest transient on a rank (vectorized over `queries`, the local queries, and
+    `keys`, the gathered ones, b x s): forward's fp32 logits of at most INDEXER_BLOCK_QUERIES
+    queries over every key with torch.topk's values beside them (tilelang_dsa.py
+    fused_qk_topk_lighting, scored block by block), or backward's full-sequence gradient of the
+    gathered latent key before its reduce-scatter, whichever is larger."""
+    assert model.dsa is not None and model.mla is not None
+    block = np.minimum(queries, INDEXER_BLOCK_QUERIES)
+    logits = FP32_LOGIT_BYTES * block * (keys + model.dsa.index_topk)
+    latent_grad = 2 * keys * (model.mla.kv_lora_rank + model.mla.qk_rope_head_dim)  # bf16
+    return np.maximum(logits, latent_grad)
+
+
+def dsa_saved_attention_bytes(model: ModelSpec, *, queries, keys, heads) -> np.ndarray:
+    """What a DSA layer's core attention saves for backward on a rank (vectorized): Megatron's
+    SparseMLA saves q, kv and the indices, not its output nor lse, which backward recomputes
+    (ops/sparse_mla.py line 69): the absorbed query (heads x 576, bf16), the gathered latent key
+    (keys x 576, bf16: CP gathers it whole, dsa.py line 1835) and the int32 top-k indices
+    (TOPK_INDEX_BYTES x topk a query); the up_v einsum (dsa.py line 173) saves the absorbed output
+    (heads x 512, bf16). The indexer, run under no_grad, saves nothing."""
+    assert model.dsa is not None and model.mla is not None
+    latent, rope = model.mla.kv_lora_rank, model.mla.qk_rope_head_dim
+    q = 2 * queries * heads * (latent + rope)
+    o = 2 * queries * heads * latent
+    indices = TOPK_INDEX_BYTES * queries * model.dsa.index_topk
+    return np.asarray(q + 2 * keys * (latent + rope) + o + indices, dtype=np.float64)

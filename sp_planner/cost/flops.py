@@ -7,13 +7,15 @@ Model FLOPs per step follow Megatron-LM's `num_floating_point_operations`
 with q = query projection size, g/a = kv heads / heads, gated = 3/2 for SwiGLU (else 1), the
 12 = 3 (fwd + bwd) x 2 (multiply-add) x 2 (two matmuls of each kind), and the attention term
 over the full s x s square (no causal halving). Per token and layer that is
-6 * (2hq + 2h*kv + 2qs + n_mlp*h*ffn), plus 6hV for the logits.
+6 * (2hq + 2h*kv + 2qs + n_mlp*h*ffn), plus 6hV for the logits. A DeepSeek Sparse Attention layer
+counts as the dense MLA it replaces, as Megatron's count has no DSA term (cost.dsa).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from sp_planner.cost.dsa import dsa_forward_flops_per_token, dsa_hardware_flops_per_token
 from sp_planner.cost.mla_recompute import mla_up_proj_flops_per_token
 from sp_planner.cost.mlp_recompute import dense_mlp_flops_per_token
 from sp_planner.cost.mtp import mtp_extra_flops_per_token, mtp_layer_model
@@ -73,7 +75,8 @@ def model_flops_per_step(model: ModelSpec, *, seq_len: int, global_batch: int) -
 
 def hardware_flops_per_step(model: ModelSpec, *, seq_len: int, global_batch: int, causal: bool,
                             recompute) -> np.ndarray:
-    """FLOPs actually executed: causal half of attention, plus the recomputed forward.
+    """FLOPs actually executed: causal half of attention (DeepSeek Sparse Attention's indexer and
+    sparse MLA, cost.dsa), plus the recomputed forward.
 
     `recompute` is an array of plan.RECOMPUTE codes: selective re-runs the core attention
     forward, full the whole layer forward, mla_up_proj MLA's up-projection GEMMs
@@ -87,13 +90,17 @@ def hardware_flops_per_step(model: ModelSpec, *, seq_len: int, global_batch: int
         gemm = layer_gemm_flops_per_token(spec)
         attn = windowed_attention_flops_per_token(spec, seq_len, attention_flops_per_token(spec, seq_len,
                                                                                             causal=causal))
-        extra = np.where(recompute == RECOMPUTE_FULL, gemm + attn,
-                         np.where(recompute == RECOMPUTE_SELECTIVE, attn, 0.0))
+        attn_fwd, attn_steps = attn, 3 * attn
+        if spec.dsa is not None:  # what DSA runs (cost.dsa), not the dense MLA the model FLOPs count
+            attn_fwd, attn_steps = (dsa_forward_flops_per_token(spec, seq_len),
+                                    dsa_hardware_flops_per_token(spec, seq_len))
+        extra = np.where(recompute == RECOMPUTE_FULL, gemm + attn_fwd,
+                         np.where(recompute == RECOMPUTE_SELECTIVE, attn_fwd, 0.0))
         if spec.mla is not None:
             extra = np.where(recomputes_mla_up_proj(recompute), mla_up_proj_flops_per_token(spec), extra)
         # The dense layers' fc1 and fc2 again (transformer_layer.py at d98e8a64 lines 992-1010).
         extra = extra + np.where(recomputes_mlp(recompute), dense_mlp_flops_per_token(spec), 0.0)
-        return 3 * (gemm + attn) + extra
+        return 3 * gemm + attn_steps + extra
 
     per_token = model.num_layers * layer(model) + 3 * logits_gemm_flops_per_token(model)
     if model.mtp_layers:  # cost.mtp: each depth's layer, eh_proj and norms, and logits

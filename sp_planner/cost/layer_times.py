@@ -38,6 +38,7 @@ from sp_planner.cost.precision import gemm_peak_flops
 from sp_planner.cost.ring_impl import RingImpl
 from sp_planner.cost.tp_gathers import TpGathers, expert_precision
 from sp_planner.cost.tp_times import LayerTP, layer_tp_times
+from sp_planner.cost.dsa_times import sparse_attention_times
 from sp_planner.cost.window import windowed_attention_times
 from sp_planner.distinct import distinct_key, per_distinct_rows, per_key
 from sp_planner.layout import CP_AXES, axis_stride, group_size
@@ -238,7 +239,7 @@ def layer_gemm_side(model: ModelSpec, hardware: HardwareProfile, workload: Workl
 
 def layer_attention(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates, *,
                     gpus_per_node: int, ring_impl: RingImpl) -> AttentionTimes:
-    """A layer's core attention and its ring/Ulysses comm (cost.attention, cost.window) of the
+    """A layer's core attention and its ring/Ulysses comm (cost.attention, cost.window, cost.dsa_times) of the
     candidates `c`: ATTENTION_COLUMNS alone are read."""
     attn = attention_times(
         hardware, batch=c.micro_batch, seq_len=workload.seq_len, num_heads=model.num_heads,
@@ -247,8 +248,11 @@ def layer_attention(model: ModelSpec, hardware: HardwareProfile, workload: Workl
         allgather=c.allgather, ring_impl=ring_impl, kernel_head_dim=kernel_head_dim(hardware, model),
         attention_dropout=has_attention_dropout(model),
     )
-    return windowed_attention_times(attn, hardware, model, seq_len=workload.seq_len, batch=c.micro_batch, tp=c.tp,
+    attn = windowed_attention_times(attn, hardware, model, seq_len=workload.seq_len, batch=c.micro_batch, tp=c.tp,
                                     ulysses=c.ulysses, ring=c.ring)
+    # DeepSeek Sparse Attention's indexer, top-k and sparse MLA in place of dense MLA (cost.dsa_times).
+    return sparse_attention_times(attn, hardware, model, seq_len=workload.seq_len, batch=c.micro_batch, tp=c.tp,
+                                  ulysses=c.ulysses, ring=c.ring, gpus_per_node=gpus_per_node)
 
 
 def backward_lead_s(lt: LayerTimes, recompute) -> np.ndarray:

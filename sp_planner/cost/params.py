@@ -52,7 +52,8 @@ def _attention_params_per_rank(model: ModelSpec, tp):
     if model.linear_bias:
         attn = attn + h
     if model.mla is not None:  # MLA projections, split over tp like the heads they serve
-        attn = model.mla_params_per_layer / tp
+        # DSA's indexer is whole on every TP rank (Megatron-LM d98e8a6 dsa.py: parallel_mode "duplicated").
+        attn = model.mla_params_per_layer / tp + model.indexer_params_per_layer
     return attn
 
 

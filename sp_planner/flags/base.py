@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 from sp_planner.recompute import MLA_UP_PROJ_RECOMPUTES, MLP_RECOMPUTES, MOE_MODULE_RECOMPUTES
 from sp_planner.cost import attention_comm
 from sp_planner.cost.attention_kernels import AttentionKernel
+from sp_planner.flags.dsa import dsa_failures
 from sp_planner.flags.softmax import softmax_failures
 from sp_planner.plan import ParallelPlan, violations
 from sp_planner.plan_checks import adam_moments_problem
@@ -135,7 +136,7 @@ def refusal(framework: str, request: FlagRequest, own_failures: Callable[[], lis
                                                                                                       request.plan),
                 *_mtp_failures(framework, request.model), *_mla_up_proj_failures(framework, request.plan),
                 *_module_recompute_failures(framework, request.plan), *_mlp_recompute_failures(framework, request.plan),
-                *softmax_failures(framework, request)]
+                *softmax_failures(framework, request), *dsa_failures(framework, request.model)]
     return unsupported(framework, failures) if failures else None
 
 

@@ -28,6 +28,7 @@ from sp_planner.flags.base import (
 from sp_planner.flags.kernel_choice import megatron_backend_flags
 from sp_planner.flags.stages import pipeline_comment, pipeline_flags, pipeline_notes, precision_flags, precision_notes
 from sp_planner.flags.megatron_fsdp import data_parallel_flags, uses_fsdp
+from sp_planner.flags.dsa import dsa_groups, dsa_notes
 from sp_planner.flags.megatron_moe import expert_bias_failures, moe_groups, router_failures
 from sp_planner.flags.softmax import softmax_notes, softmax_shape_flags
 from sp_planner.flags.positions import position_failures, position_note
@@ -291,7 +292,8 @@ def render(request: FlagRequest) -> FrameworkFlags:
     # The kernel sp-plan --attention-kernel timed, where Megatron-LM has a backend for it (none by
     # default: auto, Transformer Engine's choice, is the kernel the plan was timed with).
     kernel: FlagGroup = ("attention kernel the plan was timed with", megatron_backend_flags(request.attention_kernel))
-    args = bash_array("MEGATRON_ARGS", [*common_groups(request, cp_flags, dp_flags), kernel])
+    args = bash_array("MEGATRON_ARGS", [*common_groups(request, cp_flags, dp_flags), kernel,
+                                        *dsa_groups(request.model)])
     text = "\n".join([*env_lines(request), EXPANDABLE_SEGMENTS, args])
     return supported("megatron", text, [*common_notes(request, "MEGATRON_ARGS"), *cp_notes, *dp_notes,
-                                        *softmax_notes(request)])
+                                        *softmax_notes(request), *dsa_notes(request.model)])

@@ -25,6 +25,7 @@ PRUNE_REASONS: dict[str, str] = {
     "expert_grid": "ep*etp does not divide the GPUs of a pipeline stage",
     "ffn": "MLP width not divisible by tp (an expert's by etp)",
     "window_ring": "ring over sliding-window or chunked local layers (not modelled)",
+    "dsa_cp": "sparse attention (DSA) with ulysses or ring p2p (all-gather CP only)",
     "vpp": "vpp > 1 without pp > 1 and micro-batches a multiple of pp",
     "offload": "CPU-offloaded layers not below num_layers",
     "mla_up_proj": "recompute mla_up_proj on a model without MLA",

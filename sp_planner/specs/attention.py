@@ -57,9 +57,18 @@ class DSASpec(FrozenModel):
     index_n_heads heads of w * ReLU(q.k) on index_head_dim-wide queries and one shared key (DeepSeek
     V3.2 report eq. 1), and the query attends only to its index_topk best, MLA in its MQA form over
     the latent (Megatron-LM d98e8a64dd experimental_attention_variant/dsa.py: DSAIndexer,
-    DSAttention; TransformerConfig dsa_indexer_n_heads, _head_dim, _topk). sp-planner reads it and
-    refuses to time it (cost.dsa says what is missing)."""
+    DSAttention; TransformerConfig dsa_indexer_n_heads, _head_dim, _topk). sp-planner times it under
+    Megatron-LM where sparse MLA's kernel rates are published (cost.dsa, cost.dsa_times)."""
 
     index_n_heads: int = Field(gt=0, le=MAX_HEADS)
     index_head_dim: int = Field(gt=0, le=MAX_HEAD_DIM)
     index_topk: int = Field(gt=0, le=2**40)
+
+    def indexer_params_per_layer(self, hidden_size: int, q_lora_rank: int, *, norm: bool = True) -> int:
+        """The lightning indexer's weights in one layer, none with a bias (Megatron-LM d98e8a6 dsa.py
+        DSAIndexer lines 1159-1206): linear_wq_b q_lora_rank x heads x dim, linear_wk hidden x dim,
+        linear_weights_proj hidden x heads and, with `norm`, k_norm's LayerNorm (weight and bias of
+        dim). DeepSeek-V3.2: 12,582,912 + 917,504 + 458,752 + 256 = 13,959,424."""
+        heads, dim = self.index_n_heads, self.index_head_dim
+        weights = q_lora_rank * heads * dim + hidden_size * dim + hidden_size * heads
+        return weights + (2 * dim if norm else 0)

@@ -61,7 +61,7 @@ class ModelSpec(FrozenModel):
     # width whose Q+K+V+O, attention FLOPs (QK^T over qk dims, PV over v) and CP traffic equal
     # MLA's as training runs it; the projection weights come from `mla` (checked below).
     mla: MLASpec | None = None
-    # DeepSeek Sparse Attention on the MLA layers (DSASpec; DeepSeek-V3.2): read, not timed (cost.dsa).
+    # DeepSeek Sparse Attention on the MLA layers (DSASpec; DeepSeek-V3.2): timed by cost.dsa_times.
     dsa: DSASpec | None = None
     window: WindowSpec | None = None
     # PositionEmbedding above; rope where unstated, as every file written before the field meant.
@@ -151,9 +151,16 @@ class ModelSpec(FrozenModel):
         return q + kv + heads * a.v_head_dim * h
 
     @property
+    def indexer_params_per_layer(self) -> int:
+        """DeepSeek Sparse Attention's lightning indexer in one layer (DSASpec), 0 without DSA."""
+        if self.dsa is None or self.mla is None:
+            return 0
+        return self.dsa.indexer_params_per_layer(self.hidden_size, self.mla.q_lora_rank or self.hidden_size)
+
+    @property
     def attention_params_per_layer(self) -> int:
         if self.mla is not None:
-            return self.mla_params_per_layer
+            return self.mla_params_per_layer + self.indexer_params_per_layer
         h = self.hidden_size
         weights = h * (self.q_size + 2 * self.kv_size) + self.q_size * h
         bias = (self.q_size + 2 * self.kv_size) if (self.qkv_bias or self.linear_bias) else 0

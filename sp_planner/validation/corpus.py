@@ -21,6 +21,7 @@ from pydantic import Field
 from sp_planner.catalog import load_model
 from sp_planner.catalog.names import looks_like_path
 from sp_planner.cost.cuda_graphs import check_graph_scopes
+from sp_planner.catalog.hardware import load_hardware
 from sp_planner.cost.dsa import dsa_untimed
 from sp_planner.errors import UserInputError
 from sp_planner.fileio import errors_line, read_structured, refuse_foreign, validate_strict
@@ -154,9 +155,12 @@ def _check_graphs(file: Path, row: CorpusRow, models: dict[str, ModelSpec]) -> N
 
 
 def _check_timed(file: Path, row: CorpusRow, models: dict[str, ModelSpec]) -> None:
-    """A row's model must be one the cost model times: not DeepSeek Sparse Attention (cost.dsa)."""
+    """A row's model must be one the cost model times on its hardware: DeepSeek Sparse Attention only
+    where sparse MLA's kernel rates are published (cost.dsa)."""
     model = models[row.model] if row.model in models else load_model(row.model)
-    problem = dsa_untimed(model, row.seq_len)
+    if model.dsa is None:
+        return
+    problem = dsa_untimed(model, load_hardware(row.hardware))
     if problem is not None:
         raise UserInputError(f"corpus file {file} row {row.id}: {problem}")
 

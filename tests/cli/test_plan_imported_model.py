@@ -164,11 +164,18 @@ def test_a_normalised_sigmoid_top_1_router_is_refused_before_planning(sp_plan, t
     assert "num_experts_per_tok 1 with norm_topk_prob true is not supported" in " ".join(result.stderr.split())
 
 
-def test_deepseek_v32_is_read_and_refused_in_one_line_naming_what_is_not_modelled(sp_plan, tmp_path):
+def test_deepseek_v32_is_planned_on_hopper_and_refused_where_no_sparse_mla_backward_is_published(sp_plan, tmp_path):
     from tests.catalog.test_hf_dsa import DEEPSEEK_V32_EXP
 
     path = write_config(tmp_path, DEEPSEEK_V32_EXP)
-    result = sp_plan("--model", path, "--hardware", "h800", "--nodes", "32", "--seq-len", "128k")
-    assert_one_line_error(result, f"--model {path}: DeepSeek-V3.2-Exp uses DeepSeek Sparse Attention",
-                          "does not time yet", "--experimental-attention-variant dsa")
+    result = sp_plan("--model", path, "--hardware", "b200", "--nodes", "32", "--seq-len", "128k")
+    assert_one_line_error(result, f"--model {path} --hardware b200: DeepSeek-V3.2-Exp uses DeepSeek Sparse Attention",
+                          "none is published for sparse MLA's backward", "use --hardware h800")
     assert result.stdout == ""
+    result = sp_plan("--model", path, "--hardware", "h800", "--nodes", "32", "--seq-len", "128k", "--ulysses", "2")
+    assert_one_line_error(result, "the pinned plan breaks the dsa_cp rule: ulysses 2 cannot run DeepSeek Sparse "
+                          "Attention", "use --cp-comm allgather on the ring axis, ulysses 1")
+    result = sp_plan("--model", path, "--hardware", "h800", "--nodes", "32", "--seq-len", "128k", "--tp", "1",
+                     "--ring", "32", "--cp-comm", "allgather", "--pp", "1", "--ep", "16", "--top", "1")
+    assert result.exit_code == 0, result.stderr
+    assert "--experimental-attention-variant dsa" in result.stdout and "--dsa-kernel-backend tilelang" in result.stdout

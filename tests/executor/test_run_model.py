@@ -307,7 +307,8 @@ def test_a_sparse_attention_plan_is_refused_in_one_line_before_any_launch(tmp_pa
     model = ModelSpec(name="tiny-dsa", num_heads=2, num_kv_heads=2, head_dim=10, **TINY,
                       mla=MLASpec(kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=8),
                       dsa=DSASpec(index_n_heads=4, index_head_dim=8, index_topk=4))
-    path = _plan(tmp_path, model, ParallelPlan(ulysses=2), seq_len=32)
+    # All-gather CP, the only CP a DSA plan runs (plan rule dsa_cp).
+    path = _plan(tmp_path, model, ParallelPlan(ring=2, cp_comm="allgather"), seq_len=32)
     with pytest.raises(SystemExit) as done:
         main(["--plan", str(path), "--iters", "0"])
     assert done.value.code == 2

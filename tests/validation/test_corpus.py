@@ -288,11 +288,13 @@ def test_hybridep_sms_need_the_hybridep_dispatcher(tmp_path):
     assert corpus.rows[0].hybridep_sms == 32
 
 
-def test_a_row_of_a_sparse_attention_model_is_refused_at_load(tmp_path):
-    # DeepSeek-V3.2 (cost.dsa): read, not timed; a row would be scored as dense MLA.
+def test_a_row_of_a_sparse_attention_model_is_refused_at_load_where_sparse_mla_is_not_timed(tmp_path):
+    # DeepSeek-V3.2 (cost.dsa): timed on GPUs with published sparse MLA rates; A800 has none.
     from tests.catalog.hf_configs import write_config
     from tests.catalog.test_hf_dsa import DEEPSEEK_V32_EXP
 
     config = write_config(tmp_path, DEEPSEEK_V32_EXP)
-    with pytest.raises(UserInputError, match=r"c.yaml row a: DeepSeek-V3.2-Exp uses DeepSeek Sparse Attention"):
+    with pytest.raises(UserInputError, match=r"c.yaml row a: DeepSeek-V3.2-Exp uses DeepSeek Sparse .* on A800"):
         load_corpus(_write(tmp_path, f"- {{id: a, table: T5, tp: 8, measured: 1, model: {config}}}\n"))
+    row = f"- {{id: a, table: T5, tp: 8, measured: 1, model: {config}, hardware: H800}}\n"
+    assert load_corpus(_write(tmp_path, row)).rows[0].hardware == "H800"
