@@ -146,10 +146,6 @@ def simulate_command(
     loaded = load_plan_file(plan_file)
     pf = loaded.plan_file
     check_loaded_plan_times(loaded)  # as sp-report refuses it, before any work
-    if pf.model.dsa is not None:  # sim.attention_steps replays dense attention only
-        raise UserInputError(f"{pf.model.name} uses DeepSeek Sparse Attention, which sp-simulate does not replay "
-                             "yet (its indexer, top-k and sparse MLA are in sp-plan's analytic times, "
-                             "cost.dsa_times); read the plan's times from sp-plan or sp-report")
     if nics_per_node is not None and pf.gpus_per_node % nics_per_node:
         choices = ", ".join(str(n) for n in range(1, pf.gpus_per_node + 1) if pf.gpus_per_node % n == 0)
         raise UserInputError(f"--nics-per-node {nics_per_node} must divide the plan's {pf.gpus_per_node} GPUs per "

@@ -9,7 +9,8 @@ step for step:
 - backward steps also accumulate dQ/dK/dV (`accum`, in the ring's width: cost.ring_impl) when ring > 1.
 Bytes follow sp_planner.cost.attention_comm (the contract with the executor). Under all-gather CP
 the ring axis has no steps: one compute entry each way (cost.attention.allgather_times) and the
-K/V all-gather (forward and backward) and dK/dV reduce-scatter (backward) around it.
+K/V all-gather (forward and backward) and dK/dV reduce-scatter (backward) around it. A DeepSeek
+Sparse Attention layer is cost.dsa_times' one entry each way, its gathers forward only (dsa_phases).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from sp_planner.cost.attention_comm import (
 )
 from sp_planner.cost.attention_kernels import kernel_head_dim
 from sp_planner.cost.dropout import has_attention_dropout
+from sp_planner.cost.dsa_times import dsa_comm_bytes, dsa_times, latent_key_elems_per_token
 from sp_planner.cost.kernels import memory_pass_time_s
 from sp_planner.cost.ring_impl import YUNCHANG_RING, RingImpl, grad_hops
 from sp_planner.cost.ring_steps import ring_step_compute
@@ -51,11 +53,18 @@ class AttentionSteps(NamedTuple):
     # (cost.attention_comm.ULYSSES_LAYOUT_COPIES).
     ulysses_q_copy_s: float = 0.0
     ulysses_kv_copy_s: float = 0.0
+    # DeepSeek Sparse Attention (cost.dsa_times): cp_gather_bytes are its latent and indexer keys'
+    # (forward only), cp_scatter_bytes the latent gradient's, and this its indexer's inputs over TP.
+    dsa_tp_gather_bytes: float | None = None
 
 
 def attention_steps(hardware: HardwareProfile, model: ModelSpec, *, batch: int, seq_len: int, tp: int,
                     ulysses: int, ring: int, causal: bool, zigzag: bool, elem_bytes: int = 2,
-                    allgather: bool = False, ring_impl: RingImpl = YUNCHANG_RING) -> AttentionSteps:
+                    allgather: bool = False, ring_impl: RingImpl = YUNCHANG_RING,
+                    gpus_per_node: int = 1) -> AttentionSteps:
+    if model.dsa is not None:  # DeepSeek Sparse Attention (plan rule dsa_cp: all-gather CP, no ulysses)
+        return _dsa_steps(hardware, model, batch=batch, seq_len=seq_len, tp=tp, ring=ring,
+                          gpus_per_node=gpus_per_node)
     heads = model.num_heads / (tp * ulysses)
     kv_sent = int(kv_heads_for_ulysses(model.num_kv_heads, tp, ulysses))
     block = seq_len / ring
@@ -140,3 +149,38 @@ def windowed(steps: AttentionSteps, hardware: HardwareProfile, model: ModelSpec,
     blend = windowed_attention_times(full, hardware, model, seq_len=seq_len, batch=batch, tp=np.array([tp]),
                                      ulysses=ulysses, ring=1)
     return steps._replace(fwd_steps_s=(float(blend.fwd_compute_s[0]),), bwd_steps_s=(float(blend.bwd_compute_s[0]),))
+
+
+def _dsa_steps(hardware: HardwareProfile, model: ModelSpec, *, batch: int, seq_len: int, tp: int, ring: int,
+               gpus_per_node: int) -> AttentionSteps:
+    """A DSA layer (cost.dsa_times) as one compute entry each way: the indexer, top-k and sparse MLA
+    forward, sparse MLA's backward; its gathers' bytes (sim.step_work runs them forward only)."""
+    tps, ones, rings = np.array([tp]), np.array([1]), np.array([ring])
+    times = dsa_times(hardware, model, seq_len=seq_len, batch=batch, tp=tps, ulysses=ones, ring=rings,
+                      gpus_per_node=gpus_per_node).attention_times()
+    sent = dsa_comm_bytes(model, seq_len=seq_len, batch=batch, tp=tps, ulysses=ones, ring=rings)
+    return AttentionSteps(
+        fwd_steps_s=(float(times.fwd_compute_s[0]),), bwd_steps_s=(float(times.bwd_compute_s[0]),),
+        ulysses_q_bytes=0.0, ulysses_kv_bytes=0.0, ring_kv_bytes=0, ring_dkv_bytes=0,
+        cp_gather_bytes=float(sent.cp_gather[0]), cp_scatter_bytes=float(sent.cp_scatter[0]),
+        dsa_tp_gather_bytes=float(sent.tp_gather[0]),
+    )
+
+
+def dsa_phases(phase, model: ModelSpec, steps: AttentionSteps, groups) -> tuple[float, float]:
+    """(forward gathers, backward scatter) seconds of a DSA layer as `phase` runs them on the
+    cluster (sim.step_work): the latent key's and the indexer key's all-gathers over the ring axis
+    and the indexer's inputs over tp, forward only; the latent gradient's reduce-scatter backward.
+    The analytic model's terms (cost.dsa_times), call for call."""
+    assert model.dsa is not None and steps.dsa_tp_gather_bytes is not None
+    latent = latent_key_elems_per_token(model)
+    share = latent / (latent + model.dsa.index_head_dim)
+    gather = (phase("cp latent key all-gather (dsa)", groups["ring"], steps.cp_gather_bytes * share, "ring",
+                    "all_gather")
+              + phase("cp indexer key all-gather (dsa)", groups["ring"], steps.cp_gather_bytes * (1 - share), "ring",
+                      "all_gather")
+              + phase("tp indexer input all-gather (dsa)", groups["tp"], steps.dsa_tp_gather_bytes, "ring",
+                      "all_gather"))
+    scatter = phase("cp dlatent reduce-scatter (dsa)", groups["ring"], steps.cp_scatter_bytes, "ring",
+                    "reduce_scatter")
+    return gather, scatter

@@ -110,7 +110,7 @@ def _backward_layer(p: Program, w: LayerWork, layer: int, ready: int, recompute:
         # backward (multi_latent_attention.py at d98e8a64 lines 455-458; cost.mla_recompute).
         ag2 = p.add("compute", "recompute_gemm", f"L{layer} mla up-proj (recompute)", w.recompute_up_proj_s, (ag2,))
     a2a = p.add("comm", "ulysses_comm", f"L{layer} a2a dout", w.ulysses_out_s, (ag2,))
-    if w.cp_all_gather_s > 0:  # all-gather CP gathers K/V again from the saved local blocks
+    if w.cp_all_gather_s > 0 and w.cp_regathers:  # all-gather CP gathers K/V again from the saved local blocks
         a2a = p.add("comm", "ring_comm", f"L{layer} cp kv all-gather (bwd)", w.cp_all_gather_s, (a2a,))
     recv, compute, send = a2a, a2a, a2a
     for step, duration in enumerate(w.attn_bwd_steps_s):

@@ -42,7 +42,7 @@ from sp_planner.cost.tied_embedding import tied_grad_bytes
 from sp_planner.estimate import CommBytes
 from sp_planner.layout import DP_CP_AXES, groups_over, rank_groups
 from sp_planner.plan import ParallelPlan
-from sp_planner.sim.attention_steps import AttentionSteps, attention_steps, ulysses_work_s, windowed
+from sp_planner.sim.attention_steps import AttentionSteps, attention_steps, dsa_phases, ulysses_work_s, windowed
 from sp_planner.sim.cluster import Cluster
 from sp_planner.sim.dp_work import dp_calls
 from sp_planner.sim.flows import PhaseResult, run_phase
@@ -130,7 +130,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
 
     att = attention_steps(hw, model, batch=b, seq_len=workload.seq_len, tp=tp, ulysses=u, ring=r,
                           causal=workload.causal, zigzag=plan.ring_layout == "zigzag", elem_bytes=BF16_BYTES,
-                          allgather=plan.allgather, ring_impl=runtime.ring)
+                          allgather=plan.allgather, ring_impl=runtime.ring, gpus_per_node=cluster.gpus_per_node)
     uly_q = phase("ulysses all-to-all (Q or O)", groups["ulysses"], att.ulysses_q_bytes, "all_to_all", "all_to_all")
     uly_kv = phase("ulysses all-to-all (K or V)", groups["ulysses"], att.ulysses_kv_bytes, "all_to_all", "all_to_all")
     uly_qkv, uly_out = ulysses_work_s(att, uly_q, uly_kv)
@@ -138,8 +138,11 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     ring_dkv = phase("ring dK/dV step", groups["ring"], att.ring_dkv_bytes, "p2p", "p2p")
     s = overlap_compute_slowdown(hw)
     # All-gather CP: K and V each gathered, dK and dV each reduce-scattered (cost.attention).
-    cp_ag = 2 * phase("cp K/V all-gather", groups["ring"], att.cp_gather_bytes, "ring", "all_gather")
-    cp_rs = 2 * phase("cp dK/dV reduce-scatter", groups["ring"], att.cp_scatter_bytes, "ring", "reduce_scatter")
+    if att.dsa_tp_gather_bytes is not None:  # DSA: forward's key and input gathers, backward's one scatter
+        cp_ag, cp_rs = dsa_phases(phase, model, att, groups)
+    else:
+        cp_ag = 2 * phase("cp K/V all-gather", groups["ring"], att.cp_gather_bytes, "ring", "all_gather")
+        cp_rs = 2 * phase("cp dK/dV reduce-scatter", groups["ring"], att.cp_scatter_bytes, "ring", "reduce_scatter")
 
     tokens = b * workload.seq_len / plan.cp  # per rank, sequence-sharded regions
     # As cost.step: the layers' GEMMs at the plan's precision with FP8's casts (and current
@@ -217,6 +220,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         ring_dkv_home=att.ring_dkv_home,
         cp_all_gather_s=cp_ag,
         cp_reduce_scatter_s=cp_rs,
+        cp_regathers=att.dsa_tp_gather_bytes is None,
         recompute_up_proj_s=float(mla_up_proj_recompute_s(model, hw, tokens=tokens, tp=tp, precision=one.precision,
                                                           fp8_blockwise=one.fp8_blockwise)[0])
         if plan.recompute in MLA_UP_PROJ_RECOMPUTES else 0.0,

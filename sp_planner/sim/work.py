@@ -41,6 +41,10 @@ class LayerWork(FrozenModel):
     # and one dK + dV reduce-scatter (backward), both blocking attention.
     cp_all_gather_s: float = NonNeg
     cp_reduce_scatter_s: float = NonNeg
+    # Whether backward gathers again (Transformer Engine's K/V); DeepSeek Sparse Attention's gathers
+    # (its latent and indexer keys, and the indexer's inputs over TP: cp_all_gather_s) run forward only
+    # (cost.dsa_times).
+    cp_regathers: bool = True
     # Mixture of experts (sim.moe_work): dispatch and combine around the expert GEMMs (their
     # gradients in backward) over the ep group, and with etp > 1 a token all-gather before and a
     # reduce-scatter after, over the etp group.

@@ -249,16 +249,15 @@ def test_timeline_json_says_what_was_simulated(tmp_path, capsys):
         load_plan_file(tmp_path / "profile" / "timeline.json")
 
 
-def test_a_sparse_attention_plan_is_refused_by_the_simulator_in_one_line(tmp_path, capsys):
-    # sp-plan times DeepSeek-V3.2's DSA (cost.dsa_times); sim.attention_steps replays dense attention only.
+def test_a_sparse_attention_plan_is_simulated(tmp_path, capsys):
+    # DeepSeek-V3.2's DSA (cost.dsa_times) replayed by sim.attention_steps; tests/sim/test_dsa_agreement.py
+    # checks the step against the analytic model.
     path = tmp_path / "plan.json"
     write_plan_file(path, PlanFile(
         model=load_model("deepseek-v3.2-exp"), hardware=load_hardware("h800"),
-        workload=Workload(seq_len=131072, global_batch=8), num_nodes=32, gpus_per_node=8,
-        plan=ParallelPlan(tp=1, ring=32, cp_comm="allgather", dp=8, ep=16, zero=3, recompute="full"),
+        workload=Workload(seq_len=32768, global_batch=16), num_nodes=8, gpus_per_node=8,
+        plan=ParallelPlan(tp=2, ring=4, cp_comm="allgather", dp=8, ep=8, zero=1, recompute="full"),
     ))
-    out = tmp_path / "sim"
-    assert _run([str(path), "--out-dir", str(out)]) == 2
+    assert _run([str(path), "--out-dir", str(tmp_path / "sim")]) == 0
     captured = capsys.readouterr()
-    assert captured.err.count("\n") == 1 and captured.out == "" and not out.exists()
-    assert "DeepSeek-V3.2-Exp uses DeepSeek Sparse Attention, which sp-simulate does not replay yet" in captured.err
+    assert "cp latent key all-gather (dsa)" in captured.out and captured.err == ""
