@@ -228,6 +228,12 @@ def plan(
     if launcher is not None and output_format != "table":
         raise UserInputError(f"--launcher prints a launch script under the table; --format {output_format} has no "
                              "place for it (the JSON holds every framework's flags): drop one of them")
+    if full_rank_groups and output_format != "json" and out is None and report is None:
+        # The groups go only where a document does (plan.json, --format json, summary.json): without
+        # one the flag did nothing, silently.
+        raise UserInputError(f"--rank-groups lists the rank groups in plan.json (--out), --format json or the "
+                             f"report's summary.json (--report); --format {output_format} shows no groups: add "
+                             "one of them or drop --rank-groups")
     check_outputs(out=out, report=report, inputs=(("--model", model), ("--hardware", hardware)))
     check_framework_version(framework, framework_version)
     check_framework_options(framework, moe_dispatcher=moe_dispatcher, mtp_layers=mtp_layers, recompute=recompute,

@@ -544,6 +544,15 @@ def test_table_options_with_tool_output_are_refused_not_ignored(sp_plan, given, 
     assert result.stderr.startswith(f"error: {said} the table for people; --format json is for tools")
 
 
+@pytest.mark.parametrize("output_format", ["table", "csv"])
+def test_rank_groups_without_a_document_to_hold_them_is_refused_not_ignored(sp_plan, output_format):
+    # The table and the CSV list no rank groups: --rank-groups with neither --out nor --report did nothing.
+    result = sp_plan(*README, "--rank-groups", "--format", output_format)
+    assert result.exit_code == 2 and result.stdout == "" and result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"error: --rank-groups lists the rank groups in plan.json (--out), --format json "
+                                    f"or the report's summary.json (--report); --format {output_format} shows no")
+
+
 # The GPU of a user profile (base_profile): a renamed copy of a built-in profile predicts as the built-in.
 RENAMED_QUESTION = ("--model", "llama3-8b", "--nodes", "4", "--seq-len", "256k", "--top", "1")
 
