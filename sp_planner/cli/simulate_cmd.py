@@ -30,7 +30,8 @@ from sp_planner.figure_mark import figure_signature
 from sp_planner.fileio import bears_signature
 from sp_planner.present.fit import FitColumn, FitTable, fitted_tables
 from sp_planner.plan_messages import empty_chunks_text
-from sp_planner.planfile import check_loaded_plan_times, load_plan_file
+from sp_planner.planfile import PlanFile, check_loaded_plan_times, load_plan_file
+from sp_planner.search import evaluate
 from sp_planner.sim import simulate
 from sp_planner.sim.gantt import gantt_bytes
 from sp_planner.sim.result import TIMELINE_SIGNATURE, SimResult, timeline_text
@@ -126,6 +127,21 @@ def _replace_only_own(path: Path, signature: bytes, what: str) -> None:
                              "before sp-planner marked its own), so it is kept; remove it or give another --out-dir")
 
 
+def _unfit_note(pf: PlanFile) -> str | None:
+    """The line saying the plan file's plan does not fit (search.evaluate's reason, as sp-plan and
+    sp-report judge it with the file's runtime); None where it fits or cannot be evaluated (the
+    simulator then says why it cannot run it)."""
+    try:
+        estimate = evaluate(pf.model, pf.hardware, pf.workload, pf.plan, num_nodes=pf.num_nodes,
+                            gpus_per_node=pf.gpus_per_node, runtime=pf.runtime)
+    except ValueError:
+        return None
+    if estimate.fits:
+        return None
+    return (f"the plan does not fit ({estimate.reason}); its step is simulated all the same, the timeline of "
+            "a plan that cannot run (sp-report shows none)")
+
+
 @app.command(cls=PlainHelpCommand, epilog=EPILOG)
 def simulate_command(
     plan_file: Annotated[Path, typer.Argument(help="plan.json written by sp-plan --out.", metavar="PLAN.json",
@@ -170,6 +186,10 @@ def simulate_command(
     # file written by hand or by an older sp-plan did not).
     if (chunks_note := empty_chunks_text(pf.model.num_layers, pf.plan)) is not None:
         write_note(chunks_note, sys.stderr)
+    # A plan that cannot run (a file edited by hand, or another release's memory model): said, as
+    # sp-report says it, rather than timed as if it ran.
+    if (shortfall := _unfit_note(pf)) is not None:
+        write_note(shortfall, sys.stderr)
     with delayed_progress("simulating the step"):
         result = simulate(
             pf.model, pf.hardware, pf.workload, pf.plan, num_nodes=pf.num_nodes, gpus_per_node=pf.gpus_per_node,

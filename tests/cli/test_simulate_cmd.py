@@ -51,3 +51,26 @@ def test_a_plan_timed_with_transformer_engines_unfused_attention_is_simulated_wi
     timeline = json.loads((tmp_path / "sim" / "timeline.json").read_text())
     assert timeline["analytic_step_time_s"] == pytest.approx(estimate["step_time_s"], rel=1e-12)
     assert timeline["step_time_s"] == pytest.approx(3079.86, abs=0.01)
+
+
+def test_a_plan_that_does_not_fit_is_said_not_timed_silently(monkeypatch, tmp_path, run_main):
+    # Llama-3-8B unsharded (ZeRO-0, tp = pp = 1) over 1 x 8 H100: its states alone, bf16 weights (2 B),
+    # fp32 main gradients (4 B), fp32 master weights and two Adam moments (12 B), are 18 B x 8.03e9
+    # parameters = 134.6 GiB per GPU against 79.2 GiB. sp-report shows no timeline of it; sp-simulate
+    # simulated it without a word (a plan file edited by hand). ZeRO-3 over dp 8 (16.8 GiB) fits.
+    monkeypatch.setenv("COLUMNS", "80")
+    plan_file = tmp_path / "plan.json"
+    question = dict(model=load_model("llama3-8b"), hardware=load_hardware("h100-sxm"),
+                    workload=Workload(seq_len=4096, global_batch=8), num_nodes=1, gpus_per_node=8)
+    write_plan_file(plan_file, PlanFile(**question, plan=ParallelPlan(dp=8, zero=0, recompute="full")))
+    result = run_main(simulate_cmd, plan_file, "--out-dir", tmp_path / "sim")
+    assert result.exit_code == 0, result.stderr
+    note = " ".join(line.strip() for line in result.stderr.splitlines())
+    needed_gib = float(note.split("oom: needs ", 1)[1].split(" GiB", 1)[0])
+    assert needed_gib > 18 * 8.03e9 / 2**30 > 134.6
+    assert note.startswith("note: the plan does not fit (oom: needs ") and ("GiB per GPU, 79.2 GiB available); its "
+                                                                           "step is simulated all the same") in note
+    assert all(len(line) <= 80 for line in result.stderr.splitlines())
+    write_plan_file(plan_file, PlanFile(**question, plan=ParallelPlan(dp=8, zero=3, recompute="full")))
+    fits = run_main(simulate_cmd, plan_file, "--out-dir", tmp_path / "sim")
+    assert fits.exit_code == 0 and "does not fit" not in fits.stderr
