@@ -261,6 +261,9 @@ def plan(
         emit_answer(answer, output_format=output_format, explain=explain, wide=wide, full_rank_groups=full_rank_groups)
     finally:  # the files the user named, even when stdout is gone (a closed pipe)
         write_outputs(answer, out=out, report=report, full_rank_groups=full_rank_groups)
+    if simulate is not None and not answer.fits:  # rerank_by_simulation times fitting plans only
+        why = "the pinned plan does not fit" if question.all_degrees_pinned else "no plan fits"
+        write_note(f"--simulate {simulate} simulated no plan: {why}", sys.stderr)
     # A plan the chosen framework cannot run is no answer either: exit 1, as no plan file is written.
     expressed = framework == "all" or bool(answer.framework_ranked)
     return 0 if answer.fits and expressed else EXIT_NO_FIT

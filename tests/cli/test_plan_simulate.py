@@ -72,3 +72,17 @@ def test_the_overall_best_differs_from_the_frameworks_only_by_a_plan_it_cannot_e
     assert best["vpp"] == mine["vpp"] == 1
     assert best["simulated_step_time_s"] == mine["simulated_step_time_s"]
     assert mine["simulated_step_time_s"] < min(p["simulated_step_time_s"] for p in doc["framework_plans"][1:10])
+
+
+def test_simulate_with_no_plan_that_fits_says_it_simulated_none(sp_plan):
+    # Llama-3-70B on one H100: 18 B x 70.55e9 parameters of states = 1,182.7 GiB against 79.2 GiB, so
+    # no plan fits and rerank_by_simulation (fitting plans only) simulated nothing, without a word.
+    unpinned = sp_plan("--model", "llama3-70b", "--hardware", "h100", "--nodes", 1, "--gpus-per-node", 1,
+                       "--seq-len", "4k", "--top", 1, "--simulate", 2)
+    assert unpinned.exit_code == 1 and "sim step" not in unpinned.stdout
+    assert "note: --simulate 2 simulated no plan: no plan fits\n" in unpinned.stderr
+    # Llama-3-8B unsharded over dp 8 (ZeRO-0): 18 B x 8.03e9 = 134.6 GiB of states per GPU.
+    pinned = sp_plan("--model", "llama3-8b", "--hardware", "h100", "--nodes", 1, "--seq-len", "32k", "--tp", 1,
+                     "--pp", 1, "--dp", 8, "--ulysses", 1, "--ring", 1, "--zero", 0, "--top", 1, "--simulate", 2)
+    assert pinned.exit_code == 1
+    assert "note: --simulate 2 simulated no plan: the pinned plan does not fit\n" in pinned.stderr
