@@ -20,7 +20,7 @@ from itertools import groupby
 from sp_planner.cost.fp8_params import fp8_weights_modelled
 from sp_planner.flags.base import FlagRequest
 from sp_planner.pipeline import split_kind
-from sp_planner.pipeline_chunks import virtual_stage_layers
+from sp_planner.pipeline_chunks import stage_chunk_sizes, virtual_stage_layers
 from sp_planner.plan import PRECISIONS
 
 # --fp8-format per precision: "hybrid" = E4M3 forward, E5M2 gradients (TE Format.HYBRID, the
@@ -187,8 +187,15 @@ def pipeline_notes(request: FlagRequest) -> list[str]:
         notes.append("The first and last stages run one decoder layer fewer: Megatron counts the embedding "
                      "and the loss as one layer each (the Llama 3 paper's split).")
     if split_form(request) == "layout":
+        # The chunks as the layout string and the cost model place them (pipeline_chunks): a stage that
+        # divides by vpp splits evenly, so "every chunk a middle stage's" was not always so (Llama-3-8B,
+        # pp 4 x vpp 3, 8/6: the last stage's 6 are 2, 2, 2, not 3, 3, 0).
+        sizes = stage_chunk_sizes(request.model.num_layers, p.pp, p.vpp, p.first_stage_layers or 0,
+                                  p.last_stage_layers or 0)
+        shown = [("first", sizes[0])] + ([("middle", sizes[1])] if p.pp > 2 else []) + [("last", sizes[-1])]
+        chunks = "; ".join(f"{where} {', '.join(map(str, counts))}" for where, counts in shown)
         notes.append(f"--pipeline-model-parallel-layout places the {p.first_stage_layers}/{p.last_stage_layers} "
-                     "first/last stage layers: every chunk as many layers as a middle stage's, the rest in the "
-                     "first stage's chunk 0 and the last stage's last chunk (Megatron-Bridge's DeepSeek-V3 "
-                     "layouts); it sets the virtual stages itself.")
+                     f"first/last stage layers in model chunks of ({chunks}; chunk 0 first): a stage that does "
+                     "not divide by vpp keeps the rest in the first stage's chunk 0 or another stage's last chunk "
+                     "(Megatron-Bridge's DeepSeek-V3 layouts); it sets the virtual stages itself.")
     return notes

@@ -1,0 +1,22 @@
+"""flags.stages: the pipeline notes say the model chunks the layout string places."""
+
+from __future__ import annotations
+
+from sp_planner.catalog import load_model
+from sp_planner.flags.stages import layout_string, pipeline_notes
+from tests.flags.conftest import request
+
+
+def test_the_layout_note_gives_each_stages_chunks_as_the_layout_places_them():
+    # Llama-3-8B's 32 layers over pp 4 x vpp 3, 8 first and 6 last: the two middle stages hold
+    # (32 - 8 - 6) / 2 = 9, three chunks of 3; the first 8 = 2 + 3 + 3, its rest in chunk 0; the last
+    # 6 divides by 3, so an even 2, 2, 2 (Megatron's even share), not 3, 3 and an empty chunk, which
+    # the note said ("every chunk as many layers as a middle stage's").
+    flags = request(load_model("llama3-8b"), 131072, 32, ring=4, pp=4, vpp=3, first_stage_layers=8,
+                    last_stage_layers=6)
+    # Virtual stages c x pp + p: chunk 0 of stages 0-3, then chunk 1, then chunk 2.
+    assert layout_string(flags) == "Ett|(t*3|)*2tt|(t*3|)*3tt|(t*3|)*3ttL"
+    note = next(n for n in pipeline_notes(flags) if n.startswith("--pipeline-model-parallel-layout"))
+    assert ("places the 8/6 first/last stage layers in model chunks of (first 2, 3, 3; middle 3, 3, 3; last 2, 2, "
+            "2; chunk 0 first)") in note
+    assert "every chunk as many layers as a middle stage's" not in note
