@@ -12,7 +12,12 @@ from sp_planner.cost.offload import check_host_link
 from sp_planner.cost.precision import check_blockwise, precision_problem
 from sp_planner.errors import UserInputError
 from sp_planner.flags import deepspeed
-from sp_planner.flags.base import MLA_UP_PROJ_FRAMEWORKS, MODULE_RECOMPUTE_FRAMEWORKS, MTP_FRAMEWORKS
+from sp_planner.flags.base import (
+    CAPACITY_FRAMEWORKS,
+    MLA_UP_PROJ_FRAMEWORKS,
+    MODULE_RECOMPUTE_FRAMEWORKS,
+    MTP_FRAMEWORKS,
+)
 from sp_planner.plan import FP8_RECIPES, PRECISIONS, Fp8Recipe, Precision, Recompute
 from sp_planner.recompute import MLA_UP_PROJ_RECOMPUTES, MLP_RECOMPUTES, MOE_MODULE_RECOMPUTES, RECOMPUTE_MODULES
 from sp_planner.specs.hardware import HardwareProfile
@@ -137,9 +142,14 @@ def check_framework_version(framework: str, version: str | None) -> None:
 
 def check_framework_options(framework: str, *, moe_dispatcher: MoEDispatcher, mtp_layers: int,
                             recompute: Recompute | None, bf16_adam_moments: bool, cpu_offload_layers: int,
-                            precision: str) -> None:
+                            precision: str, moe_capacity_factor: float | None = None) -> None:
     """Options whose flags only some frameworks emit, refused for the others (`framework` "all"
     takes every one)."""
+    if moe_capacity_factor is not None and framework not in (*CAPACITY_FRAMEWORKS, "all"):
+        # Every plan would be refused by the framework's flags after a whole search (exit 1).
+        raise UserInputError(f"--moe-capacity-factor is Megatron's --moe-expert-capacity-factor, which sp-plan does "
+                             f"not emit for {framework}; use --framework megatron or "
+                             "mindspeed, or leave out --moe-capacity-factor")
     if framework == "deepspeed" and precision != "auto" and deepspeed.precision_failure(precision) is not None:
         raise UserInputError(f"--precision {precision}: {deepspeed.NO_FP8}")
     if moe_dispatcher != "alltoall" and framework not in ("megatron", "all"):

@@ -238,7 +238,7 @@ def plan(
     check_framework_version(framework, framework_version)
     check_framework_options(framework, moe_dispatcher=moe_dispatcher, mtp_layers=mtp_layers, recompute=recompute,
                             bf16_adam_moments=bf16_adam_moments, cpu_offload_layers=cpu_offload_layers,
-                            precision=precision)
+                            precision=precision, moe_capacity_factor=moe_capacity_factor)
     setup = set_up_kernel(question, framework=framework, attention_kernel=attention_kernel,
                           framework_version=framework_version, ulysses=ulysses, ring=ring, fp8_attention=fp8_attention)
     question = setup.question

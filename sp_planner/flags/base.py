@@ -163,6 +163,9 @@ def _fp8_attention_failures(framework: str, plan) -> list[str]:
 MTP_FRAMEWORKS: tuple[str, ...] = ("megatron", "mindspeed")
 MLA_UP_PROJ_FRAMEWORKS = MTP_FRAMEWORKS
 MODULE_RECOMPUTE_FRAMEWORKS = MTP_FRAMEWORKS
+# Token dropping (--moe-capacity-factor): Megatron's --moe-expert-capacity-factor, which MindSpeed
+# takes too; the others' flags cannot set it (flags.experts.capacity_failures, torchtitan_failures).
+CAPACITY_FRAMEWORKS = MTP_FRAMEWORKS
 
 
 def _mtp_failures(framework: str, model: ModelSpec) -> list[str]:

@@ -50,6 +50,11 @@ PLAIN = dict(moe_dispatcher="alltoall", mtp_layers=0, recompute=None, bf16_adam_
     # A search whose every plan DeepSpeed refuses ran to its end and exited 1.
     ({"precision": "fp8"}, "deepspeed", "--precision fp8: DeepSpeed has no FP8 training recipe"),
     ({"precision": "mxfp8"}, "deepspeed", "--precision mxfp8: DeepSpeed has no FP8 training recipe"),
+    # Token dropping: the search ran to its end and every plan's flags refused it (exit 1, 6 s).
+    ({"moe_capacity_factor": 1.5}, "torchtitan", "--moe-capacity-factor is Megatron's --moe-expert-capacity-factor, "
+                                                 "which sp-plan does not emit for torchtitan"),
+    ({"moe_capacity_factor": 1.0}, "deepspeed", "which sp-plan does not emit for deepspeed"),
+    ({"moe_capacity_factor": 1.0}, "yunchang", "which sp-plan does not emit for yunchang"),
 ])
 def test_options_only_some_frameworks_emit(update, framework, message):
     options = {**PLAIN, **update}
@@ -57,4 +62,6 @@ def test_options_only_some_frameworks_emit(update, framework, message):
         check_framework_options(framework, **options)
     check_framework_options("megatron", **options)  # Megatron emits every one
     check_framework_options("all", **options)
+    if "moe_capacity_factor" in update:  # MindSpeed takes Megatron's flag
+        check_framework_options("mindspeed", **options)
 
