@@ -260,4 +260,6 @@ def test_a_sparse_attention_plan_is_simulated(tmp_path, capsys):
     ))
     assert _run([str(path), "--out-dir", str(tmp_path / "sim")]) == 0
     captured = capsys.readouterr()
-    assert "cp latent key all-gather (dsa)" in captured.out and captured.err == ""
+    # 671B at ZeRO-1 on 64 GPUs cannot hold its states: sp-simulate says so and replays it all the same.
+    assert "cp latent key all-gather (dsa)" in captured.out
+    assert captured.err.startswith("note: the plan does not fit (oom: ") and "error" not in captured.err
