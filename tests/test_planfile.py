@@ -391,3 +391,19 @@ def test_a_plan_file_of_a_sparse_attention_model_is_refused_where_sparse_mla_is_
         check_loaded_plan_times(load_plan_file(path))
     write_plan_file(path, _plan_file())
     check_loaded_plan_times(load_plan_file(path))  # a dense model's file is timed
+
+
+def test_a_plan_file_keeps_whether_the_dsa_indexer_trains(tmp_path):
+    from sp_planner.specs.attention import DSASpec
+
+    path = tmp_path / "plan.json"
+    dsa = DSASpec(index_n_heads=64, index_head_dim=128, index_topk=2048, indexer_loss="sparse")
+    v32 = load_model("DeepSeek-V3").model_copy(update={"name": "DeepSeek-V3.2-Exp", "dsa": dsa})
+    write_plan_file(path, _plan_file(ParallelPlan(dp=4, tp=2, ring=2, cp_comm="allgather")).model_copy(
+        update={"model": v32}))
+    assert load_plan_file(path).plan_file.model.dsa.indexer_loss == "sparse"
+    # A file written before the field reads as Megatron's default, the indexer untrained.
+    doc = json.loads(path.read_text())
+    del doc["model"]["dsa"]["indexer_loss"]
+    path.write_text(json.dumps(doc))
+    assert load_plan_file(path).plan_file.model.dsa.indexer_loss == "none"

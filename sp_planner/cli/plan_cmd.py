@@ -30,6 +30,7 @@ from sp_planner.plan import MAX_DEGREE, CpComm, Fp8Recipe, Precision, Recompute
 from sp_planner.plan_messages import empty_chunks_text
 from sp_planner.specs.hardware_limits import MAX_GPUS_PER_NODE
 from sp_planner.specs.model_limits import MAX_LAYERS as MAX_MTP_LAYERS
+from sp_planner.specs.attention import IndexerLossChoice
 from sp_planner.specs.moe import MoEDispatcher, MoERouting
 from sp_planner.specs.workload import MAX_GLOBAL_BATCH
 from sp_planner.cli.help_format import PlainHelpCommand
@@ -123,6 +124,9 @@ def plan(
     mtp_layers: Annotated[int, typer.Option(
         min=0, max=MAX_MTP_LAYERS, help="Multi-token prediction depths to train with the model, on the last "
         "pipeline stage (Megatron --mtp-num-layers; DeepSeek-V3's recipes train 1; megatron or mindspeed).")] = 0,
+    dsa_indexer_loss: Annotated[IndexerLossChoice, typer.Option(
+        help="DSA models: train the indexer with its sparse KL loss (sparse, DeepSeek-V3.2's sparse "
+        "stage) or not (none, Megatron's default); dense has no tilelang kernel.")] = "none",
     zero: Annotated[Optional[int], _pin("ZeRO stage", min=0, max=3)] = None,
     recompute: Annotated[Optional[Recompute], typer.Option(show_default=False, metavar="<choice>", help=(
         "Pin activation recompute: none, selective (core attention), full, mla_up_proj (MLA models: Megatron's "
@@ -215,6 +219,7 @@ def plan(
         expert_degrees={"ep": ep, "etp": etp},
         moe_capacity_factor=moe_capacity_factor, moe_pad_to_capacity=moe_pad_to_capacity,
         moe_routing=moe_routing, moe_dispatcher=moe_dispatcher, mtp_layers=mtp_layers,
+        dsa_indexer_loss=dsa_indexer_loss,
         split=None if first_stage_layers is None and last_stage_layers is None else (first_stage_layers,
                                                                                      last_stage_layers),
         cpu_offload_layers=cpu_offload_layers,

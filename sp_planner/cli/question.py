@@ -12,7 +12,7 @@ from pydantic import Field
 
 from sp_planner.cost.attention_kernels import TimedKernel, kernel_curves, measured_attention, own_attention
 from sp_planner.cost.deepep import deepep_refusal
-from sp_planner.cost.dsa import dsa_untimed
+from sp_planner.cost.dsa import dsa_untimed, indexer_loss_problem
 from sp_planner.catalog import builtin_gpu, load_hardware, load_model
 from sp_planner.catalog.hardware import builtin_profiles
 from sp_planner.cli.option_checks import (check_fp8_attention, check_fp8_recipe, check_precision, offload_pins,
@@ -30,6 +30,7 @@ from sp_planner.cost.families import gpu_generation, profile_key
 from sp_planner.errors import UserInputError
 from sp_planner.flags import FlagChoices
 from sp_planner.plan import CpComm, Fp8Recipe, Precision, Recompute
+from sp_planner.specs.attention import IndexerLossChoice
 from sp_planner.search import Pins
 from sp_planner.space import PIN_DEGREES
 from sp_planner.specs.base import FrozenModel
@@ -197,6 +198,7 @@ def resolve_question(
     moe_routing: MoERouting = "learned",
     moe_dispatcher: MoEDispatcher = "alltoall",
     mtp_layers: int = 0,
+    dsa_indexer_loss: IndexerLossChoice = "none",
     split: tuple[int | None, int | None] | None = None,
     cpu_offload_layers: int = 0,
     adam_moments_bf16: bool = False,
@@ -215,6 +217,11 @@ def resolve_question(
                               moe_dispatcher)
     if mtp_layers:  # multi-token prediction depths trained with the model (cost.mtp)
         model_spec = model_spec.model_copy(update={"mtp_layers": mtp_layers})
+    problem = indexer_loss_problem(model_spec, dsa_indexer_loss)
+    if problem is not None:
+        raise UserInputError(f"--dsa-indexer-loss {dsa_indexer_loss}: {problem}")
+    if model_spec.dsa is not None and dsa_indexer_loss == "sparse":  # the indexer trained (cost.dsa_loss)
+        model_spec = model_spec.model_copy(update={"dsa": model_spec.dsa.model_copy(update={"indexer_loss": "sparse"})})
     profile = load_hardware(hardware)
     untimed = dsa_untimed(model_spec, profile)  # DeepSeek-V3.2's sparse attention where no rate is published
     if untimed is not None:

@@ -43,6 +43,7 @@ from sp_planner.cost.compiled_layers import (
 from sp_planner.cost.dtypes import BF16_BYTES, FP32_BYTES
 from sp_planner.cost.flops import _active_ffn_width
 from sp_planner.cost.dsa import dsa_saved_attention_bytes
+from sp_planner.cost.dsa_loss import indexer_loss_saved_bytes
 from sp_planner.cost.dropout import has_attention_dropout, hidden_dropout_saved_bytes_per_token
 from sp_planner.cost.expert_padding import NO_PADDING, padding_align_rows, router_pad_load
 from sp_planner.cost.kernels import unfused_saved_bytes_per_score
@@ -127,6 +128,9 @@ def activation_bytes_per_layer(model: ModelSpec, workload: Workload, *, tp, ulys
     if model.dsa is not None:  # sparse MLA's saved tensors in place of dense MLA's (cost.dsa)
         lse = 0.0  # recomputed in backward (ops/sparse_mla.py), so selective recompute frees none
         attn = dsa_saved_attention_bytes(model, queries=n, keys=micro_batch * workload.seq_len, heads=heads)
+        # The trained indexer's (cost.dsa_loss; nothing without its loss).
+        attn = attn + indexer_loss_saved_bytes(model, queries=n, keys=micro_batch * workload.seq_len,
+                                               seq_len=workload.seq_len)
     mlp = BF16_BYTES * model.num_mlp_matrices * n * _active_ffn_width(model) / tp
     full_layer = norms + attn + mlp + moe_activation_bytes(model, n, tp=tp, ep=ep, etp=etp, pad_load=pad_load) + masks
     rebuilt_attention = lse + scores + np.where(ulysses > 1, q, 0.0)

@@ -4,7 +4,8 @@ Attention traffic comes from `attention_comm` (the contract shared with the exec
 layer per micro-batch, times layers per stage and micro-batches, plus the forward again when
 recompute re-runs attention (Megatron's core_attn and full recompute both re-run the CP
 communication inside core attention). A DeepSeek Sparse Attention layer's all-gather CP moves its
-latent and indexer keys instead, and its indexer gathers its inputs over TP (cost.dsa_times).
+latent and indexer keys instead, and its indexer gathers its inputs over TP (cost.dsa_times) and,
+trained, reduce-scatters its key's gradient over CP (cost.dsa_loss).
 
 TP with sequence parallelism: the collectives cost.tp_calls counts, each of b*s/cp*h bf16
 elements, but a layer's all-gathers in the low precision the framework gathers (cost.tp_gathers:
@@ -55,6 +56,7 @@ from sp_planner.cost.fsdp import (
 )
 from sp_planner.cost.links import LINK_NAMES, group_link
 from sp_planner.cost.ring_impl import TE_RING, RingImpl
+from sp_planner.cost.dsa_loss import indexer_loss_bytes
 from sp_planner.cost.dsa_times import dsa_comm_bytes
 from sp_planner.cost.dtypes import BF16_BYTES
 from sp_planner.cost.params import candidate_stage_layers
@@ -153,7 +155,11 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
         dsa = dsa_comm_bytes(model, seq_len=workload.seq_len, batch=b, tp=tp, ulysses=u, ring=r)
         times = np.where(again, 2, 1)
         cp_ag_layer = np.where(gather, times * dsa.cp_gather, 0).astype(np.int64)
-        cp_rs_layer = np.where(gather, dsa.cp_scatter, 0).astype(np.int64)
+        # The trained indexer's key gradient over CP, backward (cost.dsa_loss). Its target's TP
+        # all-reduce stays out of the TP columns, which size the simulator's per-layer TP calls: it
+        # runs inside the loss's forward (cost.dsa_loss.indexer_loss_bytes has its bytes).
+        loss = indexer_loss_bytes(model, seq_len=workload.seq_len, batch=b, tp=tp, ring=r)
+        cp_rs_layer = np.where(gather, dsa.cp_scatter + loss.cp_scatter, 0).astype(np.int64)
         dsa_tp = (times * dsa.tp_gather).astype(np.int64)  # the indexer's inputs, per layer
 
     gathered = b * (workload.seq_len // group_size(c, CP_AXES)) * model.hidden_size * BF16_BYTES

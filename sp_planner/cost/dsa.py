@@ -24,8 +24,11 @@ FLOPs (cost.flops), and dsa_hardware_flops_per_token gives what runs.
 
 The backend timed: Megatron's tilelang (--dsa-kernel-backend tilelang; its default "none" runs the
 PyTorch reference, which forms the dense [sq, skv] fp32 scores of every head) without the indexer
-loss (--dsa-indexer-loss-coeff unset, Megatron's default: dsa.py runs the indexer under no_grad on
-detached inputs, so it has no backward; ops/tilelang_dsa.py fused_qk_topk_lighting).
+loss by default (--dsa-indexer-loss-coeff unset, Megatron's default: dsa.py runs the indexer under
+no_grad on detached inputs, so it has no backward; ops/tilelang_dsa.py fused_qk_topk_lighting), or
+with its sparse KL loss (DSASpec.indexer_loss "sparse": ops/tilelang_dsa.py
+fused_qk_topk_lighting_with_streaming_sparse_kl, priced in cost.dsa_loss). The dense loss has no
+tilelang kernel (dsa.py falls back to the PyTorch reference) and is not priced.
 """
 
 from __future__ import annotations
@@ -60,6 +63,13 @@ FP32_LOGIT_BYTES = 4
 # at least 400 keys, or 800 to 4,000 of at least 800 (a block or a CP rank's queries here).
 # 1 write + 5 reads.
 TOPK_LOGIT_PASSES = 6
+# The trained indexer (DSASpec.indexer_loss "sparse"; cost.dsa_loss). Megatron-LM d98e8a6
+# ops/tilelang_indexer_loss.py sparse_indexer_target: a max/denominator pass, then a probability
+# pass, each a QK^T over the selected keys.
+TARGET_QK_PASSES = 2
+# ops/tilelang_indexer_bwd.py tl_indexer_bwd_kernel, per selected key block: the logits again
+# (K Q^T), dQ (dS^T K) and dK (dS Q), each 2 x heads x dim FLOPs a query and key.
+INDEXER_BWD_GEMMS = 3
 # The top-k indices are int32 (ops/indexer.py _select_topk_from_logits: .to(torch.int32)), kept
 # for sparse MLA's backward.
 TOPK_INDEX_BYTES = 4
@@ -111,18 +121,49 @@ def _q_lora_rank(model: ModelSpec) -> int:
 
 def dsa_forward_flops_per_token(model: ModelSpec, seq_len: int) -> float:
     """Forward FLOPs a DSA layer's attention runs for one token: the indexer's projections and
-    scores and sparse MLA (what recompute runs again)."""
+    scores, sparse MLA and, with the indexer's loss, its target (what recompute runs again)."""
     assert model.dsa is not None
     indexer = indexer_projection_flops_per_token(model) + indexer_score_flops_per_token(model.dsa, seq_len)
-    return indexer + sparse_mla_flops_per_token(model, seq_len)
+    target = indexer_target_flops_per_token(model, seq_len, model.num_heads)  # with the indexer's loss
+    return indexer + sparse_mla_flops_per_token(model, seq_len) + target
 
 
 def dsa_hardware_flops_per_token(model: ModelSpec, seq_len: int) -> float:
     """FLOPs a DSA layer's attention runs for one token, forward and backward (hardware FLOPs): the
     forward, and in backward sparse MLA's forward again (Megatron's SparseMLA saves no output,
-    ops/sparse_mla.py) and its backward; the indexer has no backward (no loss)."""
+    ops/sparse_mla.py) and its backward; the indexer's backward only with its loss (else no_grad)."""
     return (dsa_forward_flops_per_token(model, seq_len) + sparse_mla_flops_per_token(model, seq_len)
-            + sparse_mla_bwd_flops_per_token(model, seq_len))
+            + sparse_mla_bwd_flops_per_token(model, seq_len) + indexer_bwd_flops_per_token(model, seq_len))
+
+
+def trains_indexer(model: ModelSpec) -> bool:
+    """Whether the model's DSA indexer trains with its sparse KL loss (DSASpec.indexer_loss)."""
+    return model.dsa is not None and model.dsa.indexer_loss == "sparse"
+
+
+def indexer_target_flops_per_token(model: ModelSpec, seq_len: int, heads: float) -> float:
+    """Forward FLOPs of the sparse KL loss's target for one query over `heads` of the main
+    attention's heads (a TP rank's): Megatron-LM d98e8a6 ops/tilelang_indexer_loss.py
+    sparse_indexer_target runs QK^T over the 576-wide absorbed query and latent key of every
+    selected key twice (TARGET_QK_PASSES), then sums the heads' probabilities; 0 without the loss."""
+    if not trains_indexer(model):
+        return 0.0
+    assert model.mla is not None and model.dsa is not None
+    per_key = TARGET_QK_PASSES * 2.0 * heads * (model.mla.kv_lora_rank + model.mla.qk_rope_head_dim)
+    return per_key * mean_selected_keys(model.dsa.index_topk, seq_len)
+
+
+def indexer_bwd_flops_per_token(model: ModelSpec, seq_len: int) -> float:
+    """Backward FLOPs of the trained indexer for one query, 0 without its loss: the tilelang
+    backward kernel's GEMMs over each selected key (INDEXER_BWD_GEMMS x 2 x heads x dim) and its
+    projections' weight gradients, as many FLOPs as their forward (dsa.py detaches x and qr, so no
+    input gradient; Megatron-Bridge 067f987d training/utils/flop_utils.py: "forward+wgrad")."""
+    if not trains_indexer(model):
+        return 0.0
+    assert model.dsa is not None
+    dsa = model.dsa
+    scores = INDEXER_BWD_GEMMS * 2.0 * dsa.index_n_heads * dsa.index_head_dim
+    return scores * mean_selected_keys(dsa.index_topk, seq_len) + indexer_projection_flops_per_token(model)
 
 
 def dsa_untimed(model: ModelSpec, hardware: HardwareProfile) -> str | None:
@@ -142,6 +183,21 @@ def dsa_untimed(model: ModelSpec, hardware: HardwareProfile) -> str | None:
             f"{dsa.index_head_dim}, top {dsa.index_topk} keys), which sp-planner times with published "
             f"kernel rates; on {hardware.name} none is published for {missing}, so its plans are not "
             f"timed; use --hardware {timed.split(', ')[0]} (timed: {timed}; docs/cost-model.md, DSA)")
+
+
+def indexer_loss_problem(model: ModelSpec, choice: str) -> str | None:
+    """Why sp-plan --dsa-indexer-loss `choice` cannot be timed for `model`, in one line; None where
+    it can ("none" always; "sparse" on a DSA model)."""
+    if choice == "none":
+        return None
+    if model.dsa is None:
+        return f"{model.name} has no DeepSeek Sparse Attention indexer to train; drop the option"
+    if choice == "dense":
+        return ("the dense KL loss (DeepSeek-V3.2's warm-up, over every earlier key) has no tilelang "
+                "kernel: Megatron-LM falls back to its PyTorch reference (dsa.py "
+                "compute_indexer_loss_with_reference_path, every head's [s, s] scores), which "
+                "sp-planner does not time; use sparse or none")
+    return None
 
 
 # What the frameworks other than Megatron-LM lack to run it (flags.base.refusal).

@@ -15,7 +15,9 @@ Forward, per rank with q = b x s / cp local queries (ulysses is refused: plan ru
   less the chip's sustained share as every benchmark rate (cost.kernels.sustained_fraction).
 Backward: Megatron's SparseMLA saves no output nor lse and runs the forward kernel again, then the
 delta pass (rowsum of O x dO: O and dO read, bf16) and the backward kernel at its published rate
-(ops/sparse_mla.py lines 66-69, 86-97); the indexer has none (no loss: no_grad, line 1976).
+(ops/sparse_mla.py lines 66-69, 86-97); the indexer has none (no loss: no_grad, line 1976) unless
+it trains with its sparse KL loss (DSASpec.indexer_loss), whose forward and backward cost.dsa_loss
+prices and DSATimes.loss holds.
 CP (all-gather only): forward all-gathers the 576-wide latent key (line 1835) and the 128-wide
 indexer key (line 1984), backward reduce-scatters the latent key's gradient
 (gather_from_sequence_parallel_region's backward); the indexer key has no gradient. These and the
@@ -38,6 +40,7 @@ from sp_planner.cost.dsa import (
     sparse_mla_bwd_flops_per_token,
     sparse_mla_flops_per_token,
 )
+from sp_planner.cost.dsa_loss import IndexerLossTimes, indexer_loss_times
 from sp_planner.cost.dtypes import BF16_BYTES
 from sp_planner.cost.families import profile_key
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s, sustained_fraction
@@ -58,14 +61,16 @@ class DSATimes(NamedTuple):
     indexer_tp_gather_s: np.ndarray  # x and qr gathered over TP (sequence parallelism)
     cp_gather_s: np.ndarray  # latent key + indexer key over CP, forward
     cp_scatter_s: np.ndarray  # latent key's gradient over CP, backward
+    loss: IndexerLossTimes  # the indexer's sparse KL loss (cost.dsa_loss), zeros without it
 
     def attention_times(self) -> AttentionTimes:
         zero = np.zeros(np.shape(self.sparse_fwd_s))
         return AttentionTimes(
-            fwd_compute_s=self.indexer_projection_s + self.indexer_score_s + self.topk_s + self.sparse_fwd_s,
-            bwd_compute_s=self.sparse_bwd_s,
+            fwd_compute_s=(self.indexer_projection_s + self.indexer_score_s + self.topk_s + self.sparse_fwd_s
+                           + self.loss.fwd_s),
+            bwd_compute_s=self.sparse_bwd_s + self.loss.bwd_s,
             fwd_ring_exposed_s=self.indexer_tp_gather_s + self.cp_gather_s,
-            bwd_ring_exposed_s=self.cp_scatter_s,
+            bwd_ring_exposed_s=self.cp_scatter_s + self.loss.cp_scatter_s,
             fwd_ulysses_s=zero,
             bwd_ulysses_s=zero,
         )
@@ -135,10 +140,12 @@ def dsa_times(hardware: HardwareProfile, model: ModelSpec, *, seq_len: int, batc
     # The latent key's and the indexer key's all-gathers, two calls.
     share = latent_key_elems_per_token(model) / (latent_key_elems_per_token(model) + model.dsa.index_head_dim)
     gather = over_cp("all_gather", sent.cp_gather * share) + over_cp("all_gather", sent.cp_gather * (1 - share))
+    loss = indexer_loss_times(hardware, model, seq_len=seq_len, batch=batch, tp=tp, ring=r, cp_stride=cp_stride,
+                              gpus_per_node=gpus_per_node)
     return DSATimes(
         indexer_projection_s=projection, indexer_score_s=score, topk_s=topk, sparse_fwd_s=sparse_fwd,
         sparse_bwd_s=sparse_fwd + delta + sparse_bwd, indexer_tp_gather_s=tp_gather, cp_gather_s=gather,
-        cp_scatter_s=over_cp("reduce_scatter", sent.cp_scatter),
+        cp_scatter_s=over_cp("reduce_scatter", sent.cp_scatter), loss=loss,
     )
 
 

@@ -29,6 +29,7 @@ from sp_planner.cost.attention_comm import (
 )
 from sp_planner.cost.attention_kernels import kernel_head_dim
 from sp_planner.cost.dropout import has_attention_dropout
+from sp_planner.cost.dsa_loss import indexer_loss_bytes
 from sp_planner.cost.dsa_times import dsa_comm_bytes, dsa_times, latent_key_elems_per_token
 from sp_planner.cost.kernels import memory_pass_time_s
 from sp_planner.cost.ring_impl import YUNCHANG_RING, RingImpl, grad_hops
@@ -56,6 +57,8 @@ class AttentionSteps(NamedTuple):
     # DeepSeek Sparse Attention (cost.dsa_times): cp_gather_bytes are its latent and indexer keys'
     # (forward only), cp_scatter_bytes the latent gradient's, and this its indexer's inputs over TP.
     dsa_tp_gather_bytes: float | None = None
+    # The trained indexer's key gradient, reduce-scattered over the ring axis backward (cost.dsa_loss).
+    dsa_indexer_scatter_bytes: float = 0.0
 
 
 def attention_steps(hardware: HardwareProfile, model: ModelSpec, *, batch: int, seq_len: int, tp: int,
@@ -159,11 +162,13 @@ def _dsa_steps(hardware: HardwareProfile, model: ModelSpec, *, batch: int, seq_l
     times = dsa_times(hardware, model, seq_len=seq_len, batch=batch, tp=tps, ulysses=ones, ring=rings,
                       gpus_per_node=gpus_per_node).attention_times()
     sent = dsa_comm_bytes(model, seq_len=seq_len, batch=batch, tp=tps, ulysses=ones, ring=rings)
+    loss = indexer_loss_bytes(model, seq_len=seq_len, batch=batch, tp=tps, ring=rings)
     return AttentionSteps(
         fwd_steps_s=(float(times.fwd_compute_s[0]),), bwd_steps_s=(float(times.bwd_compute_s[0]),),
         ulysses_q_bytes=0.0, ulysses_kv_bytes=0.0, ring_kv_bytes=0, ring_dkv_bytes=0,
         cp_gather_bytes=float(sent.cp_gather[0]), cp_scatter_bytes=float(sent.cp_scatter[0]),
         dsa_tp_gather_bytes=float(sent.tp_gather[0]),
+        dsa_indexer_scatter_bytes=float(loss.cp_scatter[0]),
     )
 
 
@@ -171,7 +176,9 @@ def dsa_phases(phase, model: ModelSpec, steps: AttentionSteps, groups) -> tuple[
     """(forward gathers, backward scatter) seconds of a DSA layer as `phase` runs them on the
     cluster (sim.step_work): the latent key's and the indexer key's all-gathers over the ring axis
     and the indexer's inputs over tp, forward only; the latent gradient's reduce-scatter backward.
-    The analytic model's terms (cost.dsa_times), call for call."""
+    The analytic model's terms (cost.dsa_times), call for call, with the trained indexer's key
+    gradient's reduce-scatter (cost.dsa_loss; its target's TP all-reduce is inside the compute entry,
+    which dsa_times overlaps with the loss's kernels)."""
     assert model.dsa is not None and steps.dsa_tp_gather_bytes is not None
     latent = latent_key_elems_per_token(model)
     share = latent / (latent + model.dsa.index_head_dim)
@@ -183,4 +190,7 @@ def dsa_phases(phase, model: ModelSpec, steps: AttentionSteps, groups) -> tuple[
                       "all_gather"))
     scatter = phase("cp dlatent reduce-scatter (dsa)", groups["ring"], steps.cp_scatter_bytes, "ring",
                     "reduce_scatter")
+    if steps.dsa_indexer_scatter_bytes:  # the trained indexer's key gradient (cost.dsa_loss)
+        scatter += phase("cp dindexer-key reduce-scatter (dsa)", groups["ring"], steps.dsa_indexer_scatter_bytes,
+                         "ring", "reduce_scatter")
     return gather, scatter

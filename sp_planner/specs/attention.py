@@ -17,6 +17,13 @@ from sp_planner.specs.model_limits import MAX_HEAD_DIM, MAX_HEADS, MAX_LAYERS, M
 # every row's denominator and no value (gpt-oss's attention sinks: HF GptOssAttention `sinks`,
 # eager_attention_forward concatenates them to the logits and drops their column after the softmax).
 SoftmaxType = Literal["vanilla", "off-by-one", "learnable"]
+# How a DSA model's lightning indexer trains (DSASpec.indexer_loss): "none", Megatron-LM's default
+# (no --dsa-indexer-loss-coeff: the indexer runs under no_grad), or "sparse", DeepSeek-V3.2's sparse
+# training stage (its KL loss on the selected keys, --dsa-indexer-use-sparse-loss).
+IndexerLoss = Literal["none", "sparse"]
+# What sp-plan --dsa-indexer-loss accepts: also "dense" (the warm-up stage's loss over every earlier
+# key), which it refuses: no tilelang kernel computes it (cost.dsa).
+IndexerLossChoice = Literal["none", "sparse", "dense"]
 VANILLA: SoftmaxType = "vanilla"
 LEARNABLE: SoftmaxType = "learnable"
 
@@ -63,6 +70,8 @@ class DSASpec(FrozenModel):
     index_n_heads: int = Field(gt=0, le=MAX_HEADS)
     index_head_dim: int = Field(gt=0, le=MAX_HEAD_DIM)
     index_topk: int = Field(gt=0, le=2**40)
+    # Whether the indexer trains with its sparse KL loss (IndexerLoss; cost.dsa_loss prices it).
+    indexer_loss: IndexerLoss = "none"
 
     def indexer_params_per_layer(self, hidden_size: int, q_lora_rank: int, *, norm: bool = True) -> int:
         """The lightning indexer's weights in one layer, none with a bias (Megatron-LM d98e8a6 dsa.py

@@ -44,3 +44,12 @@ def test_every_other_framework_refuses_a_dsa_plan(framework):
 def test_ring_p2p_is_refused_by_the_plan_rule():
     flags = render_flags("megatron", _request(cp_comm="p2p"))
     assert not flags.supported and "all-gather only" in flags.reason
+
+
+def test_the_trained_indexer_gets_its_loss_flags_and_no_note():
+    trained = V32.model_copy(update={"dsa": V32.dsa.model_copy(update={"indexer_loss": "sparse"})})
+    flags = render_flags("megatron", _request(model=trained))
+    assert flags.supported, flags.reason
+    for flag in ("--dsa-indexer-loss-coeff 0.01", "--dsa-indexer-use-sparse-loss", "--dsa-kernel-backend tilelang"):
+        assert f"    {flag}\n" in flags.text, flag
+    assert not any("not trained" in note for note in flags.notes)

@@ -35,3 +35,19 @@ def test_the_simulator_runs_dsas_gathers_not_k_and_v():
     assert {"cp latent key all-gather (dsa)", "cp indexer key all-gather (dsa)", "tp indexer input all-gather (dsa)",
             "cp dlatent reduce-scatter (dsa)"} <= names
     assert not {"cp K/V all-gather", "cp dK/dV reduce-scatter"} & names  # dense attention's
+
+
+@pytest.mark.parametrize("plan", [
+    ParallelPlan(tp=2, ring=4, cp_comm="allgather", dp=8, ep=8, zero=1, recompute="full"),
+    ParallelPlan(tp=8, ring=1, dp=8, ep=8, zero=3, recompute="full"),
+    ParallelPlan(tp=4, ring=2, cp_comm="allgather", dp=8, ep=8, zero=1, recompute="selective"),
+])
+def test_the_trained_indexer_agrees_too(plan):
+    # The indexer's sparse KL loss (cost.dsa_loss): its kernels and TP all-reduce in the compute
+    # entries, its key gradient's reduce-scatter a phase of its own.
+    trained = V32.model_copy(update={"dsa": V32.dsa.model_copy(update={"indexer_loss": "sparse"})})
+    est = evaluate(trained, H800, WORKLOAD, plan, num_nodes=8, gpus_per_node=8)
+    sim = simulate(trained, H800, WORKLOAD, plan, num_nodes=8, gpus_per_node=8, detail=False)
+    assert est.step_time_s == pytest.approx(sim.step_time_s, rel=0.005)
+    assert est.step_time_s > evaluate(V32, H800, WORKLOAD, plan, num_nodes=8, gpus_per_node=8).step_time_s
+    assert ("cp dindexer-key reduce-scatter (dsa)" in {p.name for p in sim.phases}) == (plan.ring > 1)
