@@ -25,7 +25,8 @@ AMBIGUOUS_HARDWARE: dict[str, tuple[str, ...]] = {
 }
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _WHAT = "hardware profile"
-_HINT = "Or pass the path to a hardware profile YAML (see hardware_profiles/ for the format)."
+_LISTED_IN = 'README.md\'s "Hardware:"'
+_HINT = "or give a profile YAML's path (its format: hardware_profiles/)."
 
 
 @functools.cache
@@ -89,7 +90,7 @@ def load_hardware(name_or_path: str) -> HardwareProfile:
             return builtin_profiles()[name]
         if not Path(name_or_path).exists():
             raise unknown_name_error(
-                name_or_path, _table(), what="hardware", known_label="Built-in hardware profiles", hint=_HINT
+                name_or_path, _table(), what="hardware", listed_in=_LISTED_IN, hint=_HINT
             )
     return read_hardware_file(Path(name_or_path))
 

@@ -8,7 +8,7 @@ import os
 from importlib import resources
 from pathlib import Path
 
-from sp_planner.catalog.hf_config import HF_REPO, SUPPORTED_MODEL_TYPES, load_hf_config
+from sp_planner.catalog.hf_config import HF_REPO, load_hf_config
 from sp_planner.catalog.names import FILE_SUFFIXES, find, looks_like_path, lookup_table, unknown_name_error
 from sp_planner.errors import UserInputError
 from sp_planner.specs.model import ModelSpec
@@ -18,7 +18,8 @@ MODEL_ALIASES: dict[str, str] = {
     "Mistral-7B-v0.1": "Mistral-7B",
     "Mixtral-8x7B-v0.1": "Mixtral-8x7B",
 }
-_HINT = f"Or pass the path to a Hugging Face config.json ({', '.join(SUPPORTED_MODEL_TYPES)})."
+_LISTED_IN = 'README.md\'s "Models:"'
+_HINT = "or give a Hugging Face config.json's path."
 
 
 @functools.cache
@@ -49,7 +50,7 @@ def load_model(name_or_path: str) -> ModelSpec:
             return builtin_models()[name]
         if not Path(name_or_path).exists():
             raise unknown_name_error(
-                name_or_path, _table(), what="model", known_label="Built-in models", hint=_HINT
+                name_or_path, _table(), what="model", listed_in=_LISTED_IN, hint=_HINT
             )
     hub_error = hub_repo_error(name_or_path)
     if hub_error is not None:

@@ -40,17 +40,23 @@ def find(query: str, table: Mapping[str, str]) -> str | None:
     return table.get(normalise(query))
 
 
-def unknown_name_error(
-    query: str, table: Mapping[str, str], *, what: str, known_label: str, hint: str
-) -> UserInputError:
-    """One line: what was asked, the closest known name, every known name, how else to proceed."""
-    known = list(dict.fromkeys(table.values()))  # built-in order, aliases folded in
+def close_names(query: str, table: Mapping[str, str], *, limit: int = 3) -> list[str]:
+    """Up to `limit` known names closest to `query`, closest first. A known name the query begins
+    (gb200 -> GB200-NVL72) leads when it is the only one, then difflib's closest spellings."""
     asked = normalise(query)
-    # A known name the query begins (gb200 -> GB200-NVL72) before the closest spelling (B200).
     prefixed = {table[key] for key in table if key.startswith(asked)} if asked else set()
-    close = difflib.get_close_matches(asked, list(table), n=1, cutoff=0.6)
-    best = next(iter(prefixed)) if len(prefixed) == 1 else (table[close[0]] if close else None)
-    suggestion = f" Did you mean {best}?" if best else ""
-    return UserInputError(
-        f"unknown {what} {query!r}.{suggestion} {known_label}: {', '.join(known)}. {hint}"
-    )
+    spelled = [table[key] for key in difflib.get_close_matches(asked, list(table), n=len(table), cutoff=0.6)]
+    first = [next(iter(prefixed))] if len(prefixed) == 1 else []
+    return list(dict.fromkeys(first + spelled))[:limit]  # aliases fold into their names
+
+
+def unknown_name_error(
+    query: str, table: Mapping[str, str], *, what: str, listed_in: str, hint: str
+) -> UserInputError:
+    """One short line: what was asked, the closest known names, where every known name is listed
+    (33 models spelt out made a 700-character line), how else to proceed."""
+    close = close_names(query, table)
+    others = f" (or {', '.join(close[1:])})" if len(close) > 1 else ""
+    suggestion = f" Did you mean {close[0]}{others}?" if close else ""
+    count = len(set(table.values()))
+    return UserInputError(f"unknown {what} {query!r}.{suggestion} {listed_in} lists all {count}; {hint}")
