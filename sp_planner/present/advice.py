@@ -3,7 +3,8 @@
 Only changes whose new search finds a fitting plan are suggested, each at the smallest step that
 works: the mildest recompute, activation offloading where recompute is pinned off, ZeRO-3, micro
 batch 1, unpinned degrees, the fewest nodes, the nearest rounder node count below the asked one, the
-longest sequence, and for a pinned --vpp the nearest global batch whose micro-batches fill groups of pp.
+nearest sequence lengths below and above that more sequence splits divide, the longest halved
+sequence, and for a pinned --vpp the nearest global batch whose micro-batches fill groups of pp.
 """
 
 from __future__ import annotations
@@ -156,13 +157,30 @@ def suggest_fits(
                      f"{closest.pp} (interleaved 1F1B)",
                      best_fit(load=workload.model_copy(update={"global_batch": batch}))):
                 break
-    for shorter in _halvings(workload.seq_len):
-        label = format_tokens(shorter)
-        # As `--seq-len shorter` alone would run: a default batch is a token budget, so it grows.
-        batch = (default_global_batch(shorter, num_nodes * gpus_per_node) if batch_scales_with_gpus
+    def at_length(length: int) -> PlanEstimate | None:
+        # As `--seq-len length` alone would run: a default batch is a token budget, so it follows.
+        batch = (default_global_batch(length, num_nodes * gpus_per_node) if batch_scales_with_gpus
                  else workload.global_batch)
+        return best_fit(load=workload.model_copy(update={"seq_len": length, "global_batch": batch}))
+
+    # A length the sequence splits cannot divide (100,001 tokens: none of 2 or more) rules out every
+    # plan that shards the sequence: the nearest lengths below and above that more splits divide.
+    below, above = rounded_lengths(workload.seq_len, num_nodes * gpus_per_node)
+    rounded_below = False
+    for lengths in (below, above):
+        for length in lengths:
+            rounded = at_length(length)
+            if rounded is not None:
+                label = format_tokens(length)
+                rounded_below = rounded_below or length < workload.seq_len
+                offer("seq_len", f"--seq-len {label.lower()}", f"a sequence of {label} tokens, a multiple of "
+                      f"{rounded.plan.seq_len_divisor()} (the best plan's sequence split), would fit", rounded)
+                break
+    # The longest halving, where no rounding down fits (that one is longer).
+    for shorter in () if rounded_below else _halvings(workload.seq_len):
+        label = format_tokens(shorter)
         if offer("seq_len", f"--seq-len {label.lower()}", f"a sequence of {label} tokens would fit",
-                 best_fit(load=workload.model_copy(update={"seq_len": shorter, "global_batch": batch}))):
+                 at_length(shorter)):
             break
     return tuple(found)
 
@@ -178,6 +196,18 @@ def whole_group_batches(global_batch: int, plan: ParallelPlan) -> list[int]:
     above = below + unit
     return sorted((b for b in (below, above) if b > 0 and b != global_batch),
                   key=lambda b: (abs(b - global_batch), -b))
+
+
+def rounded_lengths(seq_len: int, world_size: int) -> tuple[list[int], list[int]]:
+    """The lengths below and above `seq_len` that more sequence splits divide, nearer first: for each
+    divisor d > 1 of 2 x world_size that `seq_len` is no multiple of, the nearest multiple of d on
+    each side. A plan's split (plan_rules.seq_len_divisor: 2 x ring x ulysses x tp with zigzag,
+    Megatron's S % (2 x CP) == 0, else ring x ulysses x tp) divides 2 x world_size, as its degrees
+    divide the GPUs; 100,001 on 16 GPUs: [100000] and [100002, 100004, 100008, 100016, 100032]."""
+    splits = [d for d in range(2, 2 * world_size + 1) if 2 * world_size % d == 0 and seq_len % d != 0]
+    below = sorted({seq_len // d * d for d in splits} - {0}, reverse=True)
+    above = sorted({-(-seq_len // d) * d for d in splits})
+    return below, above
 
 
 def _offload_applies(pins: Pins, hardware: HardwareProfile, runtime: Runtime) -> bool:

@@ -218,7 +218,8 @@ def closest_and_fixes(
     if not suggestions:
         return text + (
             " None of the changes tried (relaxing the pinned options, up to 16x the nodes,"
-            f" sequences down to 1K tokens; {SUGGESTION_CANDIDATES:,} candidates searched at most)"
+            " sequences rounded for the splits or down to 1K tokens;"
+            f" {SUGGESTION_CANDIDATES:,} candidates searched at most)"
             " makes a plan fit."
         )
     slowest_s = max(s.estimate.step_time_s for s in suggestions)

@@ -9,6 +9,7 @@ from sp_planner.present.advice import (
     _halvings,
     _rounder_counts,
     _stronger_recompute,
+    rounded_lengths,
     suggest_fits,
     whole_group_batches,
 )
@@ -79,6 +80,34 @@ def test_recompute_levels_above_the_pinned_one():
 def test_halvings_stop_at_1k():
     assert list(_halvings(8192)) == [4096, 2048, 1024]
     assert list(_halvings(1500)) == []
+
+
+def test_rounded_lengths_are_the_nearest_multiples_of_each_split_of_twice_the_gpus():
+    # 16 GPUs: splits 2, 4, 8, 16, 32 (2 x ring x ulysses x tp with zigzag); 100,000 = 32 x 3125.
+    assert rounded_lengths(100_001, 16) == ([100_000], [100_002, 100_004, 100_008, 100_016, 100_032])
+    # 12 GPUs: splits 2, 3, 4, 6, 8, 12, 24, none dividing 1001 = 7 x 11 x 13. Below: 1000 (2, 4, 8),
+    # 999 (3), 996 (6, 12), 984 (24); above: 1002 (2, 3, 6), 1004 (4), 1008 (8, 12, 24).
+    assert rounded_lengths(1001, 12) == ([1000, 999, 996, 984], [1002, 1004, 1008])
+    assert rounded_lengths(131_072, 16) == ([], [])  # 2^17: every split of 16 GPUs divides it
+    assert rounded_lengths(3, 4) == ([2], [4, 8])  # splits 2, 4, 8: 3 // 4 * 4 = 0 is no length
+
+
+def test_a_length_no_split_divides_is_offered_the_nearest_rounded_lengths():
+    # Llama-3-8B at 100,001 tokens on 2 x 8 H100: odd, so no plan shards the sequence and none fits
+    # (tp 1 x dp 2 x pp 8 needs 92.4 GiB of 79.2). 100,000 (ulysses 8 x zigzag ring 2: 32) and
+    # 100,002 (a split of 2) fit; the halving to 50,000 is shorter than the rounding down, not offered.
+    model, hardware = load_model("llama3-8b"), load_hardware("h100")
+    workload = Workload(seq_len=100_001, global_batch=default_global_batch(100_001, 16))
+    assert not search(model, hardware, workload, num_nodes=2, gpus_per_node=8, pins=Pins()).ranked[0].fits
+    suggestions = suggest_fits(model, hardware, workload, num_nodes=2, gpus_per_node=8, pins=Pins(),
+                               batch_scales_with_gpus=True)
+    lengths = [s for s in suggestions if s.change == "seq_len"]
+    assert [s.option for s in lengths] == ["--seq-len 100000", "--seq-len 100002"]
+    assert lengths[1].description == ("a sequence of 100002 tokens, a multiple of 2 (the best plan's sequence "
+                                      "split), would fit")
+    for s, length in zip(lengths, (100_000, 100_002), strict=True):
+        assert s.estimate.fits and length % s.estimate.plan.seq_len_divisor() == 0
+        assert s.estimate.plan.seq_len_divisor() > 1
 
 
 def test_every_suggestion_fits_when_searched_again():
