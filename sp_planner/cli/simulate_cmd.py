@@ -34,6 +34,7 @@ from sp_planner.planfile import PlanFile, check_loaded_plan_times, load_plan_fil
 from sp_planner.search import evaluate
 from sp_planner.sim import simulate
 from sp_planner.sim.gantt import gantt_bytes
+from sp_planner.sim.moe_work import network_dispatch_off_graph
 from sp_planner.sim.result import TIMELINE_SIGNATURE, SimResult, timeline_text
 from sp_planner.specs.hardware import FabricTopology
 from sp_planner.units import format_bytes, format_seconds
@@ -142,6 +143,22 @@ def _unfit_note(pf: PlanFile) -> str | None:
             "a plan that cannot run (sp-report shows none)")
 
 
+def _off_graph_dispatch_note(pf: PlanFile, result: SimResult, topology: str, nics_per_node: int | None) -> str | None:
+    """The line saying that the fabric options asked for do not reach a token dispatch timed from
+    its benchmark across nodes (DeepEP's: sim.moe_work.network_dispatch_off_graph); None where none
+    was asked for or the dispatch rides the graph."""
+    asked = ([f"--topology {topology}"] if topology != "profile" else []) + (
+        [f"--nics-per-node {nics_per_node}"] if nics_per_node is not None else [])
+    domain = pf.hardware.link_domain_gpus(pf.gpus_per_node, pf.num_nodes * pf.gpus_per_node)
+    if not asked or not network_dispatch_off_graph(pf.hardware, pf.model, pf.plan, domain):
+        return None
+    return (f"{' and '.join(asked)} {'do' if len(asked) > 1 else 'does'} not reach DeepEP's token dispatch and "
+            f"combine across nodes (moe_comm on the critical path: "
+            f"{format_seconds(result.critical_path_by_kind_s['moe_comm'])}): they are timed from DeepEP's "
+            "benchmark (H800, one 400 Gb/s NIC a GPU; cost.deepep), not routed over the cluster graph, "
+            "as the other collectives are")
+
+
 @app.command(cls=PlainHelpCommand, epilog=EPILOG)
 def simulate_command(
     plan_file: Annotated[Path, typer.Argument(help="plan.json written by sp-plan --out.", metavar="PLAN.json",
@@ -197,6 +214,8 @@ def simulate_command(
             runtime=pf.runtime,  # the runtime sp-plan timed it with
         )
         chart_bytes = gantt_bytes(result, gantt)
+    if (fabric_note := _off_graph_dispatch_note(pf, result, topology, nics_per_node)) is not None:
+        write_note(fabric_note, sys.stderr)
     console = stdout_console()
     try:
         _summary(result, console)

@@ -18,6 +18,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from sp_planner.cost.hybridep import hybridep_timed
+from sp_planner.cost.links import ranks_per_node
 from sp_planner.cost.dtypes import BF16_BYTES
 from sp_planner.cost.activations import sequence_parallel_region_tokens
 from sp_planner.cost.expert_padding import NO_PADDING, padding_align_rows, router_pad_load
@@ -40,6 +41,26 @@ class MoEWork(NamedTuple):
     # The activation and standalone norms re-run in backward (recompute moe_act, moe_act+layernorm;
     # cost.module_recompute), 0 otherwise.
     recompute_modules_s: float = 0.0
+
+
+def dispatch_timed_off_graph(hardware: HardwareProfile, model: ModelSpec, plan: ParallelPlan,
+                             gpus_per_node: int) -> bool:
+    """Whether the plan's token dispatch and combine are timed from the dispatcher's benchmark
+    (HybridEP inside one NVLink domain, cost.hybridep; DeepEP anywhere, cost.deepep) rather than
+    run as flows on the cluster graph, so that the graph's fabric does not reach them."""
+    if model.moe is None:
+        return False
+    return bool(hybridep_timed(hardware, model, plan.ep, axis_stride(plan, "ep"), gpus_per_node)
+                or model.moe.dispatcher == "deepep")
+
+
+def network_dispatch_off_graph(hardware: HardwareProfile, model: ModelSpec, plan: ParallelPlan,
+                               gpus_per_node: int) -> bool:
+    """Whether a dispatch timed off the graph (dispatch_timed_off_graph) crosses nodes: DeepEP's
+    over an EP group wider than a node, its internode kernels over the NICs at their H800
+    benchmark's rates (cost.deepep), which no fabric option of the simulator changes."""
+    return (plan.ep > 1 and dispatch_timed_off_graph(hardware, model, plan, gpus_per_node)
+            and int(ranks_per_node(plan.ep, axis_stride(plan, "ep"), gpus_per_node)) < plan.ep)
 
 
 def moe_work(phase: Callable[..., float], hardware: HardwareProfile, model: ModelSpec, plan: ParallelPlan,
@@ -69,7 +90,7 @@ def moe_work(phase: Callable[..., float], hardware: HardwareProfile, model: Mode
     times = moe_times(hardware, model, tokens_per_tp_rank=tokens_per_tp_rank, ep=plan.ep, etp=plan.etp,
                       ep_stride=stride, elem_bytes=BF16_BYTES, gpus_per_node=gpus_per_node, gemm_flops_per_s=rate,
                       pad_align_rows=copies_align, router_pad_align_rows=router_align)
-    if hybridep_timed(hardware, model, plan.ep, stride, gpus_per_node) or model.moe.dispatcher == "deepep":
+    if dispatch_timed_off_graph(hardware, model, plan, gpus_per_node):
         # HybridEP's or DeepEP's kernels at their measured speed, not flows on the cluster graph:
         # cost.moe's time (cost.hybridep, cost.deepep), already scaled by the share of MoE layers.
         a2a = float(times.all_to_all_s)

@@ -263,3 +263,35 @@ def test_a_sparse_attention_plan_is_simulated(tmp_path, capsys):
     # 671B at ZeRO-1 on 64 GPUs cannot hold its states: sp-simulate says so and replays it all the same.
     assert "cp latent key all-gather (dsa)" in captured.out
     assert captured.err.startswith("note: the plan does not fit (oom: ") and "error" not in captured.err
+
+
+def test_fabric_options_say_they_do_not_reach_deepep_across_nodes(tmp_path, capsys):
+    # DeepEP's dispatch and combine are timed from its H800 benchmark (cost.deepep), not routed over
+    # the cluster graph: --topology and --nics-per-node changed every other collective but not them,
+    # silently (DeepSeek-V3 on 32 x 8 H800, ep 32: 28.92 s with either option, moe_comm 5.63 s of it).
+    qwen = load_model("qwen3-30b-a3b")
+    deepep = qwen.model_copy(update={"moe": qwen.moe.model_copy(update={"dispatcher": "deepep"})})
+    plan_file = tmp_path / "plan.json"
+    write_plan_file(plan_file, PlanFile(
+        model=deepep, hardware=load_hardware("h100"), workload=Workload(seq_len=8192, global_batch=16),
+        num_nodes=2, gpus_per_node=8, plan=ParallelPlan(dp=16, ep=16, zero=1, recompute="full"),
+    ))
+    assert _run([str(plan_file), "--out-dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().err == ""
+    assert _run([str(plan_file), "--out-dir", str(tmp_path), "--topology", "fat_tree", "--nics-per-node", "1"]) == 0
+    [note] = notes_unwrapped(capsys.readouterr().err)
+    assert note.startswith("note: --topology fat_tree and --nics-per-node 1 do not reach DeepEP's token dispatch "
+                           "and combine across nodes (moe_comm on the critical path: ")
+    assert note.endswith("not routed over the cluster graph, as the other collectives are")
+
+
+def test_fabric_options_say_nothing_where_the_dispatch_rides_the_graph(tmp_path, capsys):
+    # NCCL's all-to-all (Qwen3-30B-A3B's own dispatcher) runs as flows on the graph: no note.
+    plan_file = tmp_path / "plan.json"
+    write_plan_file(plan_file, PlanFile(
+        model=load_model("qwen3-30b-a3b"), hardware=load_hardware("h100"),
+        workload=Workload(seq_len=8192, global_batch=16), num_nodes=2, gpus_per_node=8,
+        plan=ParallelPlan(dp=16, ep=16, zero=1, recompute="full"),
+    ))
+    assert _run([str(plan_file), "--out-dir", str(tmp_path), "--topology", "fat_tree"]) == 0
+    assert capsys.readouterr().err == ""
