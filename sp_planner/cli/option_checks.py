@@ -12,6 +12,7 @@ from sp_planner.cost.offload import check_host_link
 from sp_planner.cost.precision import check_blockwise, precision_problem
 from sp_planner.errors import UserInputError
 from sp_planner.flags import deepspeed
+from sp_planner.flags.base import FlagChoices
 from sp_planner.flags.base import (
     CAPACITY_FRAMEWORKS,
     MLA_UP_PROJ_FRAMEWORKS,
@@ -178,3 +179,18 @@ def check_framework_options(framework: str, *, moe_dispatcher: MoEDispatcher, mt
     if cpu_offload_layers and framework not in ("megatron", "all"):
         raise UserInputError(f"--cpu-offload-layers is Megatron's --cpu-offloading-num-layers, which sp-plan does "
                              f"not emit for {framework}; use --framework megatron")
+
+
+def check_plan_file_framework(framework: str, *, writes_plan_file: bool, choices: FlagChoices, model: ModelSpec,
+                              hardware: HardwareProfile, timed: str | None) -> None:
+    """--framework all writes its plan file as Megatron's (plan_output.write_outputs), timed with a
+    published curve; where Transformer Engine runs its unfused attention (FlagChoices.
+    te_unfused_attention) Megatron's plans are timed with that (cli.plan_kernel), so the file would
+    carry a time and a memory Megatron does not run (Gemma-2-9B 32K on 8 B300s under dropout: 32.82 s
+    fitting; --framework megatron: 185.86 s, 4,964 GiB per GPU) and sp-simulate/sp-report replay them."""
+    if framework != "all" or not writes_plan_file or not choices.te_unfused_attention:
+        return
+    raise UserInputError(f"--out with --framework all writes a Megatron plan file, but Transformer Engine runs "
+                         f"{model.name}'s attention unfused on {hardware.name}, which --framework all does not time "
+                         f"(it times {timed}); write the file with one --framework (megatron times the unfused "
+                         "attention) or drop --out")

@@ -17,7 +17,8 @@ from sp_planner.catalog import import_notes
 from sp_planner.cli.common import MAX_TOP, file_name, folder_name, run_app
 from sp_planner.cli.plan_output import emit_answer, write_outputs
 from sp_planner.cli.plan_solve import solve
-from sp_planner.cli.option_checks import check_framework_options, check_framework_version, resolve_fp8_recipe
+from sp_planner.cli.option_checks import (check_framework_options, check_framework_version, check_plan_file_framework,
+                                          resolve_fp8_recipe)
 from sp_planner.cli.plan_kernel import set_up_kernel
 from sp_planner.cli.question import (check_outputs, default_batch_note, domain_split_note, generic_gpu_note,
                                      node_size_note, resolve_question)
@@ -247,6 +248,8 @@ def plan(
     setup = set_up_kernel(question, framework=framework, attention_kernel=attention_kernel,
                           framework_version=framework_version, ulysses=ulysses, ring=ring, fp8_attention=fp8_attention)
     question = setup.question
+    check_plan_file_framework(framework, writes_plan_file=out is not None, choices=question.flag_choices,
+                              model=question.model, hardware=question.hardware, timed=question.attention_kernel)
     # After every input check: a refused question prints only its error.
     for note in (generic_gpu_note(question.hardware), setup.curves_note,
                  node_size_note(question.hardware, question.gpus_per_node),

@@ -9,6 +9,7 @@ from sp_planner.cli.plan_kernel import set_up_kernel
 from sp_planner.cli.question import resolve_question
 from sp_planner.cost.attention_kernels import with_attention_kernel
 from sp_planner.errors import UserInputError
+from tests.cli.conftest import assert_one_line_error
 
 FREE = {"tp": None, "pp": None, "dp": None, "ulysses": None, "ring": None}
 
@@ -147,3 +148,21 @@ def test_megatron_at_128k_on_l40s_offers_no_plan_that_cannot_hold_its_unfused_sc
     pinned = json.loads(sp_plan(*args, "--tp", "8", "--pp", "1", "--recompute", "full", "--zero", "1").stdout)
     tp8 = pinned["plans"][0]
     assert not tp8["fits"] and tp8["memory_peak_bytes"] > 192 * 2**30
+
+
+def test_framework_all_writes_no_megatron_plan_file_where_te_runs_unfused(sp_plan, tmp_path):
+    # --framework all writes its plan file as Megatron's but times Gemma-2-9B on L40S with FA2's
+    # curve, where Megatron runs TE's unfused attention: the file's 389.62 s tp 1 x ulysses 4 plan
+    # is one Megatron cannot run (and a non-CP one would be timed 4x too fast). Refused before the search.
+    out = tmp_path / "plan.json"
+    base = ("--model", "gemma-2-9b", "--hardware", "l40s", "--nodes", "1", "--seq-len", "32k")
+    result = sp_plan(*base, "--framework", "all", "--out", str(out))
+    assert_one_line_error(result, "--out with --framework all writes a Megatron plan file",
+                          "Gemma-2-9B's attention unfused on L40S", "(it times fa2)")
+    assert not out.exists()
+    # One framework writes it, timed as it runs it; H100 (no unfused attention) keeps --framework all's file.
+    assert sp_plan(*base, "--framework", "megatron", "--out", str(out), "--top", "1").exit_code == 0
+    assert json.loads(out.read_text())["attention_kernel"] == "unfused"
+    fine = sp_plan("--model", "llama3-8b", "--hardware", "h100-sxm", "--nodes", "1", "--seq-len", "4k", "--tp", "8",
+                   "--framework", "all", "--out", str(tmp_path / "h100.json"), "--top", "1")
+    assert fine.exit_code == 0, fine.stderr
