@@ -50,6 +50,7 @@ from sp_planner.cost.kernel_benchmarks import (
     log_interp,
 )
 from sp_planner.cost.families import BLACKWELL_PROFILES, HOPPER_PROFILES, PROFILE_FAMILY, profile_key
+from sp_planner.cost.kernel_sources import replaced_curve_sources, unfused_sources
 from sp_planner.specs.hardware import CurvePoint, HardwareProfile
 from sp_planner.specs.model import ModelSpec
 
@@ -283,7 +284,8 @@ def with_attention_kernel(hardware: HardwareProfile, kernel: str | None) -> Hard
         return hardware
     if kernel == UNFUSED:
         efficiency = hardware.efficiency.model_copy(update={"attention_unfused": True})
-        return hardware.model_copy(update={"efficiency": efficiency})
+        return hardware.model_copy(update={"efficiency": efficiency,
+                                           "sources": hardware.sources | unfused_sources(hardware)})
     if kernel == TRITON_PORT:
         (fwd, bwd), (causal_fwd, causal_bwd) = triton_port_curves(hardware)
         efficiency = hardware.efficiency.model_copy(update={
@@ -307,4 +309,7 @@ def with_attention_kernel(hardware: HardwareProfile, kernel: str | None) -> Hard
     if ratio != (causal_ratio(hardware, backward=False), causal_ratio(hardware, backward=True)):
         update |= {"attention_causal_fwd": ratio[0], "attention_causal_bwd": ratio[1]}
     efficiency = hardware.efficiency.model_copy(update=update)
-    return hardware.model_copy(update={"efficiency": efficiency})
+    # Another kernel's curves cite their own benchmark (cost.kernel_sources); the profile's own keep theirs.
+    sources = {} if (fwd, bwd) == (hardware.efficiency.attention_fwd, hardware.efficiency.attention_bwd) else \
+        replaced_curve_sources(hardware, kernel, PROFILE_KERNEL.get(profile_key(hardware)))
+    return hardware.model_copy(update={"efficiency": efficiency, "sources": hardware.sources | sources})
