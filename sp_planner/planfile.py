@@ -42,7 +42,7 @@ from sp_planner.layout import EXPERT_GRID_ORDER, GRID_ORDER, GROUPS, groups_in_g
 from sp_planner.plan import ParallelPlan
 from sp_planner.plan_checks import check_plan_runs
 from sp_planner.planfile_router import UnrecordedRouter, unrecorded_router
-from sp_planner.planfile_unrecorded import Unrecorded, unrecorded_fields, unrecorded_release
+from sp_planner.planfile_unrecorded import Unrecorded, unfused_untimed_note, unrecorded_fields, unrecorded_release
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -283,6 +283,9 @@ class LoadedPlan(NamedTuple):
     # A file written before plan files recorded the MoE router: how it was settled (planfile_router);
     # None for a dense model or a file that records it.
     router: UnrecordedRouter | None = None
+    # A Megatron file timed with a published curve where TE runs its unfused attention, in a line
+    # (planfile_unrecorded.unfused_untimed_note).
+    kernel_note: str | None = None
 
     def timing_problem(self) -> str | None:
         """Why sp-report and sp-simulate cannot time the plan (sp-run refuses it too): its model lacks
@@ -341,7 +344,12 @@ def load_plan_file(path: Path, given: Mapping[str, Any] | None = None) -> Loaded
     if "framework_version" not in data:
         release = unrecorded_release(plan_file.framework, plan_file.plan, source=f"plan file {path}")
         plan_file, release_note = plan_file.model_copy(update={"framework_version": release.version}), release.note
-    return LoadedPlan(plan_file, unrecorded, release_note, router)
+    te_unfused = plan_file.flag_choices.te_unfused_attention
+    kernel_note = unfused_untimed_note(framework=plan_file.framework, te_unfused=te_unfused,
+                                       attention_kernel=plan_file.attention_kernel,
+                                       chosen=plan_file.attention_kernel_chosen, model_name=plan_file.model.name,
+                                       gpu=plan_file.hardware.name, source=f"plan file {path}")
+    return LoadedPlan(plan_file, unrecorded, release_note, router, kernel_note)
 
 
 def is_plan_file(data: object) -> bool:

@@ -262,3 +262,18 @@ def _releases_time_alike(plan: ParallelPlan) -> bool:
                                  sequence_parallel=r.sequence_parallel)))
                 for r in TORCHTITAN_RUNTIMES.values()}
     return len(gathered) == 1
+
+
+def unfused_untimed_note(*, framework: str, te_unfused: bool, attention_kernel: str | None, chosen: bool,
+                         model_name: str, gpu: str, source: str) -> str | None:
+    """A Megatron plan file timed with a published curve where Transformer Engine runs its unfused
+    attention (flags.flash_head_dim.te_runs_unfused; sp-plan records attention_kernel "unfused"
+    there since 628e4fe3): written by sp-plan --framework all (before it refused --out there) or
+    before then. Its readers replay that curve's time and memory, which Megatron does not run
+    (Gemma-2-9B 32K on 8 B300s under dropout: 32.82 s fitting, against 185.86 s and 4,964 GiB)."""
+    if framework != "megatron" or not te_unfused or attention_kernel == "unfused" or chosen:
+        return None
+    curve = "its profile's" if attention_kernel is None else f"{attention_kernel}'s"
+    return (f"{source} was timed with {curve} attention curve, but Transformer Engine runs {model_name}'s attention "
+            f"unfused on {gpu}, which Megatron's time and memory follow: these figures are not Megatron's; write "
+            "it again with sp-plan --framework megatron --out")

@@ -162,11 +162,11 @@ def test_a_megatron_plan_file_round_trips_with_a_null_framework_version(tmp_path
     doc = json.loads(text)
     assert list(doc)[list(doc).index("framework") + 1] == "framework_version" and doc["framework_version"] is None
     loaded = load_plan_file(path)
-    assert loaded == (written, None, None, None) and loaded.plan_file.runtime == MEGATRON_RUNTIME
+    assert loaded == (written, None, None, None, None) and loaded.plan_file.runtime == MEGATRON_RUNTIME
     del doc["framework_version"]  # as written before the field
     older = tmp_path / "older.json"
     older.write_text(json.dumps(doc, indent=2) + "\n")
-    assert load_plan_file(older) == (written, None, None, None)
+    assert load_plan_file(older) == (written, None, None, None, None)
     write_plan_file(older, read_plan_file(older))
     assert older.read_text() == text
 
@@ -358,6 +358,30 @@ def test_a_plan_timed_with_transformer_engines_unfused_attention_reads_back_time
     path.write_text(json.dumps(doc))
     with pytest.raises(UserInputError, match="attention_kernel unfused with ulysses x ring 2: Transformer Engine"):
         read_plan_file(path)
+
+
+def test_a_megatron_file_timed_with_a_curve_where_te_runs_unfused_says_its_figures_are_not_megatrons(tmp_path):
+    # sp-plan --framework all (before it refused --out there) wrote Megatron files timed with FA2's
+    # curve on L40S; sp-simulate and sp-report replayed them without a word (389.62 s for Gemma-2-9B
+    # 32K on 8 L40S, where --framework megatron's best is 3,079.86 s).
+    from sp_planner.cost.attention_kernels import UNFUSED, with_attention_kernel
+
+    l40s, gemma = load_hardware("l40s"), load_model("gemma-2-9b")
+    path = tmp_path / "plan.json"
+    write_plan_file(path, _plan_file(ParallelPlan(dp=2, tp=4), model=gemma, hardware=with_attention_kernel(l40s, "fa2"),
+                                     attention_kernel="fa2"))
+    note = load_plan_file(path).kernel_note
+    assert note == (f"plan file {path} was timed with fa2's attention curve, but Transformer Engine runs Gemma-2-9B's "
+                    "attention unfused on L40S, which Megatron's time and memory follow: these figures are not "
+                    "Megatron's; write it again with sp-plan --framework megatron --out")
+    # Timed with the unfused attention, another framework's file, or a GPU where TE does not run it: no note.
+    write_plan_file(path, _plan_file(ParallelPlan(dp=2, tp=4), model=gemma,
+                                     hardware=with_attention_kernel(l40s, UNFUSED), attention_kernel=UNFUSED))
+    assert load_plan_file(path).kernel_note is None
+    write_plan_file(path, _plan_file(ParallelPlan(dp=2, tp=4), model=gemma, hardware=l40s, framework="yunchang"))
+    assert load_plan_file(path).kernel_note is None
+    write_plan_file(path, _plan_file(ParallelPlan(dp=2, tp=4), model=gemma))
+    assert load_plan_file(path).kernel_note is None
 
 
 def test_an_older_file_is_refused_for_timing_only_where_a_timed_field_cannot_be_told(tmp_path):

@@ -196,6 +196,8 @@ def simulate_command(
         _replace_only_own(chart, figure_signature(gantt), "Gantt chart")
     if loaded.release_note is not None:  # a file that predates framework_version: the release it is timed as
         write_note(loaded.release_note, sys.stderr)
+    if loaded.kernel_note is not None:  # a Megatron file not timed with the unfused attention TE runs
+        write_note(loaded.kernel_note, sys.stderr)
     router_note = router_timing_note(loaded.router, pf.model, source=f"plan file {plan_file}")
     if router_note is not None:  # a router the file does not say, which its dispatch's reach depends on
         write_note(router_note, sys.stderr)

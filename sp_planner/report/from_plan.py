@@ -61,7 +61,7 @@ def report_from_plan_file(plan_path: Path, *, run_paths: Sequence[Path] = (), ou
     nodes, per_node = plan_file.num_nodes, plan_file.gpus_per_node
     # A pinned split that leaves model chunks idle: the note sp-plan and sp-simulate give the same plan.
     chunks_note = empty_chunks_text(plan_file.model.num_layers, plan_file.plan)
-    for line in (loaded.release_note, None if router is None else router.note, chunks_note):
+    for line in (loaded.release_note, None if router is None else router.note, chunks_note, loaded.kernel_note):
         if line is not None:
             note(line)
     runtime, choices = plan_file.runtime, plan_file.flag_choices

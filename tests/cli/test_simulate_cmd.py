@@ -51,6 +51,13 @@ def test_a_plan_timed_with_transformer_engines_unfused_attention_is_simulated_wi
     timeline = json.loads((tmp_path / "sim" / "timeline.json").read_text())
     assert timeline["analytic_step_time_s"] == pytest.approx(estimate["step_time_s"], rel=1e-12)
     assert timeline["step_time_s"] == pytest.approx(3079.86, abs=0.01)
+    # The same file timed with FA2's curve (as --framework all wrote it): replayed, and said not Megatron's.
+    doc = json.loads(plan_file.read_text())
+    doc["attention_kernel"] = "fa2"
+    plan_file.write_text(json.dumps(doc))
+    result = run_main(simulate_cmd, plan_file, "--out-dir", tmp_path / "sim")
+    assert result.exit_code == 0, result.stderr
+    assert "Megatron's time and memory follow: these figures are not Megatron's" in " ".join(result.stderr.split())
 
 
 def test_a_plan_that_does_not_fit_is_said_not_timed_silently(monkeypatch, tmp_path, run_main):
