@@ -12,9 +12,9 @@ from sp_planner.cost.offload import check_host_link
 from sp_planner.cost.precision import check_blockwise, precision_problem
 from sp_planner.errors import UserInputError
 from sp_planner.flags import deepspeed
-from sp_planner.flags.base import FlagChoices
 from sp_planner.flags.base import (
     CAPACITY_FRAMEWORKS,
+    FlagChoices,
     MLA_UP_PROJ_FRAMEWORKS,
     MODULE_RECOMPUTE_FRAMEWORKS,
     MTP_FRAMEWORKS,
