@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from sp_planner.cost.dsa import DSA_FRAMEWORK_FAILURE
 from sp_planner.cost.fp8_attention import fp8_attention_problem
 from sp_planner.cost.offload import check_host_link
 from sp_planner.cost.precision import check_blockwise, precision_problem
@@ -194,3 +195,11 @@ def check_plan_file_framework(framework: str, *, writes_plan_file: bool, choices
                          f"{model.name}'s attention unfused on {hardware.name}, which --framework all does not time "
                          f"(it times {timed}); write the file with one --framework (megatron times the unfused "
                          "attention) or drop --out")
+
+
+def check_model_framework(framework: str, model: ModelSpec) -> None:
+    """A model the framework cannot run at all, refused before the search (whose every plan its
+    flags would refuse, exit 1): DeepSeek Sparse Attention outside Megatron-LM (cost.dsa)."""
+    if model.dsa is not None and framework in DSA_FRAMEWORK_FAILURE:
+        raise UserInputError(f"--framework {framework}: {DSA_FRAMEWORK_FAILURE[framework]}, which {model.name} "
+                             "uses; use --framework megatron")

@@ -17,8 +17,8 @@ from sp_planner.catalog import import_notes
 from sp_planner.cli.common import MAX_TOP, file_name, folder_name, run_app
 from sp_planner.cli.plan_output import emit_answer, write_outputs
 from sp_planner.cli.plan_solve import solve
-from sp_planner.cli.option_checks import (check_framework_options, check_framework_version, check_plan_file_framework,
-                                          resolve_fp8_recipe)
+from sp_planner.cli.option_checks import (check_framework_options, check_framework_version, check_model_framework,
+                                          check_plan_file_framework, resolve_fp8_recipe)
 from sp_planner.cli.plan_kernel import set_up_kernel
 from sp_planner.cli.question import (check_outputs, default_batch_note, domain_split_note, generic_gpu_note,
                                      node_size_note, resolve_question)
@@ -245,6 +245,7 @@ def plan(
     check_framework_options(framework, moe_dispatcher=moe_dispatcher, mtp_layers=mtp_layers, recompute=recompute,
                             bf16_adam_moments=bf16_adam_moments, cpu_offload_layers=cpu_offload_layers,
                             precision=precision, moe_capacity_factor=moe_capacity_factor)
+    check_model_framework(framework, question.model)
     setup = set_up_kernel(question, framework=framework, attention_kernel=attention_kernel,
                           framework_version=framework_version, ulysses=ulysses, ring=ring, fp8_attention=fp8_attention)
     question = setup.question

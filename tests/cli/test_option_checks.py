@@ -65,3 +65,19 @@ def test_options_only_some_frameworks_emit(update, framework, message):
     if "moe_capacity_factor" in update:  # MindSpeed takes Megatron's flag
         check_framework_options("mindspeed", **options)
 
+
+
+@pytest.mark.parametrize("framework", ["deepspeed", "yunchang", "torchtitan", "mindspeed"])
+def test_a_sparse_attention_model_is_refused_up_front_outside_megatron(framework):
+    # Each of their flags refuses every DSA plan (cost.dsa.DSA_FRAMEWORK_FAILURE): the search ran
+    # for seconds and exited 1; now one line, before it.
+    from sp_planner.catalog import load_model
+    from sp_planner.cli.option_checks import check_model_framework
+
+    v32 = load_model("deepseek-v3.2-exp")
+    with pytest.raises(UserInputError, match=rf"^--framework {framework}: .*, which DeepSeek-V3.2-Exp uses; "
+                                             "use --framework megatron$"):
+        check_model_framework(framework, v32)
+    for runs in ("megatron", "all"):
+        check_model_framework(runs, v32)
+    check_model_framework(framework, load_model("deepseek-v3"))
