@@ -10,7 +10,6 @@ from sp_planner.flags import release_runtime
 from sp_planner.present.advice import FitSuggestion, suggest_fits
 from sp_planner.present.expressible import expressible_plans
 from sp_planner.search import SEARCH_STEPS, search
-from sp_planner.sim.rerank import rerank_by_simulation, with_known
 
 
 def solve(question: PlanQuestion, *, top: int, simulate: int | None, framework: str,
@@ -34,6 +33,8 @@ def solve(question: PlanQuestion, *, top: int, simulate: int | None, framework: 
             result, framework, model=q.model, workload=q.workload, **where, top_k=wanted,
             choices=q.flag_choices, progress=update)
         if simulate is not None:
+            from sp_planner.sim.rerank import rerank_by_simulation, with_known  # the simulator loads only when asked
+
             update(SEARCH_STEPS, SEARCH_STEPS, f"simulating the best {simulate} plans")
             known: dict = {}  # plan -> simulated step, shared by the two rankings
             if framework_ranked:  # the plans the table shows

@@ -15,7 +15,7 @@ Megatron places on it (stage_global_layers).
 
 from __future__ import annotations
 
-from functools import cache
+from functools import cache, lru_cache
 from typing import NamedTuple
 
 import numpy as np
@@ -50,10 +50,14 @@ def _distinct(kinds: tuple[LayerKind, ...]) -> tuple[LayerKind, ...]:
     return tuple(sorted(set(kinds)))
 
 
+@lru_cache(maxsize=64)
 def kind_model(model: ModelSpec, kind: LayerKind) -> ModelSpec:
     """The model with every decoder layer of `kind`: its MoE MLP on every layer (no dense first
     layers, a step of 1) or none (the dense intermediate_size MLP), local attention on every layer
-    or none. Only its layers' costs are read: its parameter count is not the model's."""
+    or none. Only its layers' costs are read: its parameter count is not the model's. Remembered
+    (a frozen model, a function of its fields): a search's bucket layouts ask for it once per
+    distinct layout, a few thousand times (cost.rank_tensors.stage_tensors), and validating a
+    model afresh costs ~60 us where hashing it costs a few."""
     update: dict[str, object] = {}
     if model.moe is not None:
         update["moe"] = model.moe.model_copy(update={"first_dense_layers": 0, "layer_step": 1}) if kind.moe else None

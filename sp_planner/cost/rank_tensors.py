@@ -40,12 +40,14 @@ def layer_tensors(model: ModelSpec, tp: int, ep: int = 1, etp: int = 1) -> tuple
 Layers = tuple[tuple[float, ...], ...]  # each layer's tensors on one rank, layers in forward order
 
 
+@lru_cache(maxsize=4096)
 def stage_tensors(model: ModelSpec, tp: int, ep: int, etp: int, layers: int, moe: tuple[bool, ...] | None
                   ) -> tuple[Layers, Layers]:
     """(dense, expert) tensors of each of a stage's layers (layer_tensors): `layers` average layers,
     or, where `moe` gives each layer's MLP kind in the stage's order (cost.stage_params.
     stage_moe_flags), each layer its kind's (cost.layer_kinds.kind_model: a dense layer holds no
-    expert tensor). No expert layer at all where no layer has experts."""
+    expert tensor). No expert layer at all where no layer has experts. Remembered: a search's
+    few thousand bucket layouts (cost.buckets) ask for a few hundred stages."""
     if moe is None:
         dense, expert = layer_tensors(model, tp, ep, etp)
         return (dense,) * layers, (expert,) * layers if expert else ()
