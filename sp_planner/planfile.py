@@ -38,7 +38,8 @@ from sp_planner.flags.base import Framework
 from sp_planner.flags.flash_head_dim import te_runs_unfused
 from sp_planner.flags.torchtitan import VERSIONS
 from sp_planner.catalog.models import builtin_models
-from sp_planner.layout import EXPERT_GRID_ORDER, GRID_ORDER, GROUPS, groups_in_grid, rank_groups
+from sp_planner.layout import (EXPERT_GRID_ORDER, GRID_ORDER, GROUPS, SPLIT_AXES, degree, groups_in_grid,
+                               plan_groups, rank_groups, split_order)
 from sp_planner.plan import ParallelPlan
 from sp_planner.plan_checks import check_plan_runs
 from sp_planner.planfile_router import UnrecordedRouter, unrecorded_router
@@ -65,15 +66,22 @@ class RankLayout(FrozenModel):
     expert_order: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, plan: ParallelPlan) -> "RankLayout":
+    def of(cls, plan: ParallelPlan, *, hsdp: bool = True) -> "RankLayout":
+        """The plan's layout; with HSDP (dp_replicate > 1) the degrees of the split axes' parts and
+        HSDP's groups too (layout.SPLIT_AXES, HSDP_GROUPS), unless not `hsdp` (files written before
+        they were, stop 63)."""
+        groups = plan_groups(plan) if hsdp else GROUPS
         axes = dict.fromkeys((*GRID_ORDER, *EXPERT_GRID_ORDER))
-        return cls(order=GRID_ORDER, degrees={axis: getattr(plan, axis) for axis in axes}, groups=GROUPS,
-                   expert_order=EXPERT_GRID_ORDER)
+        if groups is not GROUPS:
+            axes |= dict.fromkeys(part for parts in SPLIT_AXES.values() for part in parts)
+        return cls(order=GRID_ORDER, degrees={axis: degree(plan, axis) for axis in axes},
+                   groups=groups, expert_order=EXPERT_GRID_ORDER)
 
     def expand(self) -> dict[str, list[list[int]]]:
-        """The full lists: group kind -> groups of global ranks."""
+        """The full lists: group kind -> groups of global ranks (a split axis's part, layout.SPLIT_AXES,
+        over its grid with that axis split)."""
         def grid(axes: tuple[str, ...]) -> tuple[str, ...]:
-            return self.order if axes[0] in self.order else self.expert_order
+            return self.order if axes[0] in (*self.order, *split_order(self.order)) else self.expert_order
         return {name: groups_in_grid(grid(axes), self.degrees, axes).tolist() for name, axes in self.groups.items()}
 
 
@@ -157,7 +165,7 @@ class PlanFile(FrozenModel):
         """A generator edited to another order or other degrees would lay out another plan."""
         expected = RankLayout.of(self.plan)
         layout = self.rank_layout
-        if layout is not None and layout != expected:
+        if layout is not None and layout not in (expected, RankLayout.of(self.plan, hsdp=False)):
             raise ValueError(
                 f"rank_layout is not the plan's layout: {_layout_differences(layout, expected)}; remove rank_layout "
                 "or write the plan again with sp-plan --out")
@@ -180,6 +188,8 @@ class PlanFile(FrozenModel):
         if not self.rank_groups:
             return self
         expected = rank_groups(self.plan)
+        if set(self.rank_groups) == set(GROUPS):  # written before HSDP's groups were (stop 63)
+            expected = {name: expected[name] for name in GROUPS}
         if set(self.rank_groups) != set(expected):
             raise ValueError(f"rank_groups has axes {sorted(self.rank_groups)} but the plan needs {sorted(expected)}")
         for axis, groups in expected.items():

@@ -8,6 +8,7 @@ import pytest
 from sp_planner.layout import (
     DP_CP_AXES,
     GRID_ORDER,
+    HSDP_GROUPS,
     axis_stride,
     group_size,
     group_stride,
@@ -15,6 +16,7 @@ from sp_planner.layout import (
     rank_grid,
     rank_groups,
 )
+from sp_planner.cost.fsdp import replicate_stride
 from sp_planner.plan import ParallelPlan
 from sp_planner.space import DEGREES, PIN_DEGREES, Pins, degree_tuples
 
@@ -48,6 +50,24 @@ def test_dp_cp_groups_by_hand():
     # holds every odd rank.
     groups = groups_over(ParallelPlan(tp=2, ulysses=2, ring=2, dp=2), DP_CP_AXES)
     assert groups.tolist() == [list(range(0, 16, 2)), list(range(1, 16, 2))]
+
+
+def test_hsdp_groups_by_hand():
+    # 16 GPUs, tp 2, dp 8 = 2 replicas x dp_shard 4, ep 4. Dense grid: rank = tp_r + 2 dp_r with
+    # dp_r = 4 replica + shard (replicas outermost); expert grid (pp, edp 4, ep 4, etp 1): rank =
+    # ep_r + 4 edp_r with edp_r = 2 replica + shard.
+    plan = ParallelPlan(tp=2, dp=8, ep=4, zero=3, dp_replicate=2)
+    groups = rank_groups(plan)
+    assert groups["dp_shard_cp"] == [[0, 2, 4, 6], [1, 3, 5, 7], [8, 10, 12, 14], [9, 11, 13, 15]]
+    assert groups["dp_replicate"] == [[r, r + 8] for r in range(8)]
+    assert groups["edp"][0] == [0, 4, 8, 12]
+    assert groups["edp_shard"] == [[0, 4], [1, 5], [2, 6], [3, 7], [8, 12], [9, 13], [10, 14], [11, 15]]
+    assert groups["edp_replicate"] == groups["dp_replicate"]  # the same ranks (cost.fsdp)
+    assert replicate_stride(plan) == 8
+    assert not set(HSDP_GROUPS) & set(rank_groups(plan.model_copy(update={"dp_replicate": 1})))
+    # edp 3 over 2 replicas (Megatron asserts, the expert_replicas rule refuses): no expert lists.
+    odd = rank_groups(ParallelPlan(dp=6, ep=2, zero=1, dp_replicate=2))
+    assert "edp_shard" not in odd and odd["dp_replicate"] == [[0, 3], [1, 4], [2, 5]]
 
 
 def test_group_over_axes_that_are_not_adjacent_is_refused():

@@ -431,3 +431,23 @@ def test_a_plan_file_keeps_whether_the_dsa_indexer_trains(tmp_path):
     del doc["model"]["dsa"]["indexer_loss"]
     path.write_text(json.dumps(doc))
     assert load_plan_file(path).plan_file.model.dsa.indexer_loss == "none"
+
+
+HSDP = ParallelPlan(tp=2, dp=4, zero=3, dp_replicate=2)  # 8 ranks: 2 replicas of dp_shard 2
+
+
+def test_hsdp_groups_round_trip_and_older_files_without_them_are_read(tmp_path):
+    path = tmp_path / "plan.json"
+    write_plan_file(path, _plan_file(HSDP, rank_layout=RankLayout.of(HSDP), rank_groups=rank_groups(HSDP)))
+    read = read_plan_file(path)
+    assert read.rank_layout.expand() == read.rank_groups == rank_groups(HSDP)
+    # by hand: rank = tp_r + 2 dp_r, dp_r = 2 replica + shard
+    assert read.rank_groups["dp_shard_cp"] == [[0, 2], [1, 3], [4, 6], [5, 7]]
+    assert read.rank_groups["dp_replicate"] == [[0, 4], [1, 5], [2, 6], [3, 7]]
+    doc = json.loads(path.read_text())  # as written before the HSDP groups were (stop 63)
+    doc["rank_layout"] = RankLayout.of(HSDP, hsdp=False).model_dump(mode="json")
+    doc["rank_groups"] = {name: groups for name, groups in doc["rank_groups"].items()
+                          if name not in ("dp_shard_cp", "dp_replicate", "edp_shard", "edp_replicate")}
+    path.write_text(json.dumps(doc))
+    old = read_plan_file(path)
+    assert "dp_replicate" not in old.rank_groups and old.rank_layout == RankLayout.of(HSDP, hsdp=False)

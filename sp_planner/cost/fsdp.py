@@ -40,8 +40,9 @@ def shard_group_size(c):
 
 
 def replicate_stride(c):
-    """Distance in global rank between neighbours of one replicate group (whole shard groups)."""
-    return axis_stride(c, "dp") * dp_shard(c)
+    """Distance in global rank between neighbours of one replicate group (whole shard groups: the
+    stride of layout.SPLIT_AXES' dp_replicate, whose groups the simulator and plan file list)."""
+    return axis_stride(c, "dp_replicate")
 
 
 def expert_shard_size(c):

@@ -40,7 +40,7 @@ from sp_planner.cost.overlap import (chunk_gathers_ahead, overlap_compute_slowdo
 from sp_planner.cost.runtime import MEGATRON_RUNTIME, Runtime
 from sp_planner.cost.tied_embedding import tied_grad_bytes
 from sp_planner.estimate import CommBytes
-from sp_planner.layout import DP_CP_AXES, groups_over, rank_groups
+from sp_planner.layout import DP_CP_AXES, DP_SHARD_CP_AXES, groups_over, rank_groups
 from sp_planner.plan import ParallelPlan
 from sp_planner.sim.attention_steps import AttentionSteps, attention_steps, dsa_phases, ulysses_work_s, windowed
 from sp_planner.sim.cluster import Cluster
@@ -60,24 +60,18 @@ def dp_cp_groups(plan: ParallelPlan) -> np.ndarray:
 
 
 def shard_and_replicate_groups(plan: ParallelPlan) -> tuple[np.ndarray, np.ndarray]:
-    """HSDP's groups (cost.fsdp): the dp-cp group's ranks run dp slowest, and the replicas are the
-    outer part of dp, so each dp-cp group splits into dp_replicate shard groups of dp_shard x cp
-    consecutive members; the replicate groups take one member of each."""
-    groups = dp_cp_groups(plan)
-    # (pp*tp, dp*cp) -> (pp*tp, dp_replicate, dp_shard*cp)
-    split = groups.reshape(len(groups), plan.dp_replicate, -1)
-    shard = split.reshape(-1, split.shape[2])  # (pp*tp*dp_replicate, dp_shard*cp)
-    replicate = split.transpose(0, 2, 1).reshape(-1, plan.dp_replicate)  # (pp*tp*dp_shard*cp, dp_replicate)
-    return shard, replicate
+    """HSDP's groups (cost.fsdp), as the plan file lists them (layout.HSDP_GROUPS): the shard groups
+    of dp_shard x cp and the replicate groups across them (the dp-cp groups and groups of one rank
+    without replicas)."""
+    return groups_over(plan, DP_SHARD_CP_AXES), groups_over(plan, ("dp_replicate",))
 
 
-def expert_shard_groups(plan: ParallelPlan, edp_groups: np.ndarray) -> np.ndarray:
-    """HSDP's expert shard groups (cost.fsdp.expert_shard_size): each expert-data-parallel group,
-    ranks ascending, split into dp_replicate runs of edp / dp_replicate consecutive members
-    (Megatron's intra-partial expert groups, parallel_state.create_hierarchical_groups level 0).
-    Their replicate groups are shard_and_replicate_groups' (the same ranks, cost.fsdp)."""
-    # (pp*ep*etp, edp) -> (pp*ep*etp*dp_replicate, edp/dp_replicate)
-    return edp_groups.reshape(-1, edp_groups.shape[1] // plan.dp_replicate)
+def expert_shard_groups(plan: ParallelPlan) -> np.ndarray:
+    """HSDP's expert shard groups (cost.fsdp.expert_shard_size; layout.HSDP_GROUPS edp_shard): runs
+    of edp / dp_replicate consecutive members of each expert-data-parallel group (Megatron's
+    intra-partial expert groups, parallel_state.create_hierarchical_groups level 0). Their
+    replicate groups are shard_and_replicate_groups' (the same ranks, cost.fsdp)."""
+    return groups_over(plan, ("edp_shard",))
 
 
 def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: ParallelPlan,
@@ -188,7 +182,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     zgroups, replicas = shard_and_replicate_groups(plan)
     layers_of = [int(n) for n in _each_stage(stages.first, stages.middle, stages.last, pp)]
     dp_reduce, dp_gather, early, after_step = dp_calls(phase_result, hw, model, plan, stages, layers_of, zgroups,
-                                                       replicas, expert_shard_groups(plan, groups["edp"]), runtime,
+                                                       replicas, expert_shard_groups(plan), runtime,
                                                        seq_len=workload.seq_len)
     # Adam over the rank's shard (cost.states) and the data-parallel wrapper's gradient passes
     # (cost.grad_buffer), each stage's own (first, middle ones, last).
