@@ -94,6 +94,7 @@ class CommBytes(FrozenModel):
     etp_all_gather: int = 0
     edp_reduce_scatter: int = 0
     edp_all_gather: int = 0
+    tp_all_reduce: int = 0  # DSA: the duplicated indexer's gradients at step end
 
 
 class CommLinks(FrozenModel):
@@ -113,6 +114,7 @@ class CommLinks(FrozenModel):
     etp_all_gather: Link = "none"
     edp_reduce_scatter: Link = "none"
     edp_all_gather: Link = "none"
+    tp_all_reduce: Link = "none"
 
 
 class PlanEstimate(FrozenModel):

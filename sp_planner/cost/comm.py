@@ -5,7 +5,8 @@ layer per micro-batch, times layers per stage and micro-batches, plus the forwar
 recompute re-runs attention (Megatron's core_attn and full recompute both re-run the CP
 communication inside core attention). A DeepSeek Sparse Attention layer's all-gather CP moves its
 latent and indexer keys instead, and its indexer gathers its inputs over TP (cost.dsa_times) and,
-trained, reduce-scatters its key's gradient over CP (cost.dsa_loss).
+trained, reduce-scatters its key's gradient over CP (cost.dsa_loss); at step end its duplicated
+parameters' gradients are all-reduced over TP (cost.indexer_grad_sync).
 
 TP with sequence parallelism: the collectives cost.tp_calls counts, each of b*s/cp*h bf16
 elements, but a layer's all-gathers in the low precision the framework gathers (cost.tp_gathers:
@@ -59,6 +60,7 @@ from sp_planner.cost.ring_impl import TE_RING, RingImpl
 from sp_planner.cost.dsa_loss import indexer_loss_bytes
 from sp_planner.cost.dsa_times import dsa_comm_bytes
 from sp_planner.cost.dtypes import BF16_BYTES
+from sp_planner.cost.indexer_grad_sync import indexer_sent_bytes
 from sp_planner.cost.params import candidate_stage_layers
 from sp_planner.cost.stage_params import stage_moe_counts, stage_params
 from sp_planner.cost.moe import (
@@ -100,6 +102,7 @@ class PerCollective(NamedTuple):
     etp_all_gather: np.ndarray  # MoE token all-gathers and reduce-scatters over etp
     edp_reduce_scatter: np.ndarray  # routed experts' gradients over the expert-data-parallel group
     edp_all_gather: np.ndarray
+    tp_all_reduce: np.ndarray  # DSA's duplicated indexer gradients at step end (cost.indexer_grad_sync)
 
 
 class CommColumns(NamedTuple):
@@ -245,6 +248,7 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
         etp_all_gather=etp_sent * per_stage,
         edp_reduce_scatter=expert_rs,
         edp_all_gather=expert_ag,
+        tp_all_reduce=np.asarray(indexer_sent_bytes(model, c, states)).astype(np.int64),
     )
     gpn = gpus_per_node
     # A dense model has no routed experts, so no expert-DP collective: its link is none, as for any
@@ -266,6 +270,7 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
         etp_all_gather=group_link(c.etp, axis_stride(c, "etp"), gpn),
         edp_reduce_scatter=group_link(expert_group, axis_stride(c, "edp"), gpn),
         edp_all_gather=group_link(expert_group, axis_stride(c, "edp"), gpn),
+        tp_all_reduce=group_link(np.where(model.indexer_params_per_layer > 0, tp, 1), axis_stride(c, "tp"), gpn),
     )
     return CommColumns(
         sent_bytes=PerCollective(*(np.asarray(v, dtype=np.int64) for v in sent)),

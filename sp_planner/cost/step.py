@@ -5,7 +5,8 @@ GEMMs). Per micro-batch, per layer: GEMMs, FP8 casts and memory-bound ops, core 
 ring/Ulysses comm, TP all-gathers/reduce-scatters exposed, MoE all-to-alls, recompute re-running
 the forward it drops (cost.layer_times). Across micro-batches: 1F1B bubble
 (pp-1) micro-batch times (Narayanan et al. 2021: bubble fraction (p-1)/m), PP sends exposed
-(and a tied embedding's gradient all-reduce between the pipeline's ends, cost.tied_embedding),
+(and a tied embedding's gradient all-reduce between the pipeline's ends, cost.tied_embedding), DSA's
+indexer gradients' TP all-reduce at step end (cost.indexer_grad_sync),
 DP/ZeRO traffic overlapped as the framework's flags make it (cost.overlap: gradient reduce behind
 the backward but the last bucket, parameter gathers behind the forward, ZeRO-3 layer by layer,
 hidden traffic slowing compute; ZeRO-2/3's per-micro-batch traffic in a pipeline as the pacing
@@ -31,6 +32,7 @@ from sp_planner.cost.dp_passes import DPPasses, dp_with_host_beside_s
 from sp_planner.cost.dp_times import dp_stage_tables, relay_stage_times
 from sp_planner.cost.expert_padding import NO_PADDING
 from sp_planner.cost.gemm_work import LOSS_BYTES_PER_LOGIT
+from sp_planner.cost.indexer_grad_sync import indexer_all_reduce_s
 from sp_planner.cost.grad_buffer import MEGATRON_GRAD_SYNC, GradSync, slowest_stage_step_bytes
 from sp_planner.cost.kind_passes import kind_passes
 from sp_planner.cost.kind_table import with_walks
@@ -158,8 +160,12 @@ def time_parts(model: ModelSpec, hardware: HardwareProfile, workload: Workload, 
     optimizer_bytes = slowest_stage_step_bytes(model, states, grad_sync, c, stages=stages, micro_batches=m, edp=c.edp,
                                                seq_len=workload.seq_len)
 
+    # DSA's duplicated indexer: its gradients' TP all-reduce at step end, exposed whole
+    # (finalize_model_grads.py _allreduce_non_tensor_model_parallel_grads, cost.indexer_grad_sync).
+    indexer_ar = indexer_all_reduce_s(model, hardware, c, gpus_per_node=gpn, states=states)
     compute = lp.compute
     return compute._replace(gemm_s=compute.gemm_s + weight_cast, pp_comm_s=compute.pp_comm_s + tied,
+                            tp_comm_s=compute.tp_comm_s + indexer_ar,
                             dp_comm_exposed_s=dp_exposed,
                             optimizer_s=memory_pass_time_s(hardware, optimizer_bytes),
                             host_overhead_s=m * lp.host_exposed_s - host_beside_dp)
