@@ -35,11 +35,12 @@ BLOCK_STREAM: dict[str, Stream] = {"forward": "compute", "backward": "compute", 
                 "dp_grad_tail": "dp_comm", "dp_grad_sync": "dp_comm", "dp_param_gather": "dp_comm",
                 "dp_overlap_slowdown": "compute",
                 "mfu_ceiling": "compute", "host_overhead": "compute", "weight_cast": "compute",
-                "activation_offload": "compute", "tied_all_reduce": "comm"}
+                "activation_offload": "compute", "tied_all_reduce": "comm",
+                "indexer_all_reduce": "comm"}
 # The tied embedding's all-reduce runs over the pipeline's ends: the analytic model's pp_comm_s.
 BLOCK_KIND = {"dp_grad_tail": "dp_comm", "dp_grad_sync": "dp_comm", "dp_param_gather": "dp_comm",
               "optimizer": "optimizer",
-              "tied_all_reduce": "pp_comm",
+              "tied_all_reduce": "pp_comm", "indexer_all_reduce": "tp_comm",
               "dp_overlap_slowdown": "dp_comm", "mfu_ceiling": "mfu_ceiling", "host_overhead": "host_overhead",
               "weight_cast": "gemm", "activation_offload": "activation_offload"}
 

@@ -51,3 +51,23 @@ def test_the_trained_indexer_agrees_too(plan):
     assert est.step_time_s == pytest.approx(sim.step_time_s, rel=0.005)
     assert est.step_time_s > evaluate(V32, H800, WORKLOAD, plan, num_nodes=8, gpus_per_node=8).step_time_s
     assert ("cp dindexer-key reduce-scatter (dsa)" in {p.name for p in sim.phases}) == (plan.ring > 1)
+
+
+def test_the_simulator_replays_the_indexer_gradients_tp_all_reduce():
+    # cost.indexer_grad_sync: one step-end all-reduce of the indexer's fp32 main_grad over each TP
+    # group, exposed: the simulator's phase times it as the analytic model's tp_comm does.
+    from sp_planner.candidates import Candidates
+    from sp_planner.cost.indexer_grad_sync import indexer_all_reduce_s, indexer_sent_bytes
+    from sp_planner.cost.states import MEGATRON_STATES
+
+    plan = ParallelPlan(tp=8, ring=1, dp=8, ep=8, zero=1, recompute="full")
+    one = Candidates.of_plan(plan)
+    # 61 layers x 13,959,424 parameters x 4 B of main_grad, each rank sending 2 x 7/8 of it.
+    assert float(indexer_sent_bytes(V32, one, MEGATRON_STATES)[0]) == 61 * 13_959_424 * 4 * 2 * 7 / 8
+    sim = simulate(V32, H800, WORKLOAD, plan, num_nodes=8, gpus_per_node=8, detail=False)
+    [phase] = [p for p in sim.phases if p.name == "indexer grad all-reduce (tp)"]
+    analytic = float(indexer_all_reduce_s(V32, H800, one, gpus_per_node=8, states=MEGATRON_STATES)[0])
+    assert phase.duration_s == pytest.approx(analytic, rel=0.02) and analytic > 0.02
+    tp1 = ParallelPlan(tp=1, ring=8, cp_comm="allgather", dp=8, ep=8, zero=1, recompute="full")
+    phases = simulate(V32, H800, WORKLOAD, tp1, num_nodes=8, gpus_per_node=8, detail=False).phases
+    assert "indexer grad all-reduce (tp)" not in {p.name for p in phases}
