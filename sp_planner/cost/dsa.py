@@ -111,12 +111,19 @@ def indexer_projection_flops_per_token(model: ModelSpec) -> float:
     """Forward FLOPs of the indexer's projections for one token: wq_b (q_lora_rank -> heads x dim),
     wk (hidden -> dim) and weights_proj (hidden -> heads), 2 FLOPs a weight (dsa.py DSAIndexer)."""
     assert model.dsa is not None
-    return 2.0 * model.dsa.indexer_params_per_layer(model.hidden_size, _q_lora_rank(model), norm=False)
+    return 2.0 * model.dsa.indexer_params_per_layer(model.hidden_size, _query_latent_width(model), norm=False)
 
 
-def _q_lora_rank(model: ModelSpec) -> int:
+def _query_latent_width(model: ModelSpec) -> int:
+    """qr's width, the indexer's query input: MLA's q_lora_rank, the hidden size without one."""
     assert model.mla is not None
     return model.mla.q_lora_rank or model.hidden_size
+
+
+def indexer_input_elems_per_token(model: ModelSpec) -> int:
+    """Elements of the indexer's inputs a token, x (hidden) and qr (_query_latent_width): what
+    sequence parallelism gathers over TP for it and, trained, what it saves (dsa.py lines 1273-1275)."""
+    return model.hidden_size + _query_latent_width(model)
 
 
 def dsa_forward_flops_per_token(model: ModelSpec, seq_len: int) -> float:

@@ -38,6 +38,7 @@ from sp_planner.cost.dsa import (
     INDEXER_BLOCK_QUERIES,
     TOPK_INDEX_BYTES,
     indexer_bwd_flops_per_token,
+    indexer_input_elems_per_token,
     indexer_target_flops_per_token,
     trains_indexer,
 )
@@ -157,7 +158,7 @@ def indexer_loss_saved_bytes(model: ModelSpec, *, queries, keys, seq_len: int) -
     k = _slots(model, seq_len)
     per_query = (BF16_BYTES * dsa.index_n_heads * dsa.index_head_dim + FP32_LOGIT_BYTES * dsa.index_n_heads
                  + TOPK_INDEX_BYTES * k + FP32_LOGIT_BYTES * k
-                 + BF16_BYTES * (model.hidden_size + (model.mla.q_lora_rank or model.hidden_size))
+                 + BF16_BYTES * indexer_input_elems_per_token(model)
                  + BF16_BYTES * dsa.index_head_dim)
     return np.asarray(queries, dtype=np.float64) * per_query + np.asarray(keys, dtype=np.float64) * (
         BF16_BYTES * dsa.index_head_dim)

@@ -35,6 +35,7 @@ from sp_planner.cost.dsa import (
     FP32_LOGIT_BYTES,
     SPARSE_MLA_FLOPS_PER_S,
     TOPK_LOGIT_PASSES,
+    indexer_input_elems_per_token,
     indexer_projection_flops_per_token,
     indexer_score_flops_per_token,
     sparse_mla_bwd_flops_per_token,
@@ -98,7 +99,7 @@ def dsa_comm_bytes(model: ModelSpec, *, seq_len: int, batch, tp, ulysses, ring) 
     r = np.asarray(ring, dtype=np.float64)
     queries = np.asarray(batch, dtype=np.float64) * seq_len / (np.asarray(ulysses, dtype=np.float64) * r)
     latent = latent_key_elems_per_token(model)
-    inputs = model.hidden_size + (model.mla.q_lora_rank or model.hidden_size)
+    inputs = indexer_input_elems_per_token(model)
     return DSACommBytes(
         cp_gather=(r - 1) * queries * (latent + model.dsa.index_head_dim) * BF16_BYTES,
         cp_scatter=(r - 1) * queries * latent * BF16_BYTES,
