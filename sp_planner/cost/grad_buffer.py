@@ -101,7 +101,7 @@ from typing import Literal
 import numpy as np
 
 from sp_planner.cost.dtypes import BF16_BYTES, FP32_BYTES
-from sp_planner.cost.fsdp import param_gathers_per_step, reshard_after_forward, shard_group_size
+from sp_planner.cost.fsdp import expert_shard_size, param_gathers_per_step, reshard_after_forward, shard_group_size
 from sp_planner.cost.stage_params import stage_moe_counts, stage_params
 from sp_planner.cost.states import TrainingStates, optimizer_bytes_per_param, optimizer_step_bytes_per_param
 from sp_planner.layout import CP_AXES, group_size
@@ -201,7 +201,7 @@ def optimizer_step_bytes(states: TrainingStates, sync: GradSync | None, c, *, pa
     zero = np.asarray(c.zero)
     # ZeRO shards the routed experts over edp / dp_replicate and the rest over dp_shard x cp
     # (cost.moe, cost.fsdp.expert_shard_size); `edp` is the whole group, over which they reduce.
-    eshard = np.maximum(np.asarray(edp) // np.asarray(c.dp_replicate), 1)
+    eshard = expert_shard_size(c)
     shard = (params - experts) / np.where(zero >= 1, shard_group_size(c), 1) + experts / np.where(zero >= 1, eshard, 1)
     # Adam's moments in bf16 where the plan says so (cost.states.optimizer_bytes_per_param).
     held = optimizer_bytes_per_param(states, c.adam_moments_bf16, c.master_as_remainder)
