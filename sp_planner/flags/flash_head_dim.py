@@ -50,6 +50,7 @@ refuses too the math backend, which holds the whole s x s scores (torchtitan_sdp
 from __future__ import annotations
 
 from sp_planner.cost.attention_kernels import UNFUSED, kernel_curves, own_attention
+from sp_planner.cost.kernel_sources import KERNEL_NAMES
 from sp_planner.cost.families import compute_capability
 from sp_planner.flags.fused_head_dim import (
     FUSED_SM10X_256_COMMIT,
@@ -172,9 +173,6 @@ def _te_unfused_why(model: ModelSpec, hardware: HardwareProfile) -> str:
             f"{hardware.name} ({sm_name(capability)}) and no cuDNN fused attention trains it there{dropout}")
 
 
-_KERNEL_NAMES = {"fa2": "flash-attn 2", "cudnn": "cuDNN's fused attention"}
-
-
 def te_unfused_note(model: ModelSpec, hardware: HardwareProfile, *, stack: str, chosen: str | None,
                     timed: str | None, context_parallel: bool = True) -> str | None:
     """The note where Transformer Engine runs its unfused attention (_te_runs_unfused): under
@@ -190,7 +188,7 @@ def te_unfused_note(model: ModelSpec, hardware: HardwareProfile, *, stack: str, 
         return (f"{_te_unfused_why(model, hardware)}, so it runs its unfused attention, which times the plans, "
                 "its s x s scores in memory" + ("; it takes no context parallelism, so the plans have ulysses x "
                                                 "ring 1" if context_parallel else ""))
-    kernel = _KERNEL_NAMES.get(str(timed), str(timed))
+    kernel = KERNEL_NAMES.get(str(timed), str(timed))
     return (f"{_te_unfused_why(model, hardware)}, so it runs its unfused attention, while the plans are timed "
             f"with {kernel} (--framework megatron times megatron's with it)"
             + ("; that takes no context parallelism, so megatron's flags take plans with ulysses x ring 1 only"
