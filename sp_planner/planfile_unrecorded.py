@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from sp_planner.catalog.hf_config import origin_model_type
+from sp_planner.cost.attention_kernels import UNFUSED
 from sp_planner.cost.gathered_transpose import fp8_gathers, mx_gathers
 from sp_planner.cost.runtime import TORCHTITAN_RUNTIMES
 from sp_planner.flags.torchtitan import DEFAULT_VERSION
@@ -271,7 +272,7 @@ def unfused_untimed_note(*, framework: str, te_unfused: bool, attention_kernel: 
     there since 628e4fe3): written by sp-plan --framework all (before it refused --out there) or
     before then. Its readers replay that curve's time and memory, which Megatron does not run
     (Gemma-2-9B 32K on 8 B300s under dropout: 32.82 s fitting, against 185.86 s and 4,964 GiB)."""
-    if framework != "megatron" or not te_unfused or attention_kernel == "unfused" or chosen:
+    if framework != "megatron" or not te_unfused or attention_kernel == UNFUSED or chosen:
         return None
     curve = "its profile's" if attention_kernel is None else f"{attention_kernel}'s"
     return (f"{source} was timed with {curve} attention curve, but Transformer Engine runs {model_name}'s attention "
