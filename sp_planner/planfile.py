@@ -38,10 +38,9 @@ from sp_planner.flags.base import Framework
 from sp_planner.flags.flash_head_dim import te_runs_unfused
 from sp_planner.flags.torchtitan import VERSIONS
 from sp_planner.catalog.models import builtin_models
-from sp_planner.layout import (EXPERT_GRID_ORDER, GRID_ORDER, GROUPS, SPLIT_AXES, degree, groups_in_grid,
-                               plan_groups, rank_groups, split_order)
 from sp_planner.plan import ParallelPlan
 from sp_planner.plan_checks import check_plan_runs
+from sp_planner.planfile_layout import RankLayout, layout_problem, rank_groups_problem
 from sp_planner.planfile_router import UnrecordedRouter, unrecorded_router
 from sp_planner.planfile_unrecorded import Unrecorded, unfused_untimed_note, unrecorded_fields, unrecorded_release
 from sp_planner.specs.base import FrozenModel
@@ -51,38 +50,6 @@ from sp_planner.specs.workload import Workload
 
 SchemaVersion = Literal["sp-planner.plan/1"]
 SCHEMA_VERSION: SchemaVersion = "sp-planner.plan/1"
-
-
-class RankLayout(FrozenModel):
-    """The rank groups as a generator: global ranks fill a grid over `order` (slowest first) with
-    `degrees`, so rank = sum of r_axis x (product of the degrees of the axes after it); each entry
-    of `groups` is the axes one kind of group spans (see sp_planner.layout)."""
-
-    order: tuple[str, ...]
-    degrees: dict[str, int]
-    groups: dict[str, tuple[str, ...]]
-    # The expert layers' grid over the same ranks (layout.EXPERT_GRID_ORDER; Megatron-Core's second
-    # RankGenerator): groups whose axes are in it expand over it. Absent from older files.
-    expert_order: tuple[str, ...] = ()
-
-    @classmethod
-    def of(cls, plan: ParallelPlan, *, hsdp: bool = True) -> "RankLayout":
-        """The plan's layout; with HSDP (dp_replicate > 1) the degrees of the split axes' parts and
-        HSDP's groups too (layout.SPLIT_AXES, HSDP_GROUPS), unless not `hsdp` (files written before
-        they were, stop 63)."""
-        groups = plan_groups(plan) if hsdp else GROUPS
-        axes = dict.fromkeys((*GRID_ORDER, *EXPERT_GRID_ORDER))
-        if groups is not GROUPS:
-            axes |= dict.fromkeys(part for parts in SPLIT_AXES.values() for part in parts)
-        return cls(order=GRID_ORDER, degrees={axis: degree(plan, axis) for axis in axes},
-                   groups=groups, expert_order=EXPERT_GRID_ORDER)
-
-    def expand(self) -> dict[str, list[list[int]]]:
-        """The full lists: group kind -> groups of global ranks (a split axis's part, layout.SPLIT_AXES,
-        over its grid with that axis split)."""
-        def grid(axes: tuple[str, ...]) -> tuple[str, ...]:
-            return self.order if axes[0] in (*self.order, *split_order(self.order)) else self.expert_order
-        return {name: groups_in_grid(grid(axes), self.degrees, axes).tolist() for name, axes in self.groups.items()}
 
 
 class PlanFile(FrozenModel):
@@ -163,12 +130,8 @@ class PlanFile(FrozenModel):
     @model_validator(mode="after")
     def _rank_layout_is_the_plans(self) -> PlanFile:
         """A generator edited to another order or other degrees would lay out another plan."""
-        expected = RankLayout.of(self.plan)
-        layout = self.rank_layout
-        if layout is not None and layout not in (expected, RankLayout.of(self.plan, hsdp=False)):
-            raise ValueError(
-                f"rank_layout is not the plan's layout: {_layout_differences(layout, expected)}; remove rank_layout "
-                "or write the plan again with sp-plan --out")
+        if self.rank_layout is not None and (problem := layout_problem(self.plan, self.rank_layout)) is not None:
+            raise ValueError(problem)
         return self
 
     @model_validator(mode="after")
@@ -185,43 +148,9 @@ class PlanFile(FrozenModel):
     @model_validator(mode="after")
     def _rank_groups_follow_the_degrees(self) -> PlanFile:
         """Groups edited by hand to disagree with the degrees would run another plan than the one named."""
-        if not self.rank_groups:
-            return self
-        expected = rank_groups(self.plan)
-        if set(self.rank_groups) == set(GROUPS):  # written before HSDP's groups were (stop 63)
-            expected = {name: expected[name] for name in GROUPS}
-        if set(self.rank_groups) != set(expected):
-            raise ValueError(f"rank_groups has axes {sorted(self.rank_groups)} but the plan needs {sorted(expected)}")
-        for axis, groups in expected.items():
-            if self.rank_groups[axis] != groups:
-                p = self.plan
-                raise ValueError(
-                    f"rank_groups[{axis!r}] {_short(self.rank_groups[axis])} disagree with the degrees (dp {p.dp} "
-                    f"pp {p.pp} tp {p.tp} ulysses {p.ulysses} ring {p.ring}), which give {_short(groups)}; "
-                    "remove rank_groups or write the plan again with sp-plan --out")
+        if self.rank_groups and (problem := rank_groups_problem(self.plan, self.rank_groups)) is not None:
+            raise ValueError(problem)
         return self
-
-
-def _layout_differences(layout: RankLayout, expected: RankLayout) -> str:
-    """What of `layout` differs from `expected`, each with the plan's value ('ring 4 (the plan's: 2)'):
-    the whole of both, with every group, ran to 600 characters for one edited degree."""
-    found = []
-    for field in ("order", "expert_order"):
-        mine, plans = list(getattr(layout, field)), list(getattr(expected, field))
-        if mine != plans:
-            found.append(f"{field} {mine} (the plan's: {plans})")
-    for field in ("degrees", "groups"):
-        mine, plans = getattr(layout, field), getattr(expected, field)
-        for key in dict.fromkeys((*plans, *mine)):
-            if mine.get(key) != plans.get(key):
-                found.append(f"{field}.{key} {_shown(mine.get(key))} (the plan's: {_shown(plans.get(key))})")
-    return ", ".join(found)
-
-
-def _shown(value: object) -> str:
-    if value is None:
-        return "missing"
-    return str(list(value)) if isinstance(value, tuple) else str(value)
 
 
 def hardware_problems(plan: ParallelPlan, hardware: HardwareProfile) -> list[str]:
@@ -263,11 +192,6 @@ def check_loaded_plan_times(loaded: LoadedPlan) -> None:
     problem = loaded.timing_problem() or dsa_untimed(loaded.plan_file.model, loaded.plan_file.hardware)
     if problem is not None:  # it would time another model's attention (full, not windowed or sparse)
         raise UserInputError(problem)
-
-
-def _short(groups: list[list[int]]) -> str:
-    text = str(groups)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def write_plan_file(path: Path, plan_file: PlanFile) -> None:

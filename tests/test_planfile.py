@@ -10,7 +10,8 @@ from sp_planner.errors import UserInputError
 from sp_planner.flags import FlagChoices
 from sp_planner.layout import GRID_ORDER, rank_groups
 from sp_planner.plan import ParallelPlan
-from sp_planner.planfile import PlanFile, RankLayout, load_plan_file, read_plan_file, write_plan_file
+from sp_planner.planfile import PlanFile, load_plan_file, read_plan_file, write_plan_file
+from sp_planner.planfile_layout import RankLayout
 from sp_planner.present.summary import SUMMARY_SCHEMA
 from sp_planner.specs import Workload
 

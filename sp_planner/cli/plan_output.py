@@ -20,7 +20,8 @@ from sp_planner.flags import FRAMEWORKS, FlagChoices, FlagRequest, render_flags,
 from sp_planner.flags import torchtitan
 from sp_planner.flags.launch import Launcher
 from sp_planner.layout import rank_groups
-from sp_planner.planfile import PlanFile, RankLayout, write_plan_file
+from sp_planner.planfile import PlanFile, write_plan_file
+from sp_planner.planfile_layout import RankLayout
 from sp_planner.present.advice import FitSuggestion
 from sp_planner.present.summary import build_summary, estimate_row
 from sp_planner.present.expressible import EXPRESSIBLE_COLUMN, MAX_SCANNED, best_expert_parallel, best_expressible

@@ -19,7 +19,7 @@ Layout (schema "sp-planner.summary/3"):
                     step_range{low_ratio, high_ratio, rows}, ties_with_first}: the validation
                     error of the runs of the plans' class (validation.band; generation or moe
                     null when the class spans them)
-rank_layout is the rank groups' generator (sp_planner.planfile.RankLayout, as in plan.json): a few
+rank_layout is the rank groups' generator (sp_planner.planfile_layout.RankLayout, as in plan.json): a few
 lines at any scale, where the full lists of every plan made 185 MB at 131,072 GPUs. Non-finite
 floats become null so the document is strict JSON. Version 2 moved the full lists behind the option;
 version 3 gives the prediction band of the plans' class of run (it had the whole corpus's, with a
@@ -39,7 +39,7 @@ from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.flags import FlagChoices, render_all
 from sp_planner.layout import rank_groups
 from sp_planner.plan import RULES, ParallelPlan
-from sp_planner.planfile import RankLayout
+from sp_planner.planfile_layout import RankLayout
 from sp_planner.present.advice import FitSuggestion
 from sp_planner.present.labels import breaks_hard_rule
 from sp_planner.specs.base import whole_bytes

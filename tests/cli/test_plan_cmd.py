@@ -18,7 +18,8 @@ from sp_planner.flags import FlagRequest, render_all, render_flags
 from sp_planner.layout import rank_groups
 from sp_planner.plan import RULES, ParallelPlan
 from sp_planner.present.table import ring_cell, zero_cell
-from sp_planner.planfile import RankLayout, read_plan_file
+from sp_planner.planfile import read_plan_file
+from sp_planner.planfile_layout import RankLayout
 from sp_planner.estimate import PlanEstimate
 from sp_planner.present.labels import plan_name
 from sp_planner.search import evaluate, search

@@ -7,7 +7,7 @@ import math
 
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.layout import rank_groups
-from sp_planner.planfile import RankLayout
+from sp_planner.planfile_layout import RankLayout
 from sp_planner.present.summary import SUMMARY_SCHEMA, _finite, build_summary, estimate_row
 from sp_planner.report.csv import CSV_COLUMNS
 from sp_planner.search import search
