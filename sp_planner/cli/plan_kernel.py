@@ -55,6 +55,8 @@ def set_up_kernel(question: PlanQuestion, *, framework: str, attention_kernel: s
     runs = framework_kernel(stack, question.hardware, interface)
     # Before the kernel's curves replace the profile's: whether they are the user's own.
     curves_note = edited_curves_note(question.hardware, runs, attention_kernel)
+    # Whether Transformer Engine runs its unfused attention here (the GPU's, not the curves').
+    te_unfused = te_runs_unfused(question.model, question.hardware)
     try:
         kernel = default_kernel(stack, question.hardware, interface) if attention_kernel is None else attention_kernel
         if attention_kernel is None and stack == "megatron":  # FA2 where TE runs it in cuDNN's place
@@ -64,8 +66,7 @@ def set_up_kernel(question: PlanQuestion, *, framework: str, attention_kernel: s
         # Where TE runs its unfused attention, that times Megatron's plans (cost.kernels: its s x s
         # scores; the search then holds no context parallelism); under --framework all a published
         # curve times every framework's ranking, as yunchang and DeepSpeed call flash-attn 2 there.
-        if (attention_kernel is None and framework == "megatron" and kernel is not None
-                and te_runs_unfused(question.model, question.hardware)):
+        if attention_kernel is None and framework == "megatron" and kernel is not None and te_unfused:
             kernel = UNFUSED
         question = question.model_copy(update={"hardware": with_attention_kernel(question.hardware, kernel)})
     except ValueError as err:
@@ -81,7 +82,7 @@ def set_up_kernel(question: PlanQuestion, *, framework: str, attention_kernel: s
                                                ring=ring)) is not None:
         raise UserInputError(problem)
     choices = FlagChoices(framework_version=framework_version, attention_kernel=attention_kernel,
-                          te_unfused_attention=te_runs_unfused(question.model, question.hardware))
+                          te_unfused_attention=te_unfused)
     question = question.model_copy(update={"attention_kernel": timed, "flag_choices": choices})
     timing_note = softmax_timing_note(question.model, timed, question.hardware.name, stack)
     # Context parallelism is possible unless both its degrees are pinned to 1.
