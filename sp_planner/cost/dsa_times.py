@@ -83,6 +83,14 @@ def latent_key_elems_per_token(model: ModelSpec) -> int:
     return model.mla.kv_lora_rank + model.mla.qk_rope_head_dim
 
 
+def latent_gather_share(model: ModelSpec) -> float:
+    """The latent key's share of DSA's CP all-gather bytes, the rest the indexer key's: the two
+    gathers DSACommBytes.cp_gather adds, run as two calls (dsa_times, sim.attention_steps.dsa_phases)."""
+    assert model.dsa is not None
+    latent = latent_key_elems_per_token(model)
+    return latent / (latent + model.dsa.index_head_dim)
+
+
 class DSACommBytes(NamedTuple):
     """Bytes one rank sends per DSA layer and micro-batch, forward's once (arrays over candidates)."""
 
@@ -139,7 +147,7 @@ def dsa_times(hardware: HardwareProfile, model: ModelSpec, *, seq_len: int, batc
                                                       gpus_per_node), 0.0)
 
     # The latent key's and the indexer key's all-gathers, two calls.
-    share = latent_key_elems_per_token(model) / (latent_key_elems_per_token(model) + model.dsa.index_head_dim)
+    share = latent_gather_share(model)
     gather = over_cp("all_gather", sent.cp_gather * share) + over_cp("all_gather", sent.cp_gather * (1 - share))
     loss = indexer_loss_times(hardware, model, seq_len=seq_len, batch=batch, tp=tp, ring=r, cp_stride=cp_stride,
                               gpus_per_node=gpus_per_node)

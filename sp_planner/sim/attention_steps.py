@@ -30,7 +30,7 @@ from sp_planner.cost.attention_comm import (
 from sp_planner.cost.attention_kernels import kernel_head_dim
 from sp_planner.cost.dropout import has_attention_dropout
 from sp_planner.cost.dsa_loss import indexer_loss_bytes
-from sp_planner.cost.dsa_times import dsa_comm_bytes, dsa_times, latent_key_elems_per_token
+from sp_planner.cost.dsa_times import dsa_comm_bytes, dsa_times, latent_gather_share
 from sp_planner.cost.kernels import memory_pass_time_s
 from sp_planner.cost.ring_impl import YUNCHANG_RING, RingImpl, grad_hops
 from sp_planner.cost.ring_steps import ring_step_compute
@@ -180,8 +180,7 @@ def dsa_phases(phase, model: ModelSpec, steps: AttentionSteps, groups) -> tuple[
     gradient's reduce-scatter (cost.dsa_loss; its target's TP all-reduce is inside the compute entry,
     which dsa_times overlaps with the loss's kernels)."""
     assert model.dsa is not None and steps.dsa_tp_gather_bytes is not None
-    latent = latent_key_elems_per_token(model)
-    share = latent / (latent + model.dsa.index_head_dim)
+    share = latent_gather_share(model)
     gather = (phase("cp latent key all-gather (dsa)", groups["ring"], steps.cp_gather_bytes * share, "ring",
                     "all_gather")
               + phase("cp indexer key all-gather (dsa)", groups["ring"], steps.cp_gather_bytes * (1 - share), "ring",
