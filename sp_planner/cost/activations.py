@@ -47,6 +47,7 @@ from sp_planner.cost.dsa_loss import indexer_loss_saved_bytes
 from sp_planner.cost.dropout import has_attention_dropout, hidden_dropout_saved_bytes_per_token
 from sp_planner.cost.expert_padding import NO_PADDING, padding_align_rows, router_pad_load
 from sp_planner.cost.kernels import unfused_saved_bytes_per_score
+from sp_planner.cost.unfused_memory import unfused_saved_mask_bytes, unfused_transient_bytes
 from sp_planner.cost.moe import ROUTER_BYTES_PER_LOGIT, busiest_rank_load, moe_layer_fraction
 from sp_planner.cost.precision import BF16, fp8_activation_savings_per_layer, fp8_saving_per_element
 from sp_planner.cost.qk_norm import qk_norm_saved_bytes
@@ -97,11 +98,13 @@ def activation_bytes_per_layer(model: ModelSpec, workload: Workload, *, tp, ulys
     recompute rebuilds the whole layer (its bytes with nothing recomputed), selective recompute the
     core attention's log-sum-exp, unfused scores and Ulysses copy, which are then held beside the
     saved ones for that layer's backward (Korthikanti et al. 2022 section 5: the recomputed
-    activations of one layer at a time).
+    activations of one layer at a time); unfused attention adds the score buffers and masks one
+    layer's attention holds beyond its saved ones while it runs (cost.unfused_memory).
 
     `unfused`: core attention unfused (cost.kernels): no log-sum-exp, and per score element the
     softmax output's 2 bytes and, with attention dropout, its mask and output (Korthikanti et al.
-    2022 section 4.1: 5as^2b in all), which selective recompute frees.
+    2022 section 4.1: 5as^2b in all; TE's torch softmax from 16384 keys: cost.kernels, and its s x s
+    mask), which selective recompute frees.
     `sequence_parallel` False: TP without sequence parallelism, whose norms' tensors and layer
     input are whole on every TP rank (Korthikanti et al. 2022 Table 2: sbh(10 + 24/t) against
     sbh 34/t; full recompute 2sbh against 2sbh/t). `pad_load`: moe_activation_bytes'. `allgather`:
@@ -120,7 +123,9 @@ def activation_bytes_per_layer(model: ModelSpec, workload: Workload, *, tp, ulys
     # b x heads/(tp*u) x s x s scores on the rank; with no ring (unfused kernels cannot) n*u = b*s,
     # so that is n x s x heads/tp elements.
     per_score = unfused_saved_bytes_per_score(has_attention_dropout(model), workload.seq_len)
-    scores = per_score * n * workload.seq_len * heads if unfused else 0.0
+    # With them the torch softmax's saved s x s mask, one per layer (cost.unfused_memory).
+    score_elements = n * workload.seq_len * heads
+    scores = per_score * score_elements + unfused_saved_mask_bytes(workload.seq_len) if unfused else 0.0
     o_copies = np.where(ulysses > 1, 2, 1)
     # The QK norm's saved inputs, on the rank's heads before any Ulysses all-to-all (cost.qk_norm).
     kv_bytes = 2 * BF16_BYTES * n * kv * d
@@ -149,6 +154,8 @@ def activation_bytes_per_layer(model: ModelSpec, workload: Workload, *, tp, ulys
         + mlp_recompute_saved_delta_bytes(model, tokens=n, region=region, tp=tp, recompute=recompute)
     working = np.select([recompute == RECOMPUTE_FULL, recompute == RECOMPUTE_SELECTIVE],
                         [full_layer, rebuilt_attention], 0.0)
+    if unfused:  # what its attention holds beyond the saved scores while it runs (cost.unfused_memory)
+        working = working + unfused_transient_bytes(has_attention_dropout(model), workload.seq_len, score_elements)
     return stored, working
 
 

@@ -74,7 +74,7 @@ TORCH_SOFTMAX_FWD_BYTES, TORCH_SOFTMAX_BWD_BYTES = 29, 33
 TORCH_SOFTMAX_SAVED_BYTES = 4 + UNFUSED_GEMM_BYTES  # the fp32 output, and the bmm's bf16 input
 
 
-def _torch_softmax(kv_tokens):
+def te_torch_softmax(kv_tokens):
     """Whether Transformer Engine's softmax runs its torch fallback at `kv_tokens` keys (above)."""
     return np.asarray(kv_tokens) >= TE_FUSED_SOFTMAX_MAX_KEYS
 
@@ -85,7 +85,7 @@ def unfused_saved_bytes_per_score(attention_dropout: bool, kv_tokens=0):
     fused = UNFUSED_SOFTMAX_SAVED_BYTES + (UNFUSED_DROPOUT_SAVED_BYTES if attention_dropout else 0)
     # With dropout, the bmm saves the dropout's output (counted in UNFUSED_DROPOUT_SAVED_BYTES).
     torch = TORCH_SOFTMAX_SAVED_BYTES + (UNFUSED_DROPOUT_SAVED_BYTES - UNFUSED_GEMM_BYTES if attention_dropout else 0)
-    return np.where(_torch_softmax(kv_tokens), torch, fused)
+    return np.where(te_torch_softmax(kv_tokens), torch, fused)
 
 
 def unfused_attention_time_s(hardware: HardwareProfile, *, batch, heads, head_dim, q_tokens, kv_tokens,
@@ -97,7 +97,7 @@ def unfused_attention_time_s(hardware: HardwareProfile, *, batch, heads, head_di
     elements = np.asarray(batch, dtype=np.float64) * heads * q_tokens * kv_tokens
     gemm_flops, gemm_bytes = 2.0 * head_dim * elements, UNFUSED_GEMM_BYTES * elements
     one_gemm = np.maximum(gemm_time_s(hardware, gemm_flops), memory_pass_time_s(hardware, gemm_bytes))
-    torch = _torch_softmax(kv_tokens)
+    torch = te_torch_softmax(kv_tokens)
     if backward:
         softmax = np.where(torch, TORCH_SOFTMAX_BWD_BYTES, UNFUSED_SOFTMAX_BWD_BYTES)
         passes = softmax + (UNFUSED_DROPOUT_BWD_BYTES if attention_dropout else 0)

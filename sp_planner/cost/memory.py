@@ -34,8 +34,10 @@ dK/dV, all-gather CP's gathered K/V; cost.comm_buffers) were freed when each lay
 returned, and under full recompute no layer is rebuilt yet. In a layer's
 backward (the first one backward holds the most) the logits are gone (the output layer's backward
 frees them before the layers' start), and the layer full recompute rebuilds and its attention's
-buffers are live. The larger moment is the peak, and the breakdown shows its parts (logits 0 when
-the backward moment is larger). Megatron-Core: GPTModel.forward computes the loss after the last
+buffers are live, and under unfused attention its score buffers beyond the saved ones (the larger
+of its forward's and backward's: cost.unfused_memory; a forward holds no more saved layers). The
+larger moment is the peak, and the breakdown shows its parts (logits 0 when the backward moment is
+larger). Megatron-Core: GPTModel.forward computes the loss after the last
 layer; the ring and Ulysses buffers are locals of the attention call (cost.ring_impl).
 """
 
@@ -70,6 +72,8 @@ from sp_planner.cost.ring_impl import TE_RING, RingImpl
 from sp_planner.cost.runtime_memory import runtime_bytes
 from sp_planner.cost.saved_inputs import kept_output_input_bytes
 from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TpGathers
+from sp_planner.cost.unfused_memory import te_causal_mask_cache_bytes
+from sp_planner.cost.window import layer_is_local
 from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
 from sp_planner.distinct import distinct_key, per_distinct_rows, per_key
 from sp_planner.layout import CP_AXES, group_size
@@ -208,11 +212,16 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
     # The depths run in the last chunk alone, of which the last rank holds one micro-batch at its
     # peak (the loss's; an interleaved last rank's other forwards in flight are its earlier
     # chunks', pipeline.forwards_before_backward): once, not per micro-batch in flight.
-    act_first = (saved_first + emb_mask) * first_stage_in_flight(pp, c.vpp, m) + np.where(pp == 1, mtp_saved, 0.0)
+    # Transformer Engine's unfused attention caches one s x s causal mask a rank for the run, from
+    # 16384 keys (cost.unfused_memory): held at every moment, once, not per micro-batch.
+    mask_cache = te_causal_mask_cache_bytes(workload.seq_len, has_global_layer=not all(
+        layer_is_local(model, workload.seq_len))) if hardware.efficiency.attention_unfused else 0.0
+    act_first = ((saved_first + emb_mask) * first_stage_in_flight(pp, c.vpp, m) + np.where(pp == 1, mtp_saved, 0.0)
+                 + mask_cache)
     # The last rank holds one micro-batch under 1F1B and more when interleaved; of the middle
     # ranks (pp >= 3; equal layers) the second holds the most (pipeline.stage_in_flight).
-    act_last = saved_last * stage_in_flight(pp, c.vpp, m, pp - 1) + mtp_saved
-    act_middle = saved_middle * stage_in_flight(pp, c.vpp, m, 1)
+    act_last = saved_last * stage_in_flight(pp, c.vpp, m, pp - 1) + mtp_saved + mask_cache
+    act_middle = saved_middle * stage_in_flight(pp, c.vpp, m, 1) + mask_cache
     logits_last = loss_peak_bytes(loss_memory, tokens=n, vocab_size=model.vocab_size, hidden_size=model.hidden_size,
                                   tp=tp, pp=pp, micro_batch=c.micro_batch)
     # Each MTP head's logits are held at the loss moment beside the main head's: Megatron computes
@@ -240,8 +249,9 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
 
     # The stage's peak is the larger of two moments (module docstring): the loss, with the logits,
     # or a layer's backward, with what recompute rebuilds of that layer (full: all of it; selective:
-    # its core attention's lse, unfused scores and Ulysses copy) and the attention's buffers;
-    # the other moment's parts are not held then.
+    # its core attention's lse, unfused scores and Ulysses copy; unfused attention's score buffers
+    # beyond the saved ones, the larger of its forward's and backward's, cost.unfused_memory) and
+    # the attention's buffers; the other moment's parts are not held then.
     backward = working + comm.attention_bytes
 
     def peak_parts(acts, logits, out_input):

@@ -96,7 +96,8 @@ def test_transformer_engines_unfused_scores_of_gemma2_9b_by_hand():
     # FusedScaleMaskSoftmax runs its fused kernel (16 < sk < 16384, softmax.py at d0067d0), which
     # saves its bf16 output: 2 bytes per score; from 16K on it runs the torch softmax, which keeps
     # its fp32 output (4) and the bmm its bf16 input (2): 6; with attention dropout the bmm takes the
-    # dropout's output (2) and its mask (1) is kept: 4 + 1 + 2 = 7 (fused: 2 + 1 + 2 = 5).
+    # dropout's output (2) and its mask (1) is kept: 4 + 1 + 2 = 7 (fused: 2 + 1 + 2 = 5); and there
+    # masked_fill_ saves its [1, 1, s, s] bool mask, once a layer (cost.unfused_memory).
     gemma = load_model("gemma-2-9b")
     kw = dict(tp=np.array([8]), ulysses=np.array([1]), ring=np.array([1]), micro_batch=np.array([1]),
               recompute=np.array([RECOMPUTE_NONE]))
@@ -108,12 +109,13 @@ def test_transformer_engines_unfused_scores_of_gemma2_9b_by_hand():
         return float(unfused[0] - flash[0]) + 4 * seq_len * 2  # flash's fp32 log-sum-exp, 2 heads
 
     assert scores_bytes(gemma, 8192) == 2 * 8192 * 8192 * 2 == 268_435_456
-    assert scores_bytes(gemma, 16384) == 6 * 16384 * 16384 * 2 == 3_221_225_472
+    assert scores_bytes(gemma, 16384) == 6 * 16384 * 16384 * 2 + 16384 * 16384 == 3_489_660_928
     dropout = gemma.model_copy(update={"attention_dropout": 0.1})
     assert scores_bytes(dropout, 8192) == 5 * 8192 * 8192 * 2
-    assert scores_bytes(dropout, 16384) == 7 * 16384 * 16384 * 2
-    # 128K: 6 x 2 heads x 2^34 = 192 GiB of one layer's scores on each rank, beyond an L40S's 44.5 GiB.
-    assert scores_bytes(gemma, 131072) == 192 * 2**30
+    assert scores_bytes(dropout, 16384) == 7 * 16384 * 16384 * 2 + 16384 * 16384
+    # 128K: 6 x 2 heads x 2^34 = 192 GiB of one layer's scores on each rank and a 16 GiB mask, beyond
+    # an L40S's 44.5 GiB.
+    assert scores_bytes(gemma, 131072) == (192 + 16) * 2**30
 
 
 def test_transformer_engines_torch_softmax_passes_from_16k_keys():
@@ -141,14 +143,17 @@ def test_selective_recompute_holds_one_layers_rebuilt_scores_in_its_backward():
     # backward, which then holds its scores (and the log-sum-exp a flash kernel rebuilds) beside the
     # saved ones: llama2-7b with attention dropout at tp 2, 4K: 5 a s^2 b / t of unfused scores; full
     # recompute rebuilds the whole layer (its bytes with nothing recomputed); none rebuilds nothing.
+    # Each also holds the attention's buffers beyond its saved scores while it runs
+    # (cost.unfused_memory; fused softmax with dropout): 2 a s^2 b / t + s^2 (test below).
     model = load_model("llama2-7b").model_copy(update={"attention_dropout": 0.1})
     workload = Workload(seq_len=4096, global_batch=8)
     kw = dict(tp=np.array([2]), ulysses=np.array([1]), ring=np.array([1]), micro_batch=np.array([1]))
     codes = np.array([RECOMPUTE_NONE, RECOMPUTE_SELECTIVE, RECOMPUTE_FULL])
     stored, working = activation_bytes_per_layer(model, workload, recompute=codes, unfused=True, **kw)
-    assert working[0] == 0.0
-    assert working[1] == 5 * 32 * 4096**2 / 2
-    assert working[2] == stored[0]
+    transient = 2 * 32 * 4096**2 / 2 + 4096**2
+    assert working[0] == transient
+    assert working[1] == 5 * 32 * 4096**2 / 2 + transient
+    assert working[2] == stored[0] + transient
     _, flash = activation_bytes_per_layer(model, workload, recompute=codes, **kw)
     assert flash[1] == 4 * 4096 * 32 / 2  # the fp32 log-sum-exp of 16 heads a rank
 
@@ -157,7 +162,8 @@ def test_a_selective_plans_peak_holds_one_layers_unfused_scores():
     # The same plan's activations at its peak: with flash attention the loss moment (the logits
     # outweigh a layer's rebuilt log-sum-exp), unfused a layer's backward, with the scores its
     # re-run attention holds beside the saved activations, which are the same (selective recompute
-    # saves no s^2 terms and no lse): 5 a s^2 b / t more.
+    # saves no s^2 terms and no lse): 5 a s^2 b / t more, and the buffers its attention holds beyond
+    # them (cost.unfused_memory): 2 a s^2 b / t + s^2.
     from sp_planner.candidates import Candidates
     from sp_planner.cost.memory import memory_columns
     from sp_planner.plan import ParallelPlan
@@ -169,4 +175,4 @@ def test_a_selective_plans_peak_holds_one_layers_unfused_scores():
     flash = memory_columns(model, A100, workload, c, domain_gpus=8)
     unfused = memory_columns(model, UNFUSED_A100, workload, c, domain_gpus=8)
     assert float(flash.logits_bytes[0]) > 0 and float(unfused.logits_bytes[0]) == 0
-    assert float(unfused.activations_bytes[0] - flash.activations_bytes[0]) == 5 * 32 * 4096**2 / 2
+    assert float(unfused.activations_bytes[0] - flash.activations_bytes[0]) == 7 * 32 * 4096**2 / 2 + 4096**2

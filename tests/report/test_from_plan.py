@@ -81,14 +81,14 @@ def test_the_report_of_a_plan_file_selects_the_kernel_sp_plan_was_told_to_time(t
 
 
 def test_the_report_of_a_plan_timed_with_transformer_engines_unfused_attention_times_it_so(tmp_path, run_main):
-    # Gemma-2-9B on 8 L40S at 32K: the file records attention_kernel "unfused", and the report's
+    # Gemma-2-9B on 8 L40S at 16K: the file records attention_kernel "unfused", and the report's
     # search times and sizes every plan with it, as sp-plan's did: the same plans, steps and memory.
     import json
 
     from sp_planner.cli import plan_cmd, report_cmd
 
     plan, report = tmp_path / "plan.json", tmp_path / "report"
-    planned = run_main(plan_cmd, "--model", "gemma-2-9b", "--hardware", "l40s", "--nodes", "1", "--seq-len", "32k",
+    planned = run_main(plan_cmd, "--model", "gemma-2-9b", "--hardware", "l40s", "--nodes", "1", "--seq-len", "16k",
                        "--top", "2", "--format", "json", "--out", plan)
     assert planned.exit_code == 0, planned.stderr
     assert run_main(report_cmd, plan, "--out", report).exit_code == 0
