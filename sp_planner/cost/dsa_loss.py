@@ -23,8 +23,7 @@ and over CP the reduce-scatter of the gathered indexer key's gradient (dsa.py li
 gather_from_sequence_parallel_region, now with a gradient).
 Its parameters were already counted whole on every TP rank with gradients and optimizer states
 (cost.params: Megatron gives every requires_grad parameter a main_grad and states, trained or not).
-Left out, as the untrained forward leaves them out: the indexer's RoPE, k_norm and Hadamard
-rotation (elementwise over q x H_I x D_I) and their backward.
+The indexer's RoPE, k_norm and Hadamard rotation and their backward are cost.dsa_elementwise's.
 """
 
 from __future__ import annotations

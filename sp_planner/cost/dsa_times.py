@@ -11,6 +11,9 @@ Forward, per rank with q = b x s / cp local queries (ulysses is refused: plan ru
 - its scores, 2 x heads x dim a causal pair against all s keys (gathered over CP, line 1984),
   q x s / 2 pairs with Megatron's load-balanced CP halves, timed as GEMM work, not split by TP;
 - the top-k: TOPK_LOGIT_PASSES fp32 passes over each query's full [skv] logits row (cost.dsa);
+- the indexer's element-wise work (RoPE, k_norm, Hadamard rotation, the weights' scaling, the key's
+  reorder, the top-k's bookkeeping) as memory-bound passes (cost.dsa_elementwise), and with the
+  indexer's loss their backward;
 - sparse MLA forward over heads / tp at tilelang's published rate (cost.dsa.SPARSE_MLA_FLOPS_PER_S),
   less the chip's sustained share as every benchmark rate (cost.kernels.sustained_fraction).
 Backward: Megatron's SparseMLA saves no output nor lse and runs the forward kernel again, then the
@@ -41,6 +44,7 @@ from sp_planner.cost.dsa import (
     sparse_mla_bwd_flops_per_token,
     sparse_mla_flops_per_token,
 )
+from sp_planner.cost.dsa_elementwise import indexer_elementwise_times
 from sp_planner.cost.dsa_loss import IndexerLossTimes, indexer_loss_times
 from sp_planner.cost.dtypes import BF16_BYTES
 from sp_planner.cost.families import profile_key
@@ -57,6 +61,8 @@ class DSATimes(NamedTuple):
     indexer_projection_s: np.ndarray
     indexer_score_s: np.ndarray
     topk_s: np.ndarray
+    elementwise_fwd_s: np.ndarray  # the indexer's RoPE, k_norm, Hadamard, ... (cost.dsa_elementwise)
+    elementwise_bwd_s: np.ndarray  # their backward, zeros without the indexer's loss
     sparse_fwd_s: np.ndarray
     sparse_bwd_s: np.ndarray  # the forward kernel again, the delta pass and the backward kernel
     indexer_tp_gather_s: np.ndarray  # x and qr gathered over TP (sequence parallelism)
@@ -67,9 +73,9 @@ class DSATimes(NamedTuple):
     def attention_times(self) -> AttentionTimes:
         zero = np.zeros(np.shape(self.sparse_fwd_s))
         return AttentionTimes(
-            fwd_compute_s=(self.indexer_projection_s + self.indexer_score_s + self.topk_s + self.sparse_fwd_s
-                           + self.loss.fwd_s),
-            bwd_compute_s=self.sparse_bwd_s + self.loss.bwd_s,
+            fwd_compute_s=(self.indexer_projection_s + self.indexer_score_s + self.topk_s + self.elementwise_fwd_s
+                           + self.sparse_fwd_s + self.loss.fwd_s),
+            bwd_compute_s=self.sparse_bwd_s + self.elementwise_bwd_s + self.loss.bwd_s,
             fwd_ring_exposed_s=self.indexer_tp_gather_s + self.cp_gather_s,
             bwd_ring_exposed_s=self.cp_scatter_s + self.loss.cp_scatter_s,
             fwd_ulysses_s=zero,
@@ -130,6 +136,7 @@ def dsa_times(hardware: HardwareProfile, model: ModelSpec, *, seq_len: int, batc
     score = gemm_time_s(hardware, queries * indexer_score_flops_per_token(model.dsa, seq_len))
     # Each local query's full logits row over the s gathered keys (cost.dsa.TOPK_LOGIT_PASSES).
     topk = memory_pass_time_s(hardware, TOPK_LOGIT_PASSES * FP32_LOGIT_BYTES * queries * seq_len)
+    elementwise_fwd, elementwise_bwd = indexer_elementwise_times(hardware, model, seq_len=seq_len, batch=b, ring=r)
     sustained = sustained_fraction(hardware)
     sparse_fwd = queries * sparse_mla_flops_per_token(model, seq_len) / tp / (fwd_rate * sustained)
     sparse_bwd = queries * sparse_mla_bwd_flops_per_token(model, seq_len) / tp / (bwd_rate * sustained)
@@ -152,7 +159,8 @@ def dsa_times(hardware: HardwareProfile, model: ModelSpec, *, seq_len: int, batc
     loss = indexer_loss_times(hardware, model, seq_len=seq_len, batch=batch, tp=tp, ring=r, cp_stride=cp_stride,
                               gpus_per_node=gpus_per_node)
     return DSATimes(
-        indexer_projection_s=projection, indexer_score_s=score, topk_s=topk, sparse_fwd_s=sparse_fwd,
+        indexer_projection_s=projection, indexer_score_s=score, topk_s=topk, elementwise_fwd_s=elementwise_fwd,
+        elementwise_bwd_s=elementwise_bwd, sparse_fwd_s=sparse_fwd,
         sparse_bwd_s=sparse_fwd + delta + sparse_bwd, indexer_tp_gather_s=tp_gather, cp_gather_s=gather,
         cp_scatter_s=over_cp("reduce_scatter", sent.cp_scatter), loss=loss,
     )

@@ -65,8 +65,15 @@ def test_the_layer_times_add_the_loss():
     args = dict(seq_len=8, batch=1, tp=np.array([2]), ulysses=np.array([1]), ring=np.array([2]), gpus_per_node=8)
     plain, trained = dsa_times(H800, _small(topk=3), **args), dsa_times(H800, _trained(_small(topk=3)), **args)
     a, b = plain.attention_times(), trained.attention_times()
-    assert b.fwd_compute_s[0] == pytest.approx(a.fwd_compute_s[0] + trained.loss.fwd_s[0], rel=1e-12)
-    assert b.bwd_compute_s[0] == pytest.approx(a.bwd_compute_s[0] + trained.loss.bwd_s[0], rel=1e-12)
+    # The trained top-k's bookkeeping, 79 bytes a slot instead of 56 (cost.dsa_elementwise): 23 x 3
+    # slots x 4 queries more forward; the element-wise ops' backward.
+    memory = H800.hbm_bandwidth_bytes_per_s * H800.efficiency.memory_bound
+    assert trained.elementwise_fwd_s[0] == pytest.approx(plain.elementwise_fwd_s[0] + 23 * 3 * 4 / memory, rel=1e-12)
+    assert b.fwd_compute_s[0] == pytest.approx(a.fwd_compute_s[0] + trained.loss.fwd_s[0] + 23 * 3 * 4 / memory,
+                                               rel=1e-12)
+    assert b.bwd_compute_s[0] == pytest.approx(a.bwd_compute_s[0] + trained.loss.bwd_s[0]
+                                               + trained.elementwise_bwd_s[0], rel=1e-12)
+    assert trained.elementwise_bwd_s[0] > 0.0 == plain.elementwise_bwd_s[0]
     assert b.bwd_ring_exposed_s[0] == pytest.approx(a.bwd_ring_exposed_s[0] + trained.loss.cp_scatter_s[0], rel=1e-12)
 
 

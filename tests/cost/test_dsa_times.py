@@ -43,9 +43,16 @@ def test_a_small_layer_by_hand():
               + ring_collective_time_s(H800, "all_gather", 4 * 8 * 2, 2, 2, 8))
     assert t.cp_gather_s[0] == pytest.approx(gather, rel=1e-12)
     assert t.cp_scatter_s[0] == pytest.approx(ring_collective_time_s(H800, "reduce_scatter", 160, 2, 2, 8), rel=1e-12)
+    # The indexer's element-wise work (cost.dsa_elementwise), per local query: q's unfused RoPE
+    # (24 x 4), cat and Hadamard (2 x 4 x 8) on 4 heads, 640; cos and sin for two calls, 2 x 44 x 4,
+    # 352; k's norm (32 + 8), RoPE (96), cat and Hadamard (64), 200; the weights 14 x 4, 56; the
+    # top-k's 56 bytes on 3 slots, 168: 1,416 x 4 queries. The 8 gathered keys' reorder (32 + 8 a
+    # key): 320. No backward without the indexer's loss.
+    assert t.elementwise_fwd_s[0] == pytest.approx((1416 * 4 + 320) / memory, rel=1e-12)
+    assert t.elementwise_bwd_s[0] == 0.0
     times = t.attention_times()
     assert times.fwd_compute_s[0] == pytest.approx(t.indexer_projection_s[0] + t.indexer_score_s[0] + t.topk_s[0]
-                                                   + fwd, rel=1e-12)
+                                                   + t.elementwise_fwd_s[0] + fwd, rel=1e-12)
     assert times.bwd_s[0] == pytest.approx(bwd + t.cp_scatter_s[0], rel=1e-12)  # no indexer backward
     assert times.fwd_ring_exposed_s[0] == t.indexer_tp_gather_s[0] + t.cp_gather_s[0]
 
