@@ -94,7 +94,7 @@ class CommBytes(FrozenModel):
     etp_all_gather: int = 0
     edp_reduce_scatter: int = 0
     edp_all_gather: int = 0
-    tp_all_reduce: int = 0  # DSA: the duplicated indexer's gradients at step end
+    tp_all_reduce: int = 0  # step end: the sequence-parallel norms' and DSA indexer's gradients
 
 
 class CommLinks(FrozenModel):

@@ -175,6 +175,7 @@ def _time_options(runtime: Runtime, domain: int) -> StepOptions:
     return StepOptions(gpus_per_node=domain, overlap=runtime.overlap, states=runtime.states,
                        cuda_graphs=runtime.cuda_graphs, ring_impl=runtime.ring, grad_sync=runtime.grad_sync,
                        loss_bytes_per_logit=runtime.loss_bytes_per_logit, sequence_parallel=runtime.sequence_parallel,
+                       sums_sequence_parallel_grads=runtime.sums_sequence_parallel_grads,
                        tp_gathers=runtime.tp_gathers, unpads_attention=runtime.unpads_attention,
                        moe_router_dtype=runtime.moe_router_dtype, expert_row_padding=runtime.expert_row_padding)
 
@@ -239,6 +240,7 @@ def explained_rows(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
         e = e._replace(comm=comm_columns(model, workload, run, gpus_per_node=domain, states=runtime.states,
                                          ring_impl=runtime.ring, sequence_parallel=runtime.sequence_parallel,
                                          tp_gathers=runtime.tp_gathers,
+                                         sums_sequence_parallel_grads=runtime.sums_sequence_parallel_grads,
                                          root_gathered_once=runtime.overlap.root_gathered_once,
                                          pp_stage_grad_sync=runtime.overlap.pp_stage_grad_sync))
     return e._replace(reason=reason)

@@ -5,8 +5,9 @@ layer per micro-batch, times layers per stage and micro-batches, plus the forwar
 recompute re-runs attention (Megatron's core_attn and full recompute both re-run the CP
 communication inside core attention). A DeepSeek Sparse Attention layer's all-gather CP moves its
 latent and indexer keys instead, and its indexer gathers its inputs over TP (cost.dsa_times) and,
-trained, reduce-scatters its key's gradient over CP (cost.dsa_loss); at step end its duplicated
-parameters' gradients are all-reduced over TP (cost.indexer_grad_sync).
+trained, reduce-scatters its key's gradient over CP (cost.dsa_loss); at step end the gradients
+of the parameters whole on every TP rank, the sequence-parallel ones (norms) and DSA's duplicated
+indexer, are all-reduced over TP (cost.replicated_grads).
 
 TP with sequence parallelism: the collectives cost.tp_calls counts, each of b*s/cp*h bf16
 elements, but a layer's all-gathers in the low precision the framework gathers (cost.tp_gathers:
@@ -56,11 +57,11 @@ from sp_planner.cost.fsdp import (
     shard_group_size,
 )
 from sp_planner.cost.links import LINK_NAMES, group_link
+from sp_planner.cost.replicated_grads import replicated_sent_bytes
 from sp_planner.cost.ring_impl import TE_RING, RingImpl
 from sp_planner.cost.dsa_loss import indexer_loss_bytes
 from sp_planner.cost.dsa_times import dsa_comm_bytes
 from sp_planner.cost.dtypes import BF16_BYTES
-from sp_planner.cost.indexer_grad_sync import indexer_sent_bytes
 from sp_planner.cost.params import candidate_stage_layers
 from sp_planner.cost.stage_params import stage_moe_counts, stage_params
 from sp_planner.cost.moe import (
@@ -102,7 +103,7 @@ class PerCollective(NamedTuple):
     etp_all_gather: np.ndarray  # MoE token all-gathers and reduce-scatters over etp
     edp_reduce_scatter: np.ndarray  # routed experts' gradients over the expert-data-parallel group
     edp_all_gather: np.ndarray
-    tp_all_reduce: np.ndarray  # DSA's duplicated indexer gradients at step end (cost.indexer_grad_sync)
+    tp_all_reduce: np.ndarray  # replicated parameters' gradients at step end, both calls (cost.replicated_grads)
 
 
 class CommColumns(NamedTuple):
@@ -125,12 +126,15 @@ def ring_forward_bytes_per_layer(model: ModelSpec, workload: Workload, c: Candid
 def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_per_node: int,
                  states: TrainingStates = MEGATRON_STATES, ring_impl: RingImpl = TE_RING,
                  sequence_parallel: bool = True, tp_gathers: TpGathers = TE_TP_GATHERS,
-                 root_gathered_once: bool = False, pp_stage_grad_sync: bool = False) -> CommColumns:
+                 sums_sequence_parallel_grads: bool = True, root_gathered_once: bool = False,
+                 pp_stage_grad_sync: bool = False) -> CommColumns:
     """Bytes each GPU sends per step by collective, and the link each collective's group spans;
     gradients and gathered parameters in the framework's widths (cost.states); `sequence_parallel`
     False: TP's all-reduces (cost.tp_calls); `tp_gathers`: the recipes whose TP all-gathers the
     framework moves in low precision and whether it gathers the saved inputs again (cost.tp_gathers;
-    Transformer Engine's by default); `root_gathered_once`: ZeRO-3's root unit gathered once a step
+    Transformer Engine's by default); `sums_sequence_parallel_grads`: the step-end TP all-reduce of
+    the sequence-parallel parameters' gradients (cost.replicated_grads; Megatron's);
+    `root_gathered_once`: ZeRO-3's root unit gathered once a step
     (cost.overlap.Overlap.root_gathered_once, cost.fsdp.root_gathers_per_micro_batch);
     `pp_stage_grad_sync`: a pipeline's ZeRO-3 stages reduce once a step (cost.fsdp.stage_synced)."""
     grad_bytes = states.grad_bytes
@@ -233,6 +237,11 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
     ep_sent = (copies * (c.ep - 1) / c.ep * a2a_count).astype(np.int64)
     etp_sent = (copies * (c.etp - 1) * etp_count).astype(np.int64)
     per_stage = layers * m
+    # Both step-end calls over TP, SUM's and AVG's (cost.replicated_grads).
+    calls = replicated_sent_bytes(model, c, states, seq_len=workload.seq_len,
+                                  sums_sequence_parallel=sums_sequence_parallel_grads,
+                                  sequence_parallel=sequence_parallel)
+    replicated = np.asarray(calls.summed + calls.averaged)
     sent = PerCollective(
         ulysses_all_to_all=uly_layer * per_stage,
         ring_p2p=ring_layer * per_stage,
@@ -248,7 +257,7 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
         etp_all_gather=etp_sent * per_stage,
         edp_reduce_scatter=expert_rs,
         edp_all_gather=expert_ag,
-        tp_all_reduce=np.asarray(indexer_sent_bytes(model, c, states)).astype(np.int64),
+        tp_all_reduce=replicated.astype(np.int64),
     )
     gpn = gpus_per_node
     # A dense model has no routed experts, so no expert-DP collective: its link is none, as for any
@@ -270,7 +279,7 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
         etp_all_gather=group_link(c.etp, axis_stride(c, "etp"), gpn),
         edp_reduce_scatter=group_link(expert_group, axis_stride(c, "edp"), gpn),
         edp_all_gather=group_link(expert_group, axis_stride(c, "edp"), gpn),
-        tp_all_reduce=group_link(np.where(model.indexer_params_per_layer > 0, tp, 1), axis_stride(c, "tp"), gpn),
+        tp_all_reduce=group_link(np.where(replicated > 0, tp, 1), axis_stride(c, "tp"), gpn),
     )
     return CommColumns(
         sent_bytes=PerCollective(*(np.asarray(v, dtype=np.int64) for v in sent)),

@@ -24,9 +24,9 @@ Costs added (a token's q_size query and kv_size key elements, all TP ranks toget
                           backward kernels, counted one a norm as the layer's other norms are);
                           two more TE module calls forward (cost.te_host). All in the attention part
                           a CUDA graph of "attn" captures.
-Not counted: the norms' weights (2 x head_dim a layer, under 0.01% of any model here) and their
-gradients' all-reduce over tp; keys replicated over tp ranks beyond the KV heads (the traffic counts
-each key head once).
+Not counted: the norms' weights (2 x head_dim a layer, under 0.01% of any model here; their
+gradients' step-end all-reduce over tp is cost.replicated_grads'); keys replicated over tp ranks
+beyond the KV heads (the traffic counts each key head once).
 """
 
 from __future__ import annotations

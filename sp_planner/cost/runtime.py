@@ -64,6 +64,10 @@ class Runtime(FrozenModel):
     # emits with TP; torchtitan's SequenceParallel norms): the norms and residual adds split over
     # the TP ranks (cost.gemm_work, cost.memory). False: runs from before it (Megatron-LM 2021-22).
     sequence_parallel: bool = True
+    # Whether its finalize_model_grads all-reduces the sequence-parallel parameters' (and QK norms')
+    # gradients over TP once a step, a call of its own (cost.replicated_grads): Megatron's and
+    # MindSpeed's; torchtitan's FSDP2 reduces its norms' per parameter, unpriced.
+    sums_sequence_parallel_grads: bool = False
     # The recipes whose TP all-gathers it moves in low precision, and whether backward gathers the
     # saved inputs again (cost.tp_gathers: regathers_saved_inputs; cost.saved_inputs): Transformer
     # Engine's quantize-then-gather and re-gather by default.
@@ -92,10 +96,10 @@ class Runtime(FrozenModel):
 # in fp32 as it does (torch/distributed/tensor/experimental/_attention.py:
 # _ContextParallelOptions.convert_to_f32 = True, accum_dtype of _templated_ring_attention_backward).
 MEGATRON_RUNTIME = Runtime(overlap=MEGATRON_OVERLAP, states=MEGATRON_STATES, ring=TE_RING, grad_sync=MEGATRON_GRAD_SYNC,
-                           expert_row_padding=GROUPED_MLP_PADS)
+                           expert_row_padding=GROUPED_MLP_PADS, sums_sequence_parallel_grads=True)
 # Megatron-LM's training loop, DDP and optimizer, without --fp8-param-gather (cost.states).
 MINDSPEED_RUNTIME = Runtime(overlap=MEGATRON_OVERLAP, states=MINDSPEED_STATES, ring=MINDSPEED_RING,
-                            grad_sync=MEGATRON_GRAD_SYNC)
+                            grad_sync=MEGATRON_GRAD_SYNC, sums_sequence_parallel_grads=True)
 # MindSpeed runs Megatron-Core's cross entropy; DeepSpeed's Ulysses wraps Hugging Face models, whose
 # loss is PyTorch's cross entropy on an fp32 copy, its backward beside the bf16 logits the loop keeps
 # (cost.loss_memory).

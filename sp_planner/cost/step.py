@@ -5,8 +5,9 @@ GEMMs). Per micro-batch, per layer: GEMMs, FP8 casts and memory-bound ops, core 
 ring/Ulysses comm, TP all-gathers/reduce-scatters exposed, MoE all-to-alls, recompute re-running
 the forward it drops (cost.layer_times). Across micro-batches: 1F1B bubble
 (pp-1) micro-batch times (Narayanan et al. 2021: bubble fraction (p-1)/m), PP sends exposed
-(and a tied embedding's gradient all-reduce between the pipeline's ends, cost.tied_embedding), DSA's
-indexer gradients' TP all-reduce at step end (cost.indexer_grad_sync),
+(and a tied embedding's gradient all-reduce between the pipeline's ends, cost.tied_embedding), the
+TP all-reduces at step end of the gradients of the parameters whole on every TP rank, the
+sequence-parallel norms' and DSA's indexer's (cost.replicated_grads),
 DP/ZeRO traffic overlapped as the framework's flags make it (cost.overlap: gradient reduce behind
 the backward but the last bucket, parameter gathers behind the forward, ZeRO-3 layer by layer,
 hidden traffic slowing compute; ZeRO-2/3's per-micro-batch traffic in a pipeline as the pacing
@@ -32,7 +33,6 @@ from sp_planner.cost.dp_passes import DPPasses, dp_with_host_beside_s
 from sp_planner.cost.dp_times import dp_stage_tables, relay_stage_times
 from sp_planner.cost.expert_padding import NO_PADDING
 from sp_planner.cost.gemm_work import LOSS_BYTES_PER_LOGIT
-from sp_planner.cost.indexer_grad_sync import indexer_all_reduce_s
 from sp_planner.cost.grad_buffer import MEGATRON_GRAD_SYNC, GradSync, slowest_stage_step_bytes
 from sp_planner.cost.kind_passes import kind_passes
 from sp_planner.cost.kind_table import with_walks
@@ -71,6 +71,7 @@ def time_parts(model: ModelSpec, hardware: HardwareProfile, workload: Workload, 
                cuda_graphs: frozenset[str] = NO_GRAPHS, ring_impl: RingImpl = TE_RING,
                grad_sync: GradSync | None = MEGATRON_GRAD_SYNC,
                loss_bytes_per_logit: int = LOSS_BYTES_PER_LOGIT, sequence_parallel: bool = True,
+               sums_sequence_parallel_grads: bool = True,
                tp_gathers: TpGathers = TE_TP_GATHERS, unpads_attention: bool = False,
                moe_router_dtype: str | None = None, expert_row_padding: str = NO_PADDING) -> StepParts:
     """The step's parts (StepParts) per candidate: those before the data-parallel passes
@@ -82,6 +83,8 @@ def time_parts(model: ModelSpec, hardware: HardwareProfile, workload: Workload, 
     `grad_sync`: its data-parallel wrapper's gradient passes (cost.grad_buffer; None: not counted);
     `loss_bytes_per_logit`: its cross entropy's HBM traffic (cost.gemm_work, cost.loss_memory);
     `sequence_parallel`: TP with Megatron's sequence parallelism (cost.gemm_work; Runtime);
+    `sums_sequence_parallel_grads`: its step-end TP all-reduce of the sequence-parallel parameters'
+    gradients (cost.replicated_grads; Megatron's);
     `tp_gathers`: the recipes whose TP all-gathers it moves in low precision (cost.tp_gathers);
     `unpads_attention`: its unpad and pad passes around the attention kernel (cost.unpad_passes);
     `moe_router_dtype`: its MoE router's GEMM dtype (Megatron --moe-router-dtype, cost.router);
@@ -107,10 +110,14 @@ def time_parts(model: ModelSpec, hardware: HardwareProfile, workload: Workload, 
     fwd_layer, bwd_layer, per_layer = lp.fwd_layer_s, lp.bwd_layer_s, lp.per_layer_s
     stage_layer = tuple(s.per_layer_s for s in stage_lt.by_stage)
     stage_fwd, stage_bwd = tuple(s.fwd_s for s in stage_lt.by_stage), tuple(s.bwd_s for s in stage_lt.by_stage)
-    # The two terms that read ZeRO's stage (cost.zero_read_terms: FP8 weight casts, the tied
-    # embedding's gradient all-reduce between the pipeline's ends).
-    weight_cast, tied = zero_read_terms(model, hardware, c, layers, m, gpus_per_node=gpn, states=states,
-                                        tp_gathers=tp_gathers)
+    # The three terms that read ZeRO's stage (cost.zero_read_terms: FP8 weight casts, the tied
+    # embedding's gradient all-reduce between the pipeline's ends, and the step-end TP all-reduces
+    # of the sequence-parallel parameters' and DSA's indexer's gradients, finalize_model_grads.py
+    # _allreduce_non_tensor_model_parallel_grads, cost.replicated_grads).
+    weight_cast, tied, replicated_ar = zero_read_terms(
+        model, hardware, c, layers, m, gpus_per_node=gpn, seq_len=workload.seq_len, states=states,
+        tp_gathers=tp_gathers, sequence_parallel=sequence_parallel,
+        sums_sequence_parallel_grads=sums_sequence_parallel_grads)
     by_stage = dp_stage_tables(model, hardware, c, stages=stages, gpus_per_node=gpn, seq_len=workload.seq_len,
                                states=states, which=("first", "middle", "last"))
     # ZeRO-3 gathers again in backward only when reshard_after_forward (cost.fsdp); HSDP's
@@ -160,12 +167,9 @@ def time_parts(model: ModelSpec, hardware: HardwareProfile, workload: Workload, 
     optimizer_bytes = slowest_stage_step_bytes(model, states, grad_sync, c, stages=stages, micro_batches=m, edp=c.edp,
                                                seq_len=workload.seq_len)
 
-    # DSA's duplicated indexer: its gradients' TP all-reduce at step end, exposed whole
-    # (finalize_model_grads.py _allreduce_non_tensor_model_parallel_grads, cost.indexer_grad_sync).
-    indexer_ar = indexer_all_reduce_s(model, hardware, c, gpus_per_node=gpn, states=states)
     compute = lp.compute
     return compute._replace(gemm_s=compute.gemm_s + weight_cast, pp_comm_s=compute.pp_comm_s + tied,
-                            tp_comm_s=compute.tp_comm_s + indexer_ar,
+                            tp_comm_s=compute.tp_comm_s + replicated_ar,
                             dp_comm_exposed_s=dp_exposed,
                             optimizer_s=memory_pass_time_s(hardware, optimizer_bytes),
                             host_overhead_s=m * lp.host_exposed_s - host_beside_dp)

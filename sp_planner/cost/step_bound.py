@@ -22,7 +22,7 @@ from sp_planner.specs.workload import Workload
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-    from sp_planner.cost.step_options import StepOptions
+    from sp_planner.cost.step_options import LayerOptions
 
 
 # The parts a lower bound leaves at 0 (StepParts' names): the DP traffic exposed, the optimizer
@@ -69,7 +69,7 @@ class StepBound(NamedTuple):
 
 
 def step_lower_bound(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
-                     **options: Unpack[StepOptions]) -> StepBound:
+                     *, sums_sequence_parallel_grads: bool = True, **options: Unpack[LayerOptions]) -> StepBound:
     """A lower bound of time_columns' step_time_s, per candidate, without the data-parallel passes
     (cost.dp_times, cost.dp_passes: most of a search's time), for search_prune. The step is the
     parts summed left to right, then the MFU ceiling's stretch (>= 0, cost.mfu_ceiling) added;
@@ -81,13 +81,16 @@ def step_lower_bound(model: ModelSpec, hardware: HardwareProfile, workload: Work
     decrease when one term grows (IEEE addition is monotone), so the bound is <= the step bit for
     bit, NaN where any kept part is (never taken for a bound by the comparisons that use it).
     The parts are priced once per distinct row of BOUND_COLUMNS (cost.step_layers works row by
-    row), and the weight casts and tied all-reduce (cost.zero_read_terms) added row by row as
-    cost.step.time_parts adds them."""
+    row), and the weight casts, the tied all-reduce and the replicated gradients' TP all-reduces
+    (cost.zero_read_terms; `sums_sequence_parallel_grads` theirs, which the layers do not read)
+    added row by row as cost.step.time_parts adds them."""
     key = distinct_key(c, BOUND_COLUMNS)
     first, row = (np.arange(len(c)), np.arange(len(c))) if key is None else key
     priced = layer_parts(model, hardware, workload, c if key is None else c.take(first), walked=False, **options)
     parts, layers, micro_batches = take_rows((priced.compute, priced.layers, priced.micro_batches), row, len(first))
-    cast, tied = zero_read_terms(model, hardware, c, layers, micro_batches, **options)
-    parts = parts._replace(gemm_s=parts.gemm_s + cast, pp_comm_s=parts.pp_comm_s + tied)
+    cast, tied, replicated = zero_read_terms(model, hardware, c, layers, micro_batches, seq_len=workload.seq_len,
+                                             sums_sequence_parallel_grads=sums_sequence_parallel_grads, **options)
+    parts = parts._replace(gemm_s=parts.gemm_s + cast, pp_comm_s=parts.pp_comm_s + tied,
+                           tp_comm_s=parts.tp_comm_s + replicated)
     bound = np.broadcast_to(np.asarray(reduce(np.add, parts), dtype=np.float64), np.shape(c.tp))
     return StepBound(bound, BoundLayers(priced, row))

@@ -18,8 +18,8 @@ class _RequiredStepOptions(TypedDict):
     gpus_per_node: int
 
 
-class StepOptions(_RequiredStepOptions, total=False):
-    """time_parts' keyword options: gpus_per_node required, the rest at time_parts' defaults when left out."""
+class LayerOptions(_RequiredStepOptions, total=False):
+    """The options cost.step_layers.layer_parts takes too (cost.step_bound passes these on)."""
 
     overlap: Overlap
     states: TrainingStates
@@ -32,3 +32,9 @@ class StepOptions(_RequiredStepOptions, total=False):
     unpads_attention: bool
     moe_router_dtype: str | None
     expert_row_padding: str
+
+
+class StepOptions(LayerOptions, total=False):
+    """time_parts' keyword options: gpus_per_node required, the rest at time_parts' defaults when left out."""
+
+    sums_sequence_parallel_grads: bool

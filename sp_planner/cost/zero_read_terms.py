@@ -8,6 +8,7 @@ from typing import Any
 
 from sp_planner.candidates import Candidates
 from sp_planner.cost.fp8_params import weight_cast_s
+from sp_planner.cost.replicated_grads import replicated_all_reduce_s
 from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
 from sp_planner.cost.tied_embedding import tied_all_reduce_s
 from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TpGathers
@@ -16,16 +17,25 @@ from sp_planner.specs.model import ModelSpec
 
 
 def zero_read_terms(model: ModelSpec, hardware: HardwareProfile, c: Candidates, layers, micro_batches, *,
-                    gpus_per_node: int, states: TrainingStates = MEGATRON_STATES,
-                    tp_gathers: TpGathers = TE_TP_GATHERS, **_: Any) -> tuple:
-    """(the weight casts' seconds, the tied table's all-reduce), per candidate: the only terms of
-    cost.step.time_parts before the data-parallel passes that read c.zero (cost.step_bound).
+                    gpus_per_node: int, seq_len: int, states: TrainingStates = MEGATRON_STATES,
+                    tp_gathers: TpGathers = TE_TP_GATHERS, sequence_parallel: bool = True,
+                    sums_sequence_parallel_grads: bool = True, **_: Any) -> tuple:
+    """(the weight casts' seconds, the tied table's all-reduce, the replicated gradients' TP
+    all-reduces), per candidate: the only terms of cost.step.time_parts before the data-parallel
+    passes that read c.zero (cost.step_bound).
     FP8 weights are cast (with their transpose) once per step (TE is_first_microbatch caching);
     FP8 primary weights need less, Megatron-FSDP's rebuild their transpose twice a micro-batch,
     torchao's linears cast theirs every micro-batch, as TE's do under torch FSDP2 (ZeRO-3 keeping
     its parameters; cost.fp8_params, cost.tp_gathers). A tied
     table's gradient all-reduce runs between the pipeline's ends, after the gradient sync and
     before the optimizer, exposed whole (cost.tied_embedding); a ZeRO-0/1 middle stage whose sync
-    ends later runs beside it (cost.pipeline_tails takes that off)."""
+    ends later runs beside it (cost.pipeline_tails takes that off). The gradients of the
+    parameters whole on every TP rank, the sequence-parallel ones' (where the framework sums them,
+    `sums_sequence_parallel_grads`) and DSA's indexer's, are all-reduced over TP then too, exposed
+    whole, Megatron-FSDP's shard under ZeRO-2/3 (cost.replicated_grads; `seq_len` places the MoE
+    layers)."""
     return (weight_cast_s(hardware, model, states, c, layers, micro_batches, tp_gathers),
-            tied_all_reduce_s(model, hardware, c, gpus_per_node=gpus_per_node, states=states))
+            tied_all_reduce_s(model, hardware, c, gpus_per_node=gpus_per_node, states=states),
+            replicated_all_reduce_s(model, hardware, c, gpus_per_node=gpus_per_node, states=states, seq_len=seq_len,
+                                    sums_sequence_parallel=sums_sequence_parallel_grads,
+                                    sequence_parallel=sequence_parallel))

@@ -57,7 +57,7 @@ COMM_LABELS: dict[str, str] = {
     "etp_all_gather": "ETP all-gather/RS",
     "edp_reduce_scatter": "expert-DP reduce-scatter",
     "edp_all_gather": "expert-DP all-gather",
-    "tp_all_reduce": "TP indexer grad all-reduce",
+    "tp_all_reduce": "TP replicated-grad all-reduce",
 }
 
 RECOMPUTE_SHORT: dict[str, str] = {"none": "no-rc", "selective": "sel-rc", "full": "full-rc",

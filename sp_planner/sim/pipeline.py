@@ -275,10 +275,12 @@ def _step_tail(work: StepWork, blocks: list[Block], stage_tail: list[int], dp_fr
     # of the stage's own compute.
     done = [run(stage, synced(stage), [("dp_overlap_slowdown", work.dp_overlap_slowdown
                                         * max(0.0, dp_busy[stage] - dp_exposed[stage]))]) for stage in range(pp)]
-    if work.indexer_all_reduce_s > 0:
-        # DSA's indexer gradients over each stage's TP group (finalize_model_grads'
-        # _allreduce_non_tensor_model_parallel_grads, before the embedding's; cost.indexer_grad_sync).
-        done = [run(stage, done[stage], [("indexer_all_reduce", work.indexer_all_reduce_s)]) for stage in range(pp)]
+    if work.replicated_all_reduce_s > 0:
+        # The sequence-parallel parameters' and DSA's indexer's gradients over each stage's TP group
+        # (finalize_model_grads' _allreduce_non_tensor_model_parallel_grads, before the embedding's;
+        # cost.replicated_grads).
+        done = [run(stage, done[stage], [("replicated_all_reduce", work.replicated_all_reduce_s)])
+                for stage in range(pp)]
     if work.tied_all_reduce_s > 0 and pp > 1:
         # The tied table's all-reduce (cost.tied_embedding): the two ends meet once both are
         # synced (finalize_model_grads), the later one releasing it.

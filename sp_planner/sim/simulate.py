@@ -36,11 +36,11 @@ BLOCK_STREAM: dict[str, Stream] = {"forward": "compute", "backward": "compute", 
                 "dp_overlap_slowdown": "compute",
                 "mfu_ceiling": "compute", "host_overhead": "compute", "weight_cast": "compute",
                 "activation_offload": "compute", "tied_all_reduce": "comm",
-                "indexer_all_reduce": "comm"}
+                "replicated_all_reduce": "comm"}
 # The tied embedding's all-reduce runs over the pipeline's ends: the analytic model's pp_comm_s.
 BLOCK_KIND = {"dp_grad_tail": "dp_comm", "dp_grad_sync": "dp_comm", "dp_param_gather": "dp_comm",
               "optimizer": "optimizer",
-              "tied_all_reduce": "pp_comm", "indexer_all_reduce": "tp_comm",
+              "tied_all_reduce": "pp_comm", "replicated_all_reduce": "tp_comm",
               "dp_overlap_slowdown": "dp_comm", "mfu_ceiling": "mfu_ceiling", "host_overhead": "host_overhead",
               "weight_cast": "gemm", "activation_offload": "activation_offload"}
 
@@ -54,7 +54,9 @@ def analytic_step(model: ModelSpec, hardware: HardwareProfile, workload: Workloa
                         overlap=runtime.overlap, states=runtime.states, cuda_graphs=runtime.cuda_graphs,
                         ring_impl=runtime.ring, grad_sync=runtime.grad_sync,
                         loss_bytes_per_logit=runtime.loss_bytes_per_logit,
-                        sequence_parallel=runtime.sequence_parallel, tp_gathers=runtime.tp_gathers,
+                        sequence_parallel=runtime.sequence_parallel,
+                        sums_sequence_parallel_grads=runtime.sums_sequence_parallel_grads,
+                        tp_gathers=runtime.tp_gathers,
                         unpads_attention=runtime.unpads_attention, moe_router_dtype=runtime.moe_router_dtype,
                         expert_row_padding=runtime.expert_row_padding)
     return float(step.step_time_s[0]), float(step.time.host_overhead_s[0]), float(step.time.offload_s[0])

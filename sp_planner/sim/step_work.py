@@ -37,8 +37,8 @@ from sp_planner.cost.pipeline_dp import LOSS_BACKWARD_SHARE
 from sp_planner.cost.dtypes import BF16_BYTES
 from sp_planner.cost.overlap import (chunk_gathers_ahead, overlap_compute_slowdown, pp_sends_beside_compute,
                                     slowed_by_overlap)
+from sp_planner.cost.replicated_grads import replicated_sent_bytes
 from sp_planner.cost.runtime import MEGATRON_RUNTIME, Runtime
-from sp_planner.cost.indexer_grad_sync import indexer_sent_bytes
 from sp_planner.cost.tied_embedding import tied_grad_bytes
 from sp_planner.estimate import CommBytes
 from sp_planner.layout import DP_CP_AXES, DP_SHARD_CP_AXES, groups_over, rank_groups
@@ -89,6 +89,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     sent = comm_columns(model, workload, one, gpus_per_node=cluster.gpus_per_node,
                         states=runtime.states, ring_impl=runtime.ring, sequence_parallel=sp,
                         tp_gathers=runtime.tp_gathers,
+                        sums_sequence_parallel_grads=runtime.sums_sequence_parallel_grads,
                         root_gathered_once=runtime.overlap.root_gathered_once,
                         pp_stage_grad_sync=runtime.overlap.pp_stage_grad_sync).sent_bytes
     comm = CommBytes.model_validate({name: int(values[0]) for name, values in sent._asdict().items()})
@@ -195,11 +196,14 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     # The embedding table's gradient all-reduce over each pipeline's two ends (a tied output layer's,
     # or MTP's copy on the last stage; cost.tied_embedding): each sends 2 (n - 1) / n = 1 x its
     # buffer in the ring's two rounds.
-    # DSA's duplicated indexer: its gradients all-reduced over each TP group at step end
-    # (cost.indexer_grad_sync; each rank sends 2 (n - 1) / n x the buffer in the ring's two rounds).
-    indexer_sent = float(indexer_sent_bytes(model, one, runtime.states)[0])
-    indexer = phase("indexer grad all-reduce (tp)", groups["tp"], indexer_sent, "ring", "all_reduce",
-                    rounds=2) if indexer_sent > 0 else 0.0
+    # The gradients of the parameters whole on every TP rank, all-reduced over each TP group at step
+    # end in two calls, the sequence-parallel ones' (SUM) then DSA's indexer's (AVG)
+    # (cost.replicated_grads; each rank sends 2 (n - 1) / n x a buffer in the ring's two rounds).
+    calls = replicated_sent_bytes(model, one, runtime.states, seq_len=workload.seq_len,
+                                  sums_sequence_parallel=runtime.sums_sequence_parallel_grads, sequence_parallel=sp)
+    replicated = sum((phase(name, groups["tp"], float(sent[0]), "ring", "all_reduce", rounds=2)
+                      for name, sent in (("sequence-parallel grad all-reduce (tp)", calls.summed),
+                                         ("indexer grad all-reduce (tp)", calls.averaged)) if float(sent[0]) > 0), 0.0)
     tied_bytes = float(tied_grad_bytes(model, one, runtime.states)[0])
     tied = phase("embedding grad all-reduce (pipeline ends)", groups["pp"][:, [0, -1]], tied_bytes, "ring",
                  "all_reduce", rounds=2) if tied_bytes > 0 else 0.0
@@ -259,7 +263,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         dp_early_gather_s=early,
         dp_gather_by_chunk=bool(chunk_gathers_ahead(runtime.overlap, plan.zero, plan.vpp)),
         dp_backward_gather=plan.reshard_after_forward,
-        indexer_all_reduce_s=indexer,
+        replicated_all_reduce_s=replicated,
         tied_all_reduce_s=tied,
         optimizer_s=tuple(float(memory_pass_time_s(hw, b)) for b in step_bytes),
         weight_cast_s=tuple(float(weight_cast_s(hw, model, runtime.states, one, n, m, runtime.tp_gathers)[0])

@@ -146,9 +146,10 @@ class StepWork(FrozenModel):
     # sim.pipeline), not from the forward that needs it.
     dp_gather_by_chunk: bool = False
     dp_backward_gather: bool = True
-    # DSA's indexer gradients all-reduced over each stage's TP group once its gradients are synced
-    # (cost.indexer_grad_sync; 0: none), before the tied table's.
-    indexer_all_reduce_s: float = NonNeg
+    # The gradients of the parameters whole on every TP rank (sequence-parallel norms, DSA's
+    # indexer) all-reduced over each stage's TP group once its gradients are synced, both calls
+    # (cost.replicated_grads; 0: none), before the tied table's.
+    replicated_all_reduce_s: float = NonNeg
     # A tied table's gradient all-reduce between the first and the last stage once both have
     # their gradients synced, before either's optimizer (cost.tied_embedding; 0: none).
     tied_all_reduce_s: float = NonNeg

@@ -36,7 +36,7 @@ def test_megatron_runtime_is_the_default_and_runs_eager():
     assert framework_runtime("all") is MEGATRON_RUNTIME
     assert MEGATRON_RUNTIME == Runtime(overlap=MEGATRON_OVERLAP, states=MEGATRON_STATES, cuda_graphs=frozenset(),
                                        ring=TE_RING, grad_sync=MEGATRON_GRAD_SYNC,
-                                       expert_row_padding="grouped_mlp")
+                                       expert_row_padding="grouped_mlp", sums_sequence_parallel_grads=True)
 
 
 def test_only_megatron_pads_the_experts_rows_for_fp8():

@@ -47,10 +47,12 @@ def test_tp_comm_exposed_by_hand(toy_model, hardware):
     # 8 sequences of 4096 tokens over dp 1 -> 8 micro-batches; 2 layers; tp 2 inside a node:
     # every AG / RS sends 4096*64*2/2 bytes at 100 GB/s; 6 AG + 4 RS per layer, and per
     # micro-batch the embedding's RS (forward) and AG (backward) and the output layer's AG
-    # (forward), AG and RS (backward; Megatron-Core tensor_parallel/layers.py).
+    # (forward), AG and RS (backward; Megatron-Core tensor_parallel/layers.py). At step end the
+    # sequence-parallel norms' fp32 gradients, 2 layers x 2 x 64 + the final norm's 64 = 320 x 4 B,
+    # all-reduced over the 2 ranks: each sends 2 x 1/2 x 1280 B (cost.replicated_grads).
     t = evaluate(toy_model, hardware, WORKLOAD, ParallelPlan(tp=2, micro_batch=1), num_nodes=1,
                  gpus_per_node=2).time
-    assert t.tp_comm_s == pytest.approx(8 * (2 * 10 + 5) * (4096 * 64 * 2 / 2) / 100e9)
+    assert t.tp_comm_s == pytest.approx(8 * (2 * 10 + 5) * (4096 * 64 * 2 / 2) / 100e9 + 1280 / 100e9, rel=1e-12)
 
 
 def test_recompute_costs_time(toy_model, hardware):

@@ -3,7 +3,8 @@
 import inspect
 
 from sp_planner.cost.step import time_parts
-from sp_planner.cost.step_options import StepOptions
+from sp_planner.cost.step_layers import layer_parts
+from sp_planner.cost.step_options import LayerOptions, StepOptions
 
 
 def test_step_options_are_time_parts_options():
@@ -14,3 +15,13 @@ def test_step_options_are_time_parts_options():
     assert set(StepOptions.__annotations__) == keyword
     required = {name for name in keyword if params[name].default is inspect.Parameter.empty}
     assert StepOptions.__required_keys__ == required == {"gpus_per_node"}
+
+
+def test_layer_options_are_layer_parts_options():
+    # cost.step_bound hands LayerOptions to layer_parts (its own `walked` aside), and StepOptions
+    # adds only what the layers do not read: the step-end TP all-reduce of the sequence-parallel
+    # parameters' gradients (cost.replicated_grads).
+    params = inspect.signature(layer_parts).parameters
+    keyword = {name for name, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    assert set(LayerOptions.__annotations__) == keyword - {"walked"}
+    assert set(StepOptions.__annotations__) - set(LayerOptions.__annotations__) == {"sums_sequence_parallel_grads"}

@@ -53,21 +53,48 @@ def test_the_trained_indexer_agrees_too(plan):
     assert ("cp dindexer-key reduce-scatter (dsa)" in {p.name for p in sim.phases}) == (plan.ring > 1)
 
 
-def test_the_simulator_replays_the_indexer_gradients_tp_all_reduce():
-    # cost.indexer_grad_sync: one step-end all-reduce of the indexer's fp32 main_grad over each TP
-    # group, exposed: the simulator's phase times it as the analytic model's tp_comm does.
+def test_the_simulator_replays_the_step_end_tp_all_reduces():
+    # cost.replicated_grads: two step-end all-reduces over each TP group, exposed, the
+    # sequence-parallel parameters' main_grad (SUM) then the indexer's (AVG): the simulator's phases
+    # time them as the analytic model's tp_comm does, call by call.
     from sp_planner.candidates import Candidates
-    from sp_planner.cost.indexer_grad_sync import indexer_all_reduce_s, indexer_sent_bytes
+    from sp_planner.cost.links import ring_collective_time_s
+    from sp_planner.cost.replicated_grads import replicated_sent_bytes
     from sp_planner.cost.states import MEGATRON_STATES
 
     plan = ParallelPlan(tp=8, ring=1, dp=8, ep=8, zero=1, recompute="full")
     one = Candidates.of_plan(plan)
-    # 61 layers x 13,959,424 parameters x 4 B of main_grad, each rank sending 2 x 7/8 of it.
-    assert float(indexer_sent_bytes(V32, one, MEGATRON_STATES)[0]) == 61 * 13_959_424 * 4 * 2 * 7 / 8
+    calls = replicated_sent_bytes(V32, one, MEGATRON_STATES, seq_len=WORKLOAD.seq_len, sums_sequence_parallel=True,
+                                  sequence_parallel=True)
+    # 61 layers x 13,959,424 indexer parameters; 3 dense and 58 MoE layers' norms, MLA down
+    # projections and latent norms, routers, and the final norm: 1,030,904,832 (tests/cost/
+    # test_replicated_grads.py); 4 B of main_grad each, each rank sending 2 x 7/8 of it.
+    assert float(calls.averaged[0]) == 61 * 13_959_424 * 4 * 2 * 7 / 8
+    assert float(calls.summed[0]) == 1_030_904_832 * 4 * 2 * 7 / 8
     sim = simulate(V32, H800, WORKLOAD, plan, num_nodes=8, gpus_per_node=8, detail=False)
-    [phase] = [p for p in sim.phases if p.name == "indexer grad all-reduce (tp)"]
-    analytic = float(indexer_all_reduce_s(V32, H800, one, gpus_per_node=8, states=MEGATRON_STATES)[0])
-    assert phase.duration_s == pytest.approx(analytic, rel=0.02) and analytic > 0.02
+    for name, sent in (("sequence-parallel grad all-reduce (tp)", calls.summed),
+                       ("indexer grad all-reduce (tp)", calls.averaged)):
+        [phase] = [p for p in sim.phases if p.name == name]
+        analytic = float(ring_collective_time_s(H800, "all_reduce", float(sent[0]), 8, 1, 8))
+        assert phase.duration_s == pytest.approx(analytic, rel=0.02) and analytic > 0.02
     tp1 = ParallelPlan(tp=1, ring=8, cp_comm="allgather", dp=8, ep=8, zero=1, recompute="full")
     phases = simulate(V32, H800, WORKLOAD, tp1, num_nodes=8, gpus_per_node=8, detail=False).phases
-    assert "indexer grad all-reduce (tp)" not in {p.name for p in phases}
+    assert not {"sequence-parallel grad all-reduce (tp)", "indexer grad all-reduce (tp)"} & {p.name for p in phases}
+
+
+@pytest.mark.parametrize("plan", [ParallelPlan(tp=8, dp=8, zero=1), ParallelPlan(tp=4, pp=2, dp=8, zero=1)])
+def test_a_dense_models_norms_all_reduce_agrees_and_slows_the_step(plan):
+    # Llama 3 8B: its norms' call alone (no indexer), in both models' steps alike, which the
+    # framework without the call (sums_sequence_parallel_grads False) runs faster by about its time.
+    from sp_planner.cost.runtime import MEGATRON_RUNTIME
+
+    llama = load_model("llama3-8b")
+    est = evaluate(llama, H800, WORKLOAD, plan, num_nodes=8, gpus_per_node=8)
+    sim = simulate(llama, H800, WORKLOAD, plan, num_nodes=8, gpus_per_node=8, detail=False)
+    assert est.step_time_s == pytest.approx(sim.step_time_s, rel=0.005)
+    names = {p.name for p in sim.phases}
+    assert "sequence-parallel grad all-reduce (tp)" in names and "indexer grad all-reduce (tp)" not in names
+    without = MEGATRON_RUNTIME.model_copy(update={"sums_sequence_parallel_grads": False})
+    faster = simulate(llama, H800, WORKLOAD, plan, num_nodes=8, gpus_per_node=8, detail=False, runtime=without)
+    [phase] = [p for p in sim.phases if p.name == "sequence-parallel grad all-reduce (tp)"]
+    assert sim.step_time_s - faster.step_time_s == pytest.approx(phase.duration_s, rel=0.05)
