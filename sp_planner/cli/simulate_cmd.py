@@ -32,7 +32,8 @@ from sp_planner.present.fit import FitColumn, FitTable, fitted_tables
 from sp_planner.plan_messages import empty_chunks_text
 from sp_planner.planfile import PlanFile, check_loaded_plan_times, load_plan_file
 from sp_planner.search import evaluate
-from sp_planner.sim import simulate
+from sp_planner.estimate import PlanEstimate
+from sp_planner.sim import AnalyticStep, simulate
 from sp_planner.sim.gantt import gantt_bytes
 from sp_planner.sim.moe_work import network_dispatch_off_graph
 from sp_planner.sim.result import TIMELINE_SIGNATURE, SimResult, timeline_text
@@ -128,16 +129,21 @@ def _replace_only_own(path: Path, signature: bytes, what: str) -> None:
                              "before sp-planner marked its own), so it is kept; remove it or give another --out-dir")
 
 
-def _unfit_note(pf: PlanFile) -> str | None:
-    """The line saying the plan file's plan does not fit (search.evaluate's reason, as sp-plan and
-    sp-report judge it with the file's runtime); None where it fits or cannot be evaluated (the
-    simulator then says why it cannot run it)."""
+def _estimate(pf: PlanFile) -> PlanEstimate | None:
+    """The plan file's plan as sp-plan and sp-report judge it with the file's runtime
+    (search.evaluate), which the simulator's analytic figures are too; None where it cannot be
+    evaluated (the simulator then says why it cannot run it)."""
     try:
-        estimate = evaluate(pf.model, pf.hardware, pf.workload, pf.plan, num_nodes=pf.num_nodes,
-                            gpus_per_node=pf.gpus_per_node, runtime=pf.runtime)
+        return evaluate(pf.model, pf.hardware, pf.workload, pf.plan, num_nodes=pf.num_nodes,
+                        gpus_per_node=pf.gpus_per_node, runtime=pf.runtime)
     except ValueError:
         return None
-    if estimate.fits:
+
+
+def _unfit_note(estimate: PlanEstimate | None) -> str | None:
+    """The line saying the plan file's plan does not fit (search.evaluate's reason); None where it
+    fits or cannot be evaluated."""
+    if estimate is None or estimate.fits:
         return None
     return (f"the plan does not fit ({estimate.reason}); its step is simulated all the same, the timeline of "
             "a plan that cannot run (sp-report shows none)")
@@ -207,13 +213,16 @@ def simulate_command(
         write_note(chunks_note, sys.stderr)
     # A plan that cannot run (a file edited by hand, or another release's memory model): said, as
     # sp-report says it, rather than timed as if it ran.
-    if (shortfall := _unfit_note(pf)) is not None:
+    estimate = _estimate(pf)
+    if (shortfall := _unfit_note(estimate)) is not None:
         write_note(shortfall, sys.stderr)
     with delayed_progress("simulating the step"):
         result = simulate(
             pf.model, pf.hardware, pf.workload, pf.plan, num_nodes=pf.num_nodes, gpus_per_node=pf.gpus_per_node,
             topology=None if topology == "profile" else topology, nics_per_node=nics_per_node,
             runtime=pf.runtime,  # the runtime sp-plan timed it with
+            # the analytic step the estimate holds already, not timed a second time
+            analytic=None if estimate is None else AnalyticStep.of(estimate),
         )
         chart_bytes = gantt_bytes(result, gantt)
     if (fabric_note := _off_graph_dispatch_note(pf, result, topology, nics_per_node)) is not None:

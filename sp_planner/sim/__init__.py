@@ -3,6 +3,6 @@ timeline of one training step (compute and communication streams, 1F1B, critical
 
 from sp_planner.sim.cluster import Cluster, build_cluster
 from sp_planner.sim.result import SimResult
-from sp_planner.sim.simulate import simulate
+from sp_planner.sim.simulate import AnalyticStep, simulate
 
-__all__ = ["Cluster", "SimResult", "build_cluster", "simulate"]
+__all__ = ["AnalyticStep", "Cluster", "SimResult", "build_cluster", "simulate"]

@@ -12,6 +12,7 @@ offloading's exposed copies (cost.offload).
 
 from __future__ import annotations
 
+from typing import NamedTuple
 
 from sp_planner.cost.fp8_attention import with_fp8_attention
 from sp_planner.cost.fsdp import plan_as_run
@@ -27,6 +28,7 @@ from sp_planner.sim.step_work import step_work
 from sp_planner.sim.streams import STREAMS, Stream
 from sp_planner.sim.work import without_dp
 from sp_planner.candidates import Candidates
+from sp_planner.estimate import PlanEstimate
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
@@ -45,9 +47,24 @@ BLOCK_KIND = {"dp_grad_tail": "dp_comm", "dp_grad_sync": "dp_comm", "dp_param_ga
               "weight_cast": "gemm", "activation_offload": "activation_offload"}
 
 
+class AnalyticStep(NamedTuple):
+    """The analytic model's figures for one plan that the simulator reads: the step time it sets the
+    simulated one beside, and the host time and activation offload copies it adds as blocks."""
+
+    step_time_s: float
+    host_overhead_s: float  # exposed host (CPU) time (cost.host)
+    offload_s: float  # exposed activation offload copies (cost.offload)
+
+    @classmethod
+    def of(cls, estimate: PlanEstimate) -> AnalyticStep:
+        """search.evaluate's figures for the plan: the same time columns (cost.step.time_columns) on
+        the same fast link domain, so the same floats analytic_step gives for its runtime."""
+        return cls(estimate.step_time_s, estimate.time.host_overhead_s, estimate.time.offload_s)
+
+
 def analytic_step(model: ModelSpec, hardware: HardwareProfile, workload: Workload, plan: ParallelPlan, *,
-                  gpus_per_node: int, runtime: Runtime = MEGATRON_RUNTIME) -> tuple[float, float, float]:
-    """The analytic model's (step time, exposed host time, exposed offload copies) for one plan."""
+                  gpus_per_node: int, runtime: Runtime = MEGATRON_RUNTIME) -> AnalyticStep:
+    """The analytic model's step time, exposed host time and exposed offload copies for one plan."""
     hardware = with_fp8_attention(hardware) if plan.fp8_attention else hardware
     plan = plan_as_run(plan, runtime.states.param_shard_stage)
     step = time_columns(model, hardware, workload, Candidates.of_plan(plan), gpus_per_node=gpus_per_node,
@@ -59,7 +76,8 @@ def analytic_step(model: ModelSpec, hardware: HardwareProfile, workload: Workloa
                         tp_gathers=runtime.tp_gathers,
                         unpads_attention=runtime.unpads_attention, moe_router_dtype=runtime.moe_router_dtype,
                         expert_row_padding=runtime.expert_row_padding)
-    return float(step.step_time_s[0]), float(step.time.host_overhead_s[0]), float(step.time.offload_s[0])
+    return AnalyticStep(float(step.step_time_s[0]), float(step.time.host_overhead_s[0]),
+                        float(step.time.offload_s[0]))
 
 
 def analytic_step_time_s(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
@@ -70,11 +88,13 @@ def analytic_step_time_s(model: ModelSpec, hardware: HardwareProfile, workload: 
 def simulate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, plan: ParallelPlan, *,
              num_nodes: int, gpus_per_node: int, topology: str | None = None,
              nics_per_node: int | None = None, detail: bool = True,
-             runtime: Runtime = MEGATRON_RUNTIME) -> SimResult:
+             runtime: Runtime = MEGATRON_RUNTIME, analytic: AnalyticStep | None = None) -> SimResult:
     """Simulate one optimizer step. `topology` overrides the profile's fabric ('rail_optimized' or
     'fat_tree'); `detail` adds op-level events of micro-batch 0 for each stage; `runtime` is what
     the framework overlaps, the widths its gradients and gathered parameters move in and the CUDA
-    graphs whose host time the analytic model counts (cost.runtime)."""
+    graphs whose host time the analytic model counts (cost.runtime); `analytic`: the analytic
+    model's figures for the plan with that runtime where the caller has them (AnalyticStep.of an
+    estimate; sp-simulate evaluates the plan for its fit), else computed here."""
     check_plan_runs(plan, model, workload, num_nodes=num_nodes, gpus_per_node=gpus_per_node)
     if runtime.overlap.ep_comm:  # only corpus rows state it; no framework runtime sp-plan emits does
         raise ValueError("the simulator does not schedule Megatron's EP all-to-all overlap (cost.ep_overlap); "
@@ -98,8 +118,9 @@ def simulate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, pl
     work, phases = step_work(cluster, model, workload, plan, runtime)
     unheld = schedule_step(work)
     dp_exposed = unheld.step_time_s - schedule_step(without_dp(work)).step_time_s
-    analytic_s, host_s, offload_s = analytic_step(model, hardware, workload, plan,
-                                                  gpus_per_node=cluster.gpus_per_node, runtime=runtime)
+    if analytic is None:
+        analytic = analytic_step(model, hardware, workload, plan, gpus_per_node=cluster.gpus_per_node, runtime=runtime)
+    analytic_s, host_s, offload_s = analytic
     # The simulator schedules GPU work only; the host time it does not hide is the analytic
     # model's (cost.host, less the data-parallel traffic that runs beside its stalls, cost.step),
     # added as a block at the end like the MFU ceiling's, and so are the

@@ -82,3 +82,32 @@ def test_a_plan_that_does_not_fit_is_said_not_timed_silently(monkeypatch, tmp_pa
     write_plan_file(plan_file, PlanFile(**question, plan=ParallelPlan(dp=8, zero=3, recompute="full")))
     fits = run_main(simulate_cmd, plan_file, "--out-dir", tmp_path / "sim")
     assert fits.exit_code == 0 and "does not fit" not in fits.stderr
+
+
+def test_the_plan_is_timed_once_by_the_analytic_model(monkeypatch, tmp_path, run_main):
+    # sp-simulate evaluates the plan for its fit (search.evaluate) and the simulator sets its step beside
+    # the analytic one: one run of cost.step.time_columns serves both (it ran twice, about 20 ms more).
+    import importlib
+
+    from sp_planner import search_columns
+
+    sim_module = importlib.import_module("sp_planner.sim.simulate")  # the module, not sim's function
+    calls = []
+
+    def counted(real):
+        def timed(*args, **kwargs):
+            calls.append(real.__module__)
+            return real(*args, **kwargs)
+        return timed
+
+    monkeypatch.setattr(search_columns, "time_columns", counted(search_columns.time_columns))
+    monkeypatch.setattr(sim_module, "time_columns", counted(sim_module.time_columns))
+    plan_file = tmp_path / "plan.json"
+    write_plan_file(plan_file, PlanFile(model=load_model("llama3-8b"), hardware=load_hardware("h100-sxm"),
+                                        workload=Workload(seq_len=8192, global_batch=16), num_nodes=1, gpus_per_node=8,
+                                        plan=ParallelPlan(dp=8, zero=1, cpu_offload_layers=31)))
+    result = run_main(simulate_cmd, plan_file, "--out-dir", tmp_path / "sim")
+    assert result.exit_code == 0, result.stderr
+    assert len(calls) == 1
+    timeline = json.loads((tmp_path / "sim" / "timeline.json").read_text())
+    assert timeline["analytic_step_time_s"] > timeline["critical_path_by_kind_s"]["activation_offload"] > 0

@@ -203,3 +203,30 @@ def test_exposed_offload_copies_end_the_simulated_step_as_in_the_analytic_one():
     assert est.time.offload_s > 0.2 * est.step_time_s
     assert sim.critical_path_by_kind_s["activation_offload"] == pytest.approx(est.time.offload_s, rel=1e-9)
     assert sim.step_time_s == pytest.approx(est.step_time_s, rel=0.005)
+
+
+@pytest.mark.parametrize("hardware, nodes, plan, framework", [
+    # activation offloading's exposed copies and host time, on one H100 node (Megatron's runtime)
+    ("h100-sxm", 1, ParallelPlan(dp=8, zero=1, cpu_offload_layers=31), "megatron"),
+    # 76 GB200s fill no whole NVL72 domain (19 of 4 GPUs), and torch FSDP runs ZeRO-1 as ZeRO-3 kept
+    ("gb200-nvl72", 19, ParallelPlan(dp=19, tp=4, zero=1), "torchtitan"),
+])
+def test_an_estimates_analytic_figures_are_those_the_simulator_computes(hardware, nodes, plan, framework):
+    # sp-simulate hands the simulator search.evaluate's figures (AnalyticStep.of) instead of timing the
+    # plan twice: they are the same floats, and the simulated step is the same with them.
+    from sp_planner.flags import release_runtime
+    from sp_planner.search import evaluate
+    from sp_planner.sim import AnalyticStep
+    from sp_planner.sim.simulate import analytic_step
+
+    model, hw = load_model("llama3-8b"), load_hardware(hardware)
+    workload = Workload(seq_len=8192, global_batch=2 * plan.dp)
+    gpus_per_node = hw.gpus_per_node
+    runtime = release_runtime(framework, model=model)
+    est = evaluate(model, hw, workload, plan, num_nodes=nodes, gpus_per_node=gpus_per_node, runtime=runtime)
+    domain = hw.link_domain_gpus(gpus_per_node, nodes * gpus_per_node)
+    given = AnalyticStep.of(est)
+    assert given == analytic_step(model, hw, workload, plan, gpus_per_node=domain, runtime=runtime)
+    assert given.step_time_s == est.step_time_s and given.offload_s == est.time.offload_s
+    where = dict(num_nodes=nodes, gpus_per_node=gpus_per_node, detail=False, runtime=runtime)
+    assert simulate(model, hw, workload, plan, **where, analytic=given) == simulate(model, hw, workload, plan, **where)
