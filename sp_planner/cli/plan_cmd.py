@@ -13,15 +13,14 @@ from typing import Annotated, Literal, Optional
 
 import typer
 
-from sp_planner.catalog import import_notes
 from sp_planner.cli.common import MAX_TOP, file_name, folder_name, run_app
 from sp_planner.cli.plan_output import emit_answer, write_outputs
 from sp_planner.cli.plan_solve import solve
 from sp_planner.cli.option_checks import (check_framework_options, check_framework_version, check_model_framework,
                                           check_plan_file_framework, resolve_fp8_recipe)
 from sp_planner.cli.plan_kernel import set_up_kernel
-from sp_planner.cli.question import (check_outputs, default_batch_note, domain_split_note, generic_gpu_note,
-                                     node_size_note, resolve_question)
+from sp_planner.cli.plan_notes import plan_notes
+from sp_planner.cli.question import check_outputs, default_batch_note, resolve_question
 from sp_planner.cli.terminal import write_note
 from sp_planner.cost.attention_kernels import AttentionKernel
 from sp_planner.errors import UserInputError
@@ -252,15 +251,12 @@ def plan(
     check_plan_file_framework(framework, writes_plan_file=out is not None, choices=question.flag_choices,
                               model=question.model, hardware=question.hardware, timed=question.attention_kernel)
     # After every input check: a refused question prints only its error.
-    for note in (generic_gpu_note(question.hardware), setup.curves_note,
-                 node_size_note(question.hardware, question.gpus_per_node),
-                 default_batch_note(question),
-                 domain_split_note(question.hardware, question.gpus_per_node, question.num_nodes),
-                 *setup.kernel_notes):
+    # The question's own notes, then those sp-simulate prints for the plan file too (cli.plan_notes).
+    for note in (setup.curves_note, default_batch_note(question),
+                 *plan_notes(question.model, question.hardware, num_nodes=question.num_nodes,
+                             gpus_per_node=question.gpus_per_node, kernel=setup.kernel_notes)):
         if note is not None:
             write_note(note, sys.stderr)
-    for line in import_notes(question.model):  # what an imported config.json holds that is not modelled, or priced
-        write_note(line, sys.stderr)
     answer = solve(question, top=top, simulate=simulate, framework=framework, launcher=launcher,
                    every_row=report is not None)
     # A pinned split Megatron parses but that leaves model chunks idle (the rules do not refuse it).

@@ -1,12 +1,14 @@
 """sp-plan's attention kernel: which kernel's curves time the plans (the framework's default on the
 GPU, the user's --attention-kernel, or a profile's own curves), the refusals where the framework
-cannot run it, and the notes that say what the timing and the flags leave out."""
+cannot run it, and how the plans are timed, which the notes that say what the timing and the flags
+leave out read (cli.plan_notes)."""
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
-from sp_planner.cli.question import PlanQuestion, edited_curves_note, framework_device_note
+from sp_planner.cli.plan_notes import KernelTiming, kernel_notes
+from sp_planner.cli.question import PlanQuestion, edited_curves_note
 from sp_planner.cost.attention_kernels import (
     UNFUSED,
     default_kernel,
@@ -22,24 +24,26 @@ from sp_planner.flags.flash_head_dim import (
     flash_head_dim_problem,
     te_context_parallel_problem,
     te_default_kernel,
-    te_kernel_note,
     te_runs_unfused,
-    te_unfused_note,
     torchtitan_default_kernel,
-    torchtitan_sdpa_note,
 )
 from sp_planner.flags.torchtitan import resolve_version
-from sp_planner.flags.kernel_choice import kernel_choice_note
-from sp_planner.flags.softmax import softmax_kernel_problem, softmax_timing_note
+from sp_planner.flags.softmax import softmax_kernel_problem
 
 
 class KernelSetup(NamedTuple):
-    """The question timed with its framework's kernel and expert GEMMs, and the notes to print:
-    `curves_note` beside the hardware notes, `kernel_notes` after them (None where none)."""
+    """The question timed with its framework's kernel and expert GEMMs, how (`timing`: the kernel
+    notes', cli.plan_notes), and the note on a profile's edited curves (None where none)."""
 
     question: PlanQuestion
     curves_note: str | None
-    kernel_notes: tuple[str | None, ...]
+    timing: KernelTiming
+
+    @property
+    def kernel_notes(self) -> tuple[str | None, ...]:
+        """The kernel's notes (cli.plan_notes.kernel_notes), which plan_notes prints."""
+        q = self.question
+        return kernel_notes(q.model, q.hardware, q.workload, self.timing)
 
 
 def set_up_kernel(question: PlanQuestion, *, framework: str, attention_kernel: str | None,
@@ -84,17 +88,9 @@ def set_up_kernel(question: PlanQuestion, *, framework: str, attention_kernel: s
     choices = FlagChoices(framework_version=framework_version, attention_kernel=attention_kernel,
                           te_unfused_attention=te_unfused)
     question = question.model_copy(update={"attention_kernel": timed, "flag_choices": choices})
-    timing_note = softmax_timing_note(question.model, timed, question.hardware.name, stack)
     # Context parallelism is possible unless both its degrees are pinned to 1.
-    unfused_note = te_unfused_note(question.model, question.hardware, stack=stack, chosen=attention_kernel,
-                                   timed=timed, context_parallel=(ulysses or 2) * (ring or 2) > 1)
-    te_note = (te_kernel_note(question.model, question.hardware, stack=stack, chosen=attention_kernel, timed=timed)
-               or torchtitan_sdpa_note(question.model, question.hardware, stack=stack, timed=timed))
-    device_note = framework_device_note(question.hardware, framework)
-    # Where the framework does not run on the device at all, the device note says so, not this.
-    kernel_note = None if device_note else kernel_choice_note(stack, attention_kernel, runs,
-                                                              model=question.model, workload=question.workload,
-                                                              hardware=question.hardware)
+    timing = KernelTiming(framework, stack, attention_kernel, timed, runs,
+                          context_parallel=(ulysses or 2) * (ring or 2) > 1)
     if fp8_attention:
         if framework != "all":
             raise UserInputError(f"--fp8-attention: no command-line flag of {framework} turns FP8 attention on "
@@ -105,4 +101,4 @@ def set_up_kernel(question: PlanQuestion, *, framework: str, attention_kernel: s
             raise UserInputError(f"--fp8-attention is cuDNN's FP8 SDPA (Transformer Engine); the plans "
                                  f"would run {kernel}")
         question = question.model_copy(update={"hardware": with_fp8_attention(question.hardware)})
-    return KernelSetup(question, curves_note, (device_note, timing_note, unfused_note, te_note, kernel_note))
+    return KernelSetup(question, curves_note, timing)

@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from sp_planner.cli.common import folder_name, run_app
+from sp_planner.cli.plan_notes import plan_file_notes
 from sp_planner.cli.progress import delayed_progress
 from sp_planner.destination import (
     check_file_destination,
@@ -202,8 +203,11 @@ def simulate_command(
         _replace_only_own(chart, figure_signature(gantt), "Gantt chart")
     if loaded.release_note is not None:  # a file that predates framework_version: the release it is timed as
         write_note(loaded.release_note, sys.stderr)
-    if loaded.kernel_note is not None:  # a Megatron file not timed with the unfused attention TE runs
-        write_note(loaded.kernel_note, sys.stderr)
+    # The notes sp-plan printed on the plan's timing (cli.plan_notes: the cluster, the attention
+    # kernel, the model's config), with the file's own on a Megatron plan not timed with the unfused
+    # attention TE runs.
+    for note in plan_file_notes(loaded):
+        write_note(note, sys.stderr)
     router_note = router_timing_note(loaded.router, pf.model, source=f"plan file {plan_file}")
     if router_note is not None:  # a router the file does not say, which its dispatch's reach depends on
         write_note(router_note, sys.stderr)
