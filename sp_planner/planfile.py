@@ -60,7 +60,10 @@ class PlanFile(FrozenModel):
     workload: Workload
     num_nodes: int = Field(gt=0)
     gpus_per_node: int = Field(gt=0)
-    framework: Framework = "megatron"
+    # The framework that runs the plan (its runtime timed it; sp-plan's flags for it); null where
+    # none does (sp-plan --framework all: no framework's flags run its plan 1; timed, as there, with
+    # Megatron's runtime: cli.plan_file_out).
+    framework: Framework | None = "megatron"
     # The framework release whose runtime timed the plan and whose flags sp-plan emitted: torchtitan's
     # --framework-version (flags.torchtitan.VERSIONS; sp-plan writes its default where none was
     # given, null: the newest); null for the frameworks with one. Absent from files written before it
@@ -102,7 +105,7 @@ class PlanFile(FrozenModel):
     @property
     def runtime(self) -> Runtime:
         """The runtime sp-plan timed the plan with, which its readers time it again with."""
-        return release_runtime(self.framework, self.framework_version, model=self.model)
+        return release_runtime(self.framework or "all", self.framework_version, model=self.model)
 
     @model_validator(mode="after")
     def _unfused_plan_has_no_context_parallelism(self) -> PlanFile:
@@ -120,8 +123,8 @@ class PlanFile(FrozenModel):
         """A release sp-plan never writes for the framework would be timed as some other one."""
         version = self.framework_version
         if version is not None and self.framework != "torchtitan":
-            raise ValueError(f"framework_version {version!r}: sp-planner times one {self.framework} release; "
-                             "remove framework_version")
+            raise ValueError(f"framework_version {version!r}: sp-planner times one {self.framework or 'Megatron'} "
+                             "release; remove framework_version")
         if version is not None and version not in VERSIONS:
             raise ValueError(f"framework_version {version!r} is not a torchtitan release sp-planner times; "
                              f"give one of {', '.join(VERSIONS)}")

@@ -226,7 +226,7 @@ class UnrecordedRelease(NamedTuple):
     note: str | None
 
 
-def unrecorded_release(framework: str, plan: ParallelPlan, *, source: str) -> UnrecordedRelease:
+def unrecorded_release(framework: str | None, plan: ParallelPlan, *, source: str) -> UnrecordedRelease:
     """The release a plan file that lacks framework_version is timed as (module docstring): for
     torchtitan its default, with a note where another release would time or size `plan`
     differently: its TP gathers, and its loss (0.3.x's in chunks, cost.loss_memory)."""
@@ -265,7 +265,7 @@ def _releases_time_alike(plan: ParallelPlan) -> bool:
     return len(gathered) == 1
 
 
-def unfused_untimed_note(*, framework: str, te_unfused: bool, attention_kernel: str | None, chosen: bool,
+def unfused_untimed_note(*, framework: str | None, te_unfused: bool, attention_kernel: str | None, chosen: bool,
                          model_name: str, gpu: str, source: str) -> str | None:
     """A Megatron plan file timed with a published curve where Transformer Engine runs its unfused
     attention (flags.flash_head_dim.te_runs_unfused; sp-plan records attention_kernel "unfused"

@@ -184,11 +184,23 @@ def test_a_torchtitan_plan_file_is_timed_by_its_release(tmp_path, version, runti
     assert read.flag_choices == FlagChoices(framework_version=version)  # the release its flags are rendered for
 
 
+def test_a_plan_file_that_names_no_framework_is_timed_as_sp_plan_framework_all_timed_it(tmp_path):
+    # framework null: no framework's flags run the plan (cli.plan_file_out); its readers time it with
+    # the runtime --framework all ranked it with, Megatron's, and it reads back as written.
+    path = tmp_path / "plan.json"
+    written = _plan_file(framework=None)
+    write_plan_file(path, written)
+    assert json.loads(path.read_text())["framework"] is None
+    loaded = load_plan_file(path)
+    assert loaded == (written, None, None, None, None) and loaded.plan_file.runtime == MEGATRON_RUNTIME
+
+
 @pytest.mark.parametrize("framework, version, message", [
     ("megatron", "0.2.2", "framework_version '0.2.2': sp-planner times one megatron release; remove "
                           "framework_version"),
     ("torchtitan", "0.1.0", "framework_version '0.1.0' is not a torchtitan release sp-planner times; give one of "
                             "0.3.0, 0.3, 0.3.x, 0.2.2, 0.2, 0.2.x"),
+    (None, "0.3.0", "framework_version '0.3.0': sp-planner times one Megatron release; remove framework_version"),
 ])
 def test_a_release_sp_plan_never_writes_is_refused_on_read(tmp_path, framework, version, message):
     def edit(doc):

@@ -184,11 +184,12 @@ def check_framework_options(framework: str, *, moe_dispatcher: MoEDispatcher, mt
 
 def check_plan_file_framework(framework: str, *, writes_plan_file: bool, choices: FlagChoices, model: ModelSpec,
                               hardware: HardwareProfile, timed: str | None) -> None:
-    """--framework all writes its plan file as Megatron's (plan_output.write_outputs), timed with a
-    published curve; where Transformer Engine runs its unfused attention (FlagChoices.
-    te_unfused_attention) Megatron's plans are timed with that (cli.plan_kernel), so the file would
-    carry a time and a memory Megatron does not run (Gemma-2-9B 32K on 8 B300s under dropout: 32.82 s
-    fitting; --framework megatron: 185.86 s, 4,964 GiB per GPU) and sp-simulate/sp-report replay them."""
+    """--framework all writes its plan file as Megatron's wherever Megatron's flags express the plan
+    (the first framework that runs it: cli.plan_file_out), timed with a published curve; where
+    Transformer Engine runs its unfused attention (FlagChoices.te_unfused_attention) Megatron's plans
+    are timed with that (cli.plan_kernel), so the file would carry a time and a memory Megatron does
+    not run (Gemma-2-9B 32K on 8 B300s under dropout: 32.82 s fitting; --framework megatron: 185.86
+    s, 4,964 GiB per GPU) and sp-simulate/sp-report replay them."""
     if framework != "all" or not writes_plan_file or not choices.te_unfused_attention:
         return
     raise UserInputError(f"--out with --framework all writes a Megatron plan file, but Transformer Engine runs "

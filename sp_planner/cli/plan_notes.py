@@ -40,9 +40,10 @@ class KernelTiming(NamedTuple):
         """As sp-plan timed the plan file's plan: with its framework's kernel (torchtitan's by its
         release: cost.attention_kernels.TORCHTITAN_KERNEL) and its recorded one (the user's where
         attention_kernel_chosen)."""
-        interface = resolve_version(pf.framework_version) if pf.framework == "torchtitan" else None
-        return cls(pf.framework, pf.framework, pf.attention_kernel if pf.attention_kernel_chosen else None,
-                   pf.attention_kernel, framework_kernel(pf.framework, pf.hardware, interface), context_parallel=True)
+        stack = pf.framework or "megatron"  # a file naming none was timed as --framework all times plans
+        interface = resolve_version(pf.framework_version) if stack == "torchtitan" else None
+        return cls(pf.framework or "all", stack, pf.attention_kernel if pf.attention_kernel_chosen else None,
+                   pf.attention_kernel, framework_kernel(stack, pf.hardware, interface), context_parallel=True)
 
 
 def kernel_notes(model: ModelSpec, hardware: HardwareProfile, workload: Workload,

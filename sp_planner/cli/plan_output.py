@@ -12,6 +12,7 @@ from pydantic import ConfigDict, PrivateAttr
 from rich.console import Console
 from rich.text import Text
 
+from sp_planner.cli.plan_file_out import answer_plan_file
 from sp_planner.cli.progress import delayed_progress
 from sp_planner.cli.question import PlanQuestion
 from sp_planner.cli.terminal import stdout_console, write_note
@@ -19,9 +20,7 @@ from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.flags import FRAMEWORKS, FlagChoices, FlagRequest, render_flags, render_launch
 from sp_planner.flags import torchtitan
 from sp_planner.flags.launch import Launcher
-from sp_planner.layout import rank_groups
-from sp_planner.planfile import PlanFile, write_plan_file
-from sp_planner.planfile_layout import RankLayout
+from sp_planner.planfile import write_plan_file
 from sp_planner.present.advice import FitSuggestion
 from sp_planner.present.summary import build_summary, estimate_row
 from sp_planner.present.expressible import EXPRESSIBLE_COLUMN, MAX_SCANNED, best_expert_parallel, best_expressible
@@ -51,12 +50,6 @@ def launch_command(framework: str, framework_version: str | None) -> str:
     if framework == "torchtitan" and torchtitan.resolve_version(framework_version) == "0.2":
         return TORCHTITAN_V02_LAUNCH
     return LAUNCH_COMMANDS[framework]
-
-
-def recorded_release(framework: str, framework_version: str | None) -> str | None:
-    """The release plan.json records (PlanFile.framework_version): torchtitan's, its default where
-    none was given (so that a later default leaves the file's timing as it was); None for the others."""
-    return (framework_version or torchtitan.DEFAULT_VERSION) if framework == "torchtitan" else None
 
 
 class Answer(FrozenModel):
@@ -284,18 +277,11 @@ def write_outputs(answer: Answer, *, out: Path | None, report: Path | None, full
         elif answer.framework != "all" and not answer.framework_ranked:
             sys.stderr.write(f"note: {out} not written: no plan that fits can be expressed in {answer.framework}\n")
         else:
-            best = answer.chosen
-            framework = "megatron" if answer.framework == "all" else answer.framework
-            write_plan_file(out, PlanFile(
-                model=q.model, hardware=q.hardware, workload=q.workload, num_nodes=q.num_nodes,
-                gpus_per_node=q.gpus_per_node, framework=framework,
-                framework_version=recorded_release(framework, answer.flag_choices.framework_version),
-                attention_kernel=q.attention_kernel,
-                attention_kernel_chosen=answer.flag_choices.attention_kernel is not None,
-                plan=best.plan, estimate=best, rank_layout=RankLayout.of(best.plan),
-                rank_groups=rank_groups(best.plan) if full_rank_groups else {},
-            ))
+            plan_file, named = answer_plan_file(answer, full_rank_groups=full_rank_groups)
+            write_plan_file(out, plan_file)
             sys.stderr.write(f"wrote {out}\n")
+            if named is not None:  # --framework all: the framework the file names, where not Megatron
+                write_note(f"{out} {named}", sys.stderr)
     if report is not None:
         from sp_planner.report import write_report  # matplotlib and the HTML code load only when asked
 

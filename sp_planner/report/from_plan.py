@@ -84,17 +84,19 @@ def report_from_plan_file(plan_path: Path, *, run_paths: Sequence[Path] = (), ou
                                                num_nodes=nodes, gpus_per_node=per_node, pins=pins,
                                                runtime=runtime,
                                                closest=result.ranked[0].plan if result.ranked else None)
-    framework_ranked = () if not fits else expressible_plans(
-        result, plan_file.framework, model=plan_file.model, workload=plan_file.workload, num_nodes=nodes,
+    # A file that names no framework reads as sp-plan --framework all's answer (cli.plan_file_out).
+    framework = plan_file.framework or "all"
+    framework_ranked = () if not fits or framework == "all" else expressible_plans(
+        result, framework, model=plan_file.model, workload=plan_file.workload, num_nodes=nodes,
         gpus_per_node=per_node, top_k=top_k, choices=choices)
     summary = build_summary(model=plan_file.model, hardware=plan_file.hardware, workload=plan_file.workload,
                             num_nodes=nodes, gpus_per_node=per_node, result=result, top_k=top_k,
-                            suggestions=suggestions, framework=plan_file.framework,
+                            suggestions=suggestions, framework=framework,
                             framework_ranked=framework_ranked[:top_k], choices=choices,
                             attention_kernel=plan_file.attention_kernel)
     return write_report(out_dir, model=plan_file.model, hardware=plan_file.hardware,
                         workload=plan_file.workload, num_nodes=nodes, gpus_per_node=per_node, result=result,
-                        summary=summary, runs=runs, framework=plan_file.framework, choices=choices,
+                        summary=summary, runs=runs, framework=framework, choices=choices,
                         chosen=chosen_estimate(plan_file, result))
 
 
