@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+from sp_planner.flags.attention_mask import megatron_deepspeed_mask_note
 from sp_planner.flags.experts import deepspeed_failures
 from sp_planner.flags.base import (
     FlagRequest,
@@ -135,7 +136,7 @@ def render(request: FlagRequest) -> FrameworkFlags:
             f"Megatron-DeepSpeed: pass --ds-sequence-parallel-size {p.ulysses} and never "
             "--sequence-parallel (megatron/initialize.py raises RuntimeError on the combination); its mpu "
             f"carries the same groups. Pass {' '.join(dropout_flags(m))} too, the dropout the plan assumes: "
-            "both default to 0.1 there.",
+            "both default to 0.1 there. " + megatron_deepspeed_mask_note(request),
         ]
         if p.ulysses > m.num_kv_heads:
             notes.append(

@@ -25,6 +25,7 @@ from sp_planner.flags.base import (
     plural,
     supported,
 )
+from sp_planner.flags.attention_mask import mask_groups
 from sp_planner.flags.kernel_choice import megatron_backend_flags
 from sp_planner.flags.stages import pipeline_comment, pipeline_flags, pipeline_notes, precision_flags, precision_notes
 from sp_planner.flags.megatron_fsdp import data_parallel_flags, uses_fsdp
@@ -137,6 +138,7 @@ def common_groups(request: FlagRequest, cp_flags: list[str], dp_flags: list[str]
         *moe_groups(request, mindspeed=mindspeed),
         *mtp_groups(m),
         (f"sequence and batch: dp {p.dp}, {micro} per step", batch),
+        *mask_groups(request, mindspeed=mindspeed),
         ("memory and precision", memory),
         ("communication overlap the plan's time assumes", overlap_flags(p)),
     ]

@@ -15,6 +15,7 @@ from sp_planner.flags.base import (
     refusal,
     supported,
 )
+from sp_planner.flags.attention_mask import mindspeed_mask_notes
 from sp_planner.flags.experts import dispatcher_failures
 from sp_planner.flags.megatron import bash_array, common_failures, common_groups, common_notes, env_lines
 from sp_planner.flags.megatron_moe import expert_bias_failures, router_failures
@@ -139,6 +140,7 @@ def render(request: FlagRequest) -> FrameworkFlags:
             *(["kvallgather_cp_algo (all-gather CP) is in MindSpeed's features path from 26.0.0 on; earlier "
                "versions have no all-gather CP."] if p.allgather and p.ring > 1 else []),
             "MindSpeed 1.0.RC2 spells --attention-mask-type as --cp-attention-mask-type.",
+            *mindspeed_mask_notes(request),
         ]
     kv_per_tp = kv_heads_per_tp_rank(m, p.tp)
     if p.ulysses > 1 and kv_per_tp % p.ulysses != 0:

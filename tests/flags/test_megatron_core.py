@@ -72,7 +72,9 @@ TRAINING = {"--group-query-attention", "--seq-length", "--max-position-embedding
             # DistributedDataParallelConfig / OptimizerConfig, checked by _training_rules.
             "--reuse-grad-buf-for-mxfp8-param-ag",
             # OptimizerConfig, checked by test_precision_aware_optimizer_flags_are_optimizer_config_fields.
-            "--use-precision-aware-optimizer", "--exp-avg-dtype", "--exp-avg-sq-dtype"}
+            "--use-precision-aware-optimizer", "--exp-avg-dtype", "--exp-avg-sq-dtype",
+            # GPTDatasetConfig.create_attention_mask, checked by test_dataloader_mask_is_turned_off.
+            "--no-create-attention-mask-in-dataloader"}
 
 
 def _argv(text: str) -> list[str]:
@@ -329,3 +331,27 @@ def test_attention_backend_parses_as_megatron_lm_declares_it():
     assert parser.parse_args([]).attention_backend == AttnBackend.auto
     with pytest.raises((argparse.ArgumentError, KeyError)):
         parser.parse_args(["--attention-backend", "sdpa"])
+
+
+def test_dataloader_mask_is_turned_off():
+    """megatron-core's GPT dataset builds a dense [s, s] causal mask a sample unless its config says
+    not to (GPTDatasetConfig.create_attention_mask, default True); Megatron-LM's parser declares the
+    flag store_false into create_attention_mask_in_dataloader (arguments.py at d98e8a6 line 3332,
+    core_v0.12.1 line 2311), which pretrain_gpt.py passes on as create_attention_mask (line 419).
+    Every Megatron block turns it off."""
+    import argparse
+    import dataclasses
+
+    from megatron.core.datasets.gpt_dataset import GPTDatasetConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(GPTDatasetConfig)}
+    assert defaults["create_attention_mask"] is True
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    parser.add_argument("--no-create-attention-mask-in-dataloader", action="store_false",
+                        dest="create_attention_mask_in_dataloader")
+    assert parser.parse_args([]).create_attention_mask_in_dataloader is True
+    for name, req in CHECKED.items():
+        words = _argv(megatron.render(req).text)
+        at = words.index("--no-create-attention-mask-in-dataloader")
+        assert parser.parse_args(words[at:at + 1]).create_attention_mask_in_dataloader is False, name
+        assert at + 1 == len(words) or words[at + 1].startswith("--"), name  # takes no value

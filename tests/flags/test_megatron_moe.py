@@ -27,7 +27,9 @@ from tests.flags.conftest import parse_bash_array
 TRAINING_ONLY = {"seq_length", "max_position_embeddings", "micro_batch_size", "global_batch_size",
                  "use_distributed_optimizer", "group_query_attention",
                  # GPTModel's share_embeddings_and_output_weights (gpt_builders.py at d98e8a64dd line 96)
-                 "untie_embeddings_and_output_weights"}
+                 "untie_embeddings_and_output_weights",
+                 # GPTDatasetConfig's create_attention_mask (test_megatron_core.test_dataloader_mask_is_turned_off)
+                 "no_create_attention_mask_in_dataloader"}
 RENAMED = {"num_experts": "num_moe_experts",  # arguments.py: --num-experts -> num_moe_experts
            # As tests/flags/test_megatron_core.py reads them: --fp8-format sets fp8, and
            # argument_utils.py (d98e8a6) line 312 kw_args['fp8_param'] = args.fp8_param_gather.
