@@ -38,8 +38,9 @@ the weights' products and cast backward, and autograd's zero-filled gradients of
 select of q, k and the weights (cost.dsa_loss's SLICE_GRAD_BYTES_PER_ELEM convention: a zeroed
 full-size gradient added in place, per 8,192-query block and per sequence of the micro-batch), and
 over CP the reorder's backward (index_add into a zeroed gathered key gradient).
-Not counted: the launches (cost.host has no DSA term); with the loss, the sum of index_k's
-gradients over a sequence's 8,192-query blocks (each block's indexer backward returns a full one).
+Not counted: the launches (cost.host has no DSA term). With the loss, the sum of index_k's
+gradients over a sequence's 8,192-query blocks (each block's indexer backward returns a full one) is
+cost.dsa_loss's, beside the key gradient's zeroing and cast.
 """
 
 from __future__ import annotations
@@ -66,6 +67,13 @@ ROPE_FWD_BYTES_PER_ELEM = 24
 # Backward: the gradient * cos and * sin (4 + 4), the negation's backward on half (2), chunk's
 # backward cat (4), the two paths' sum (6), the r-wide slice's zeroed gradient and copy (2 + 4).
 ROPE_BWD_BYTES_PER_ELEM = 26
+# MLA's interleaved RoPE (mla_rotary_interleaved, the main attention's calls under DSA: cost.rope)
+# first gathers the even and the odd elements into one tensor (rope_utils.py lines 136-138, a
+# torch.cat of two strided slices): one read and one write more.
+MLA_ROPE_FWD_BYTES_PER_ELEM = ROPE_FWD_BYTES_PER_ELEM + PASS_BYTES_PER_ELEM
+# Its backward: the cat's is two views; each strided slice's zeroes an r-wide gradient and copies its
+# half in (2 + 2 a rotated element), and the two are summed (4 read, 2 written): 8 + 6 more.
+MLA_ROPE_BWD_BYTES_PER_ELEM = ROPE_BWD_BYTES_PER_ELEM + 2 * (BF16_BYTES + BF16_BYTES) + 3 * BF16_BYTES
 # Per r-element of a token, each call (q, k): cos of the fp32 freqs (4 + 4), * mscale (4 + 4), .to
 # bf16 (4 + 2); sin the same.
 COS_SIN_BYTES_PER_ELEM = 2 * (8 + 8 + 6)

@@ -15,10 +15,18 @@ Forward, per 512-query chunk of each 8,192-query indexer block:
   all-reduce runs while chunk i-1's KL and chunk i+1's target compute, so the forward takes the
   longer of the two;
 - memory-bound passes (cost.kernels.memory_pass_time_s) over each [q, k] row, LOSS_FWD_BYTES_PER_SLOT,
-  and with tp > 1 the sort of the selected keys by index before the reduction (SORT_BYTES_PER_SLOT).
+  and with tp > 1 the sort of the selected keys by index before the reduction (SORT_BYTES_PER_SLOT);
+- per sequence of the micro-batch (tilelang_dsa.py lines 624-631), the copy of the detached absorbed
+  query into head-major order, `query[:, bi].permute(1, 0, 2).contiguous()` (heads/tp x 576 bf16 a
+  query, read and written; made whether or not the fallback target that reads it runs), and with
+  b > 1 the copies of the latent key (`key[:, bi, 0].contiguous()`, a view at b = 1) and of each
+  512-query chunk of the query (line 700, `query[abs_start:abs_end, bi].contiguous()`).
 Backward: the KL gradient's passes and autograd's slice gradients (LOSS_BWD_BYTES_PER_SLOT,
 SLICE_GRAD_BYTES_PER_ELEM), the tilelang indexer backward and its projections' weight gradients as
-GEMM work (cost.dsa.indexer_bwd_flops_per_token), the fp32 key gradient's zeroing and bf16 cast,
+GEMM work (cost.dsa.indexer_bwd_flops_per_token), the fp32 key gradient's zeroing and bf16 cast, once
+per 8,192-query block (each block's lighting_indexer call has its own backward, whose
+indexer_bwd_interface zeros a gradient of the whole gathered key, ops/tilelang_indexer_bwd.py line
+220), and autograd's sum of those block gradients of the one index_k (KEY_GRAD_SUM_BYTES_PER_ELEM),
 and over CP the reduce-scatter of the gathered indexer key's gradient (dsa.py line 1984's
 gather_from_sequence_parallel_region, now with a gradient).
 Its parameters were already counted whole on every TP rank with gradients and optimizer states
@@ -44,6 +52,7 @@ from sp_planner.cost.dsa import (
 from sp_planner.cost.dtypes import BF16_BYTES
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
 from sp_planner.cost.links import ring_collective_time_s
+from sp_planner.cost.qk_norm import COPY_BYTES_PER_ELEM
 from sp_planner.specs.model import ModelSpec
 
 # fused_qk_topk_lighting_with_streaming_sparse_kl's seq_chunk_size: queries per target, KL and
@@ -73,6 +82,9 @@ SLICE_GRAD_BYTES_PER_ELEM = 16
 # The indexer backward's fp32 key gradient (ops/tilelang_indexer_bwd.py indexer_bwd_interface
 # zeros_like(index_k, float32)), then cast to the bf16 key by autograd (4 read, 2 written).
 KEY_GRAD_BYTES_PER_ELEM = FP32_LOGIT_BYTES + FP32_LOGIT_BYTES + BF16_BYTES
+# Autograd adds each further block's bf16 key gradient into the first (torch/csrc/autograd
+# input_buffer.cpp accumulate: two read, one written).
+KEY_GRAD_SUM_BYTES_PER_ELEM = 3 * BF16_BYTES
 
 
 class IndexerLossTimes(NamedTuple):
@@ -121,11 +133,16 @@ def indexer_loss_times(hardware, model: ModelSpec, *, seq_len: int, batch, tp, r
     zero = np.zeros(np.shape(queries * tp))
     if not trains_indexer(model):
         return IndexerLossTimes(zero, zero, zero)
-    assert model.dsa is not None
+    assert model.dsa is not None and model.mla is not None
     k = _slots(model, seq_len)
     sorting = np.where(tp > 1, 1.0, 0.0)
     target = gemm_time_s(hardware, queries * indexer_target_flops_per_token(model, seq_len, model.num_heads / tp))
-    passes = memory_pass_time_s(hardware, queries * k * (LOSS_FWD_BYTES_PER_SLOT + sorting * SORT_BYTES_PER_SLOT))
+    # The absorbed query's head-major copy a sequence, and with b > 1 its chunks' and the latent key's.
+    multi = np.where(b > 1, 1.0, 0.0)
+    latent = model.mla.kv_lora_rank + model.mla.qk_rope_head_dim
+    copies = COPY_BYTES_PER_ELEM * latent * (queries * (model.num_heads / tp) * (1 + multi) + multi * b * seq_len)
+    passes = memory_pass_time_s(hardware, queries * k * (LOSS_FWD_BYTES_PER_SLOT + sorting * SORT_BYTES_PER_SLOT)
+                                + copies)
     sent = indexer_loss_bytes(model, seq_len=seq_len, batch=batch, tp=tp, ring=ring)
     # One all-reduce per chunk; tp is the innermost axis (layout: stride 1).
     chunks = np.ceil(queries / LOSS_CHUNK_QUERIES)
@@ -135,8 +152,10 @@ def indexer_loss_times(hardware, model: ModelSpec, *, seq_len: int, batch, tp, r
     block = np.minimum(queries, INDEXER_BLOCK_QUERIES)
     slice_grads = queries * np.ceil(block / LOSS_CHUNK_QUERIES) * k * SLICE_GRAD_BYTES_PER_ELEM
     keys = b * seq_len  # the indexer key, gathered whole over CP
+    blocks = np.ceil(seq_len / r / INDEXER_BLOCK_QUERIES)  # a sequence's, each a full key gradient
+    key_grads = blocks * KEY_GRAD_BYTES_PER_ELEM + (blocks - 1) * KEY_GRAD_SUM_BYTES_PER_ELEM
     bwd_bytes = (queries * k * (LOSS_BWD_BYTES_PER_SLOT + sorting * SORT_BWD_BYTES_PER_SLOT) + slice_grads
-                 + keys * model.dsa.index_head_dim * KEY_GRAD_BYTES_PER_ELEM)
+                 + keys * model.dsa.index_head_dim * key_grads)
     bwd = gemm_time_s(hardware, queries * indexer_bwd_flops_per_token(model, seq_len)) + memory_pass_time_s(
         hardware, bwd_bytes)
     scatter = np.where(r > 1, ring_collective_time_s(hardware, "reduce_scatter", sent.cp_scatter, r.astype(np.int64),

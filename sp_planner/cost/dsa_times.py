@@ -14,6 +14,11 @@ Forward, per rank with q = b x s / cp local queries (ulysses is refused: plan ru
 - the indexer's element-wise work (RoPE, k_norm, Hadamard rotation, the weights' scaling, the key's
   reorder, the top-k's bookkeeping) as memory-bound passes (cost.dsa_elementwise), and with the
   indexer's loss their backward;
+- over CP the gathered latent key's reorder into sequence order (line 1856, key.index_select with
+  _build_kv_reorder_idx: a copy of the b x s x 576 bf16 keys and the int64 index; the absorbed
+  layer passes no value, so line 1863's does not run), and backward index_select's gradient, an
+  index_add into a zeroed gathered key gradient (PyTorch index_select_backward), each timed as
+  cost.dsa_elementwise's indexer-key reorder (latent_reorder_bytes);
 - sparse MLA forward over heads / tp at tilelang's published rate (cost.dsa.SPARSE_MLA_FLOPS_PER_S),
   less the chip's sustained share as every benchmark rate (cost.kernels.sustained_fraction).
 Backward: Megatron's SparseMLA saves no output nor lse and runs the forward kernel again, then the
@@ -44,7 +49,12 @@ from sp_planner.cost.dsa import (
     sparse_mla_bwd_flops_per_token,
     sparse_mla_flops_per_token,
 )
-from sp_planner.cost.dsa_elementwise import indexer_elementwise_times
+from sp_planner.cost.dsa_elementwise import (
+    PASS_BYTES_PER_ELEM,
+    REORDER_BWD_BYTES_PER_ELEM,
+    REORDER_INDEX_BYTES,
+    indexer_elementwise_times,
+)
 from sp_planner.cost.dsa_loss import IndexerLossTimes, indexer_loss_times
 from sp_planner.cost.dtypes import BF16_BYTES
 from sp_planner.cost.families import profile_key
@@ -63,6 +73,8 @@ class DSATimes(NamedTuple):
     topk_s: np.ndarray
     elementwise_fwd_s: np.ndarray  # the indexer's RoPE, k_norm, Hadamard, ... (cost.dsa_elementwise)
     elementwise_bwd_s: np.ndarray  # their backward, zeros without the indexer's loss
+    latent_reorder_fwd_s: np.ndarray  # the gathered latent key's index_select over CP, zeros at cp 1
+    latent_reorder_bwd_s: np.ndarray  # its backward (zeroed gradient, index_add), zeros at cp 1
     sparse_fwd_s: np.ndarray
     sparse_bwd_s: np.ndarray  # the forward kernel again, the delta pass and the backward kernel
     indexer_tp_gather_s: np.ndarray  # x and qr gathered over TP (sequence parallelism)
@@ -74,8 +86,8 @@ class DSATimes(NamedTuple):
         zero = np.zeros(np.shape(self.sparse_fwd_s))
         return AttentionTimes(
             fwd_compute_s=(self.indexer_projection_s + self.indexer_score_s + self.topk_s + self.elementwise_fwd_s
-                           + self.sparse_fwd_s + self.loss.fwd_s),
-            bwd_compute_s=self.sparse_bwd_s + self.elementwise_bwd_s + self.loss.bwd_s,
+                           + self.latent_reorder_fwd_s + self.sparse_fwd_s + self.loss.fwd_s),
+            bwd_compute_s=self.sparse_bwd_s + self.elementwise_bwd_s + self.latent_reorder_bwd_s + self.loss.bwd_s,
             fwd_ring_exposed_s=self.indexer_tp_gather_s + self.cp_gather_s,
             bwd_ring_exposed_s=self.cp_scatter_s + self.loss.cp_scatter_s,
             fwd_ulysses_s=zero,
@@ -95,6 +107,16 @@ def latent_gather_share(model: ModelSpec) -> float:
     assert model.dsa is not None
     latent = latent_key_elems_per_token(model)
     return latent / (latent + model.dsa.index_head_dim)
+
+
+def latent_reorder_bytes(model: ModelSpec, *, seq_len: int, batch, ring) -> tuple[np.ndarray, np.ndarray]:
+    """(forward, backward) HBM bytes of the gathered latent key's reorder on one rank per layer and
+    micro-batch (module docstring), at cp > 1 only, per gathered key as the indexer key's: forward
+    576 x 4 + 8 = 2,312, backward 576 x 8 = 4,608 (DeepSeek-V3.2)."""
+    r = np.asarray(ring, dtype=np.float64)
+    keys = np.where(r > 1, np.asarray(batch, dtype=np.float64) * seq_len, 0.0)  # gathered whole over CP
+    latent = latent_key_elems_per_token(model)
+    return (keys * (PASS_BYTES_PER_ELEM * latent + REORDER_INDEX_BYTES), keys * REORDER_BWD_BYTES_PER_ELEM * latent)
 
 
 class DSACommBytes(NamedTuple):
@@ -137,6 +159,7 @@ def dsa_times(hardware: HardwareProfile, model: ModelSpec, *, seq_len: int, batc
     # Each local query's full logits row over the s gathered keys (cost.dsa.TOPK_LOGIT_PASSES).
     topk = memory_pass_time_s(hardware, TOPK_LOGIT_PASSES * FP32_LOGIT_BYTES * queries * seq_len)
     elementwise_fwd, elementwise_bwd = indexer_elementwise_times(hardware, model, seq_len=seq_len, batch=b, ring=r)
+    reorder_fwd, reorder_bwd = latent_reorder_bytes(model, seq_len=seq_len, batch=b, ring=r)
     sustained = sustained_fraction(hardware)
     sparse_fwd = queries * sparse_mla_flops_per_token(model, seq_len) / tp / (fwd_rate * sustained)
     sparse_bwd = queries * sparse_mla_bwd_flops_per_token(model, seq_len) / tp / (bwd_rate * sustained)
@@ -160,7 +183,8 @@ def dsa_times(hardware: HardwareProfile, model: ModelSpec, *, seq_len: int, batc
                               gpus_per_node=gpus_per_node)
     return DSATimes(
         indexer_projection_s=projection, indexer_score_s=score, topk_s=topk, elementwise_fwd_s=elementwise_fwd,
-        elementwise_bwd_s=elementwise_bwd, sparse_fwd_s=sparse_fwd,
+        elementwise_bwd_s=elementwise_bwd, latent_reorder_fwd_s=memory_pass_time_s(hardware, reorder_fwd),
+        latent_reorder_bwd_s=memory_pass_time_s(hardware, reorder_bwd), sparse_fwd_s=sparse_fwd,
         sparse_bwd_s=sparse_fwd + delta + sparse_bwd, indexer_tp_gather_s=tp_gather, cp_gather_s=gather,
         cp_scatter_s=over_cp("reduce_scatter", sent.cp_scatter), loss=loss,
     )

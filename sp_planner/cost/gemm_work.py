@@ -13,6 +13,8 @@
 - The memory-bound ops between the GEMMs (elementwise_bytes_per_token), forward with the GEMMs and
   twice in backward, at the profile's memory-bound rate; split over the TP ranks, or, for a run
   without sequence parallelism, the norms and residual adds on all of each rank's tokens.
+- DeepSeek Sparse Attention's unfused RoPE (cost.rope.unfused_rope_bytes_per_token), forward and
+  backward each on its own.
 - The hidden dropouts' passes where the model has them (cost.dropout: the mask forward, a kernel of
   their own backward), in the region the residual adds run in.
 - Where the framework unpads around the attention kernel (llm-foundry's attn_impl flash,
@@ -55,7 +57,7 @@ from sp_planner.cost.precision import (
 )
 from sp_planner.cost.qk_norm import qk_norm_bytes_per_token
 from sp_planner.cost.router import router_times_s
-from sp_planner.cost.rope import rope_elements_per_token
+from sp_planner.cost.rope import rope_elements_per_token, unfused_rope_bytes_per_token
 from sp_planner.cost.unpad_passes import unpad_bytes_per_token
 from sp_planner.distinct import per_distinct
 from sp_planner.specs.hardware import HardwareProfile
@@ -63,7 +65,8 @@ from sp_planner.specs.model import ModelSpec
 
 # Memory-bound ops between the GEMMs, per token of one layer, forward (bf16): two RMSNorms
 # (read + write h: 8h), two residual adds (read 2h, write h: 12h), RoPE on q and k where the model
-# has it (read + write: 4(q + kv); MLA's own kernels; the mean over RoPE and NoPE layers: cost.rope),
+# has it (read + write: 4(q + kv); MLA's own kernels; the mean over RoPE and NoPE layers; DSA's
+# unfused RoPE is timed each way on its own: cost.rope),
 # SwiGLU/GeLU (read 2ffn or ffn, write ffn), the QK norm where the model has one (cost.qk_norm).
 # Backward reads the saved input and the incoming gradient and writes a gradient: twice the
 # forward traffic (counted by timing these with the forward GEMMs, which the layer total
@@ -204,6 +207,12 @@ def gemm_work(model: ModelSpec, hardware: HardwareProfile, *, seq_len: int, tp, 
     region_tokens = sequence_parallel_region_tokens(tokens, tp, sequence_parallel)
     fwd = fwd + memory_pass_time_s(hardware, drop_fwd * region_tokens)
     bwd = bwd + memory_pass_time_s(hardware, drop_bwd * region_tokens)
+    # Unfused RoPE (DSA's, cost.rope), each way on its own, on the rank's heads; in the forward, so
+    # full recompute runs it again. The fused kernels are elementwise_bytes_per_token's.
+    rope_fwd, rope_bwd = unfused_rope_bytes_per_token(model)
+    if rope_fwd:
+        fwd = fwd + memory_pass_time_s(hardware, rope_fwd * tokens / np.asarray(tp))
+        bwd = bwd + memory_pass_time_s(hardware, rope_bwd * tokens / np.asarray(tp))
     if unpads_attention:
         # llm-foundry's unpad and pad passes, each way on its own, on the rank's heads (split over tp;
         # cost.unpad_passes); in the forward, so full recompute runs them again.

@@ -23,8 +23,8 @@ Memory, per layer and micro-batch on a rank with n = b*s/cp tokens:
          up-projections' inputs, or the checkpoint's); cost.activations counts neither, nor the
          fused norms' outputs LayerNormLinear keeps with nothing recomputed, so they cancel here.
 Compute: the up-projections' forward GEMMs again (hardware FLOPs, not Megatron's model FLOPs) and
-the MLA RoPE kernels' traffic (cost.rope); the latent norms are not priced (cost.gemm_work prices
-no latent norm either).
+the MLA RoPE kernels' traffic (cost.rope; under DSA its unfused RoPE and cats); the latent norms
+are not priced (cost.gemm_work prices no latent norm either).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import numpy as np
 from sp_planner.cost.dtypes import BF16_BYTES
 from sp_planner.cost.kernels import memory_pass_time_s
 from sp_planner.cost.precision import gemm_peak_flops
-from sp_planner.cost.rope import mla_rope_elements_per_token, rope_layer_share
+from sp_planner.cost.rope import rope_forward_bytes_per_token
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 
@@ -70,5 +70,5 @@ def mla_up_proj_recompute_s(model: ModelSpec, hardware: HardwareProfile, *, toke
     gemm = mla_up_proj_flops_per_token(model) * tokens / np.asarray(tp) / gemm_peak_flops(hardware, precision,
                                                                                           fp8_blockwise)
     assert model.mla is not None
-    rope = BF16_BYTES * mla_rope_elements_per_token(model.mla, model.num_heads) * rope_layer_share(model)
+    rope = rope_forward_bytes_per_token(model)  # the fused kernels, or DSA's unfused RoPE
     return gemm + memory_pass_time_s(hardware, rope * tokens / np.asarray(tp))

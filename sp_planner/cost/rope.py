@@ -30,7 +30,27 @@ megatron/core/fusions/fused_mla_yarn_rope_apply.py, n heads of qk_nope (d) and v
   d_emb), timed as twice the forward like the rest; 2 + 2 launches as above. The shared r is
   read by every TP rank (the k_pos_emb each rank gathers): counted once, (tp - 1) r elements a
   token short (DeepSeek-V3 at tp 8: 448 of 90,176). Without the fusion (--no-rope-fusion, or a
-  non-YaRN rope_type) Megatron splits, rotates and torch.cat's in more kernels: not modelled.
+  non-YaRN rope_type) Megatron splits, rotates and torch.cat's in more kernels: not modelled,
+  except under DeepSeek Sparse Attention, which never fuses it.
+
+DeepSeek Sparse Attention (ModelSpec.dsa; DeepSeek-V3.2): TransformerConfig asserts RoPE fusion off
+(transformer_config.py at d98e8a64dd line 3163) and the layer is AbsorbedMLASelfAttention
+(experimental_attention_variant_module_specs.py line 130), whose qkv_up_proj_and_rope_apply
+(experimental_attention_variant/absorbed_mla.py lines 538-683) runs, unfused: apply_rotary_pos_emb
+on the query's n r-wide slices and on the shared r-wide key (lines 639-658, mla_rotary_interleaved),
+each rope_utils.py _apply_rotary_pos_emb_bshd (lines 92-156): the even/odd torch.cat, then the six
+PyTorch kernels and the bf16 cos and sin the indexer's RoPE runs (cost.dsa_elementwise,
+MLA_ROPE_FWD_BYTES_PER_ELEM, COS_SIN_BYTES_PER_ELEM a call); then the torch.cat of the absorbed
+query's n (kv_lora_rank + r) and of the latent key's kv_lora_rank + r (lines 662-664; no value: the
+latent is the value). No kv up-projection output is split (k's up-projection is absorbed into the
+query), so none of the fused kernels' key/value copy runs. Backward, timed on its own (not twice the
+forward: the cats' backward are views, and cos and sin take no gradient): the same PyTorch ops'
+backward (cost.dsa_elementwise MLA_ROPE_BWD_BYTES_PER_ELEM) and the query split's (line 626's
+torch.split: a torch.cat of its nope and rope gradients, n (qk_nope + r)). As the fused kernels,
+in the forward: full recompute and mla_up_proj re-run it. The kv_compressed and k_pos_emb each TP
+rank holds whole are counted once, as above; the launches stay the fused count (cost.host has no DSA
+term). Not counted: the einsum's permuted output that q_absorbed.contiguous() copies (line 633; the
+GEMM's, not RoPE's).
 
 Layers without RoPE in a rope model (ModelSpec.num_nope_layers: Llama 4's every 4th layer, HF
 Llama4TextAttention use_rope = config.no_rope_layers[layer_idx]; Megatron --no-rope-freq) run
@@ -55,6 +75,13 @@ Models without rotary embeddings (specs.model PositionEmbedding) run none of thi
 
 from __future__ import annotations
 
+from sp_planner.cost.dsa_elementwise import (
+    COS_SIN_BYTES_PER_ELEM,
+    MLA_ROPE_BWD_BYTES_PER_ELEM,
+    MLA_ROPE_FWD_BYTES_PER_ELEM,
+    PASS_BYTES_PER_ELEM,
+)
+from sp_planner.cost.dtypes import BF16_BYTES
 from sp_planner.specs.attention import MLASpec
 from sp_planner.specs.model import ROPE, ModelSpec
 
@@ -83,14 +110,55 @@ def mla_rope_elements_per_token(mla: MLASpec, num_heads: int) -> int:
     return query + key_value
 
 
+# The absorbed MLA's unfused RoPE calls per layer forward: the query's and the key's (module docstring).
+DSA_ROPE_CALLS = 2
+
+
+def runs_unfused_rope(model: ModelSpec) -> bool:
+    """Whether Megatron runs the model's RoPE as unfused PyTorch ops: under DSA (module docstring)."""
+    return model.dsa is not None and model.mla is not None
+
+
+def dsa_rope_bytes_per_token(mla: MLASpec, num_heads: int) -> tuple[int, int]:
+    """(forward, backward) HBM bytes of a DSA layer's unfused RoPE and its torch.cat's per token, all
+    TP ranks together (module docstring). DeepSeek-V3.2 (128 heads, nope 128, latent 512, r 64):
+    forward the query's RoPE 229,376, the key's 1,792, cos and sin 5,632, the query's cat 294,912,
+    the key's 2,304: 534,016; backward the query's 327,680, the key's 2,560 and the split's 98,304:
+    428,544."""
+    n, r, latent = num_heads, mla.qk_rope_head_dim, mla.kv_lora_rank + mla.qk_rope_head_dim
+    fwd = (MLA_ROPE_FWD_BYTES_PER_ELEM * (n * r + r) + DSA_ROPE_CALLS * COS_SIN_BYTES_PER_ELEM * r
+           + PASS_BYTES_PER_ELEM * (n * latent + latent))
+    bwd = MLA_ROPE_BWD_BYTES_PER_ELEM * (n * r + r) + PASS_BYTES_PER_ELEM * n * (mla.qk_nope_head_dim + r)
+    return fwd, bwd
+
+
 def rope_elements_per_token(model: ModelSpec) -> float:
-    """Query and key elements RoPE reads and writes per token of one layer forward, all TP ranks
-    together, averaged over the layers (0 without it); cost.gemm_work prices them at 2 bytes each."""
+    """Query and key elements the fused RoPE kernels read and write per token of one layer forward,
+    all TP ranks together, averaged over the layers (0 without it, or unfused); cost.gemm_work prices
+    them at 2 bytes each, the backward twice the forward."""
+    if runs_unfused_rope(model):
+        return 0.0
     if model.mla is not None:
         per_layer = mla_rope_elements_per_token(model.mla, model.num_heads)
     else:
         per_layer = ROPE_PASSES * (model.q_size + model.kv_size)
     return per_layer * rope_layer_share(model)
+
+
+def unfused_rope_bytes_per_token(model: ModelSpec) -> tuple[float, float]:
+    """(forward, backward) HBM bytes of unfused RoPE per token of one layer, all TP ranks together,
+    averaged over the layers, each way on its own (cost.gemm_work); (0, 0) where the kernels are fused."""
+    if not runs_unfused_rope(model):
+        return 0.0, 0.0
+    assert model.mla is not None
+    fwd, bwd = dsa_rope_bytes_per_token(model.mla, model.num_heads)
+    share = rope_layer_share(model)
+    return fwd * share, bwd * share
+
+
+def rope_forward_bytes_per_token(model: ModelSpec) -> float:
+    """RoPE's forward HBM bytes per token of one layer, fused or not (what a recompute re-runs)."""
+    return BF16_BYTES * rope_elements_per_token(model) + unfused_rope_bytes_per_token(model)[0]
 
 
 def rope_host_ops(model: ModelSpec) -> tuple[float, float]:

@@ -27,15 +27,21 @@ def test_a_small_layer_by_hand():
     t = indexer_loss_times(H800, _trained(_small(topk=3)), seq_len=8, batch=1, tp=np.array([2]), ring=np.array([2]),
                            cp_stride=2, gpus_per_node=8)
     # Target: 2 passes x 2 x 1 head x 20 x 21/8 keys = 210 FLOPs a query. Passes: 3 slots a query x
-    # (46 + 121 for the sort tp > 1 needs) bytes. Its all-reduce (fp32 4 x 3 a query, 2 x 1/2 of it
-    # sent), one chunk, overlaps them; at this size its latency is the longer.
-    fwd = 4 * 210 / gemm + 4 * 3 * 167 / memory
+    # (46 + 121 for the sort tp > 1 needs) bytes, and the absorbed query's head-major copy, 1 head x
+    # 20 x 4 bytes. Its all-reduce (fp32 4 x 3 a query, 2 x 1/2 of it sent), one chunk, overlaps
+    # them; at this size its latency is the longer.
+    fwd = 4 * 210 / gemm + (4 * 3 * 167 + 4 * 80) / memory
     all_reduce = ring_collective_time_s(H800, "all_reduce", 48, 2, 1, 8)
     assert all_reduce > fwd and t.fwd_s[0] == all_reduce
-    # Without TP: both heads' target, no sort, no all-reduce.
+    # Without TP: both heads' target and query copy, no sort, no all-reduce.
     alone = indexer_loss_times(H800, _trained(_small(topk=3)), seq_len=8, batch=1, tp=np.array([1]),
                                ring=np.array([2]), cp_stride=1, gpus_per_node=8)
-    assert alone.fwd_s[0] == pytest.approx(4 * 420 / gemm + 4 * 3 * 46 / memory, rel=1e-12)
+    assert alone.fwd_s[0] == pytest.approx(4 * 420 / gemm + (4 * 3 * 46 + 4 * 2 * 80) / memory, rel=1e-12)
+    # Two sequences a micro-batch: each sequence's query copy, and its 512-query chunks' (2 x 8 x 160),
+    # and the latent keys' (16 gathered keys x 20 x 4).
+    two = indexer_loss_times(H800, _trained(_small(topk=3)), seq_len=8, batch=2, tp=np.array([1]),
+                             ring=np.array([2]), cp_stride=1, gpus_per_node=8)
+    assert two.fwd_s[0] == pytest.approx(8 * 420 / gemm + (8 * 3 * 46 + 2 * 8 * 160 + 16 * 80) / memory, rel=1e-12)
     # Backward: the indexer kernel's 3 GEMMs (2 x 4 x 8 each) over 21/8 keys = 504 and the
     # projections' weight gradients 2 x (64 x 32 + 64 x 8 + 64 x 4) = 5,632 FLOPs a query; bytes:
     # 3 slots x (8 + 29), one chunk's slice gradient 3 x 16, and 8 keys x 8 x (4 + 4 + 2).
@@ -48,6 +54,22 @@ def test_a_small_layer_by_hand():
     # Saved a query: index_q 64, weights 16, indices 12, logits gradient 12, x and qr 256, k_norm
     # input 16; a gathered key 16.
     assert indexer_loss_saved_bytes(_trained(_small(topk=3)), queries=4, keys=8, seq_len=8) == 4 * 376 + 8 * 16
+
+
+def test_each_8192_query_block_zeroes_casts_and_adds_a_whole_key_gradient():
+    from sp_planner.cost.dsa import indexer_bwd_flops_per_token
+
+    gemm, memory, _ = _rates()
+    model = _trained(_small(topk=3))
+    t = indexer_loss_times(H800, model, seq_len=32768, batch=1, tp=np.array([1]), ring=np.array([2]), cp_stride=1,
+                           gpus_per_node=8)
+    # 16,384 local queries, two 8,192-query blocks: each block's backward zeros an fp32 gradient of
+    # all 32,768 gathered 8-wide keys and casts it to bf16 (4 + 4 + 2), and autograd adds the second
+    # into the first (2 + 2 read, 2 written): 8 x (2 x 10 + 6) a key. Beside them 3 slots x 8 bytes
+    # a query and 16 chunks' slice gradients (3 x 16) a query.
+    moved = 16384 * 3 * 8 + 16384 * 16 * 3 * 16 + 32768 * 8 * (2 * 10 + 6)
+    assert t.bwd_s[0] == pytest.approx(16384 * indexer_bwd_flops_per_token(model, 32768) / gemm + moved / memory,
+                                       rel=1e-12)
 
 
 def test_without_the_loss_nothing_changes():

@@ -50,10 +50,16 @@ def test_a_small_layer_by_hand():
     # key): 320. No backward without the indexer's loss.
     assert t.elementwise_fwd_s[0] == pytest.approx((1416 * 4 + 320) / memory, rel=1e-12)
     assert t.elementwise_bwd_s[0] == 0.0
+    # The main attention's 8 gathered latent keys (20 wide) reordered: a copy (20 x 4) and the int64
+    # index a key, 704; backward a zeroed gradient and index_add (20 x 8 a key), 1,280.
+    assert t.latent_reorder_fwd_s[0] == pytest.approx(8 * (20 * 4 + 8) / memory, rel=1e-12)
+    assert t.latent_reorder_bwd_s[0] == pytest.approx(8 * 20 * 8 / memory, rel=1e-12)
     times = t.attention_times()
     assert times.fwd_compute_s[0] == pytest.approx(t.indexer_projection_s[0] + t.indexer_score_s[0] + t.topk_s[0]
-                                                   + t.elementwise_fwd_s[0] + fwd, rel=1e-12)
-    assert times.bwd_s[0] == pytest.approx(bwd + t.cp_scatter_s[0], rel=1e-12)  # no indexer backward
+                                                   + t.elementwise_fwd_s[0] + t.latent_reorder_fwd_s[0] + fwd,
+                                                   rel=1e-12)
+    # No indexer backward; the latent key's reorder has one.
+    assert times.bwd_s[0] == pytest.approx(bwd + t.latent_reorder_bwd_s[0] + t.cp_scatter_s[0], rel=1e-12)
     assert times.fwd_ring_exposed_s[0] == t.indexer_tp_gather_s[0] + t.cp_gather_s[0]
 
 
@@ -61,6 +67,7 @@ def test_no_comm_without_tp_and_cp_and_the_dense_model_is_left_alone():
     t = dsa_times(H800, _small(topk=3), seq_len=8, batch=1, tp=np.array([1]), ulysses=np.array([1]),
                   ring=np.array([1]), gpus_per_node=8)
     assert t.indexer_tp_gather_s[0] == t.cp_gather_s[0] == t.cp_scatter_s[0] == 0.0
+    assert t.latent_reorder_fwd_s[0] == t.latent_reorder_bwd_s[0] == 0.0  # nothing gathered, nothing reordered
     v3 = load_model("DeepSeek-V3")
     dense = t.attention_times()  # any AttentionTimes
     assert sparse_attention_times(dense, H800, v3, seq_len=8, batch=1, tp=1, ulysses=1, ring=1,
@@ -119,3 +126,21 @@ def test_the_comm_model_counts_dsa_gathers_in_place_of_k_and_v():
     assert sparse.cp_all_gather[0] == sent.cp_gather * per_stage
     assert sparse.cp_reduce_scatter[0] == sent.cp_scatter * per_stage
     assert sparse.tp_all_gather[0] - dense.tp_all_gather[0] == sent.tp_gather * per_stage
+
+
+def test_deepseek_v32_reorders_its_gathered_latent_key_over_cp_only():
+    from sp_planner.cost.dsa_times import latent_reorder_bytes
+
+    v32 = load_model("deepseek-v3.2-exp")
+    # 128K keys gathered whole over CP, 512 + 64 = 576 bf16 a key: index_select copies them and reads
+    # an int64 index, 576 x 4 + 8 = 2,312 bytes a key; backward a zeroed gradient (2), index_add reads
+    # the gradient (2) and updates the zeroed one (2 + 2): 576 x 8 = 4,608. Micro batch 2 doubles it;
+    # no CP, no gather, no reorder.
+    fwd, bwd = latent_reorder_bytes(v32, seq_len=131072, batch=np.array([1, 2, 1]), ring=np.array([32, 32, 1]))
+    assert list(fwd) == [131072 * 2312, 2 * 131072 * 2312, 0.0] and 131072 * 2312 == 303_038_464
+    assert list(bwd) == [131072 * 4608, 2 * 131072 * 4608, 0.0]
+    t = dsa_times(H800, v32, seq_len=131072, batch=1, tp=np.array([1]), ulysses=np.array([1]), ring=np.array([32]),
+                  gpus_per_node=8)
+    _, memory, _ = _rates()
+    assert t.latent_reorder_fwd_s[0] == pytest.approx(303_038_464 / memory, rel=1e-12)  # 0.119 ms on H800
+    assert t.latent_reorder_bwd_s[0] == pytest.approx(131072 * 4608 / memory, rel=1e-12)

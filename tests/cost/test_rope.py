@@ -6,7 +6,14 @@ from sp_planner.catalog import load_model
 from sp_planner.cost.cuda_graphs import ATTN
 from sp_planner.cost.gemm_work import elementwise_bytes_per_token
 from sp_planner.cost.host import layer_host_ops
-from sp_planner.cost.rope import has_rope, rope_elements_per_token, rope_host_ops
+from sp_planner.cost.rope import (
+    dsa_rope_bytes_per_token,
+    has_rope,
+    rope_elements_per_token,
+    rope_forward_bytes_per_token,
+    rope_host_ops,
+    unfused_rope_bytes_per_token,
+)
 
 GPT3 = load_model("GPT-3-175B")  # learned absolute positions
 GPT3_ROPE = GPT3.model_copy(update={"position_embedding": "rope"})
@@ -78,3 +85,52 @@ def test_llama4_scout_prices_rope_on_its_36_rope_layers_by_hand():
     every_layer = SCOUT.model_copy(update={"num_nope_layers": 0})
     assert [float(a - b) for a, b in zip(layer_host_ops(every_layer, **args), layer_host_ops(SCOUT, **args))] == [
         0.5, 0.5]
+
+
+DSV32 = load_model("deepseek-v3.2-exp")
+
+
+def test_deepseek_v32_prices_the_absorbed_layers_unfused_rope_by_hand():
+    # DSA asserts RoPE fusion off and runs AbsorbedMLA: apply_rotary_pos_emb (MLA-interleaved) on the
+    # query's 128 x 64 rope elements and the shared key's 64, 4 + 24 = 28 bytes each (the even/odd
+    # cat, then t * cos, -x2, cat, * sin, the sum, the final cat): 229,376 + 1,792; cos and sin built
+    # for both calls, 2 x 44 x 64 = 5,632; the cat of the absorbed query, 128 x (512 + 64) read and
+    # written, 294,912, and of the latent key, 576 x 4 = 2,304. 534,016 bytes a token and layer.
+    assert DSV32.dsa is not None and DSV32.num_nope_layers == 0
+    # Backward: 26 + 14 = 40 bytes a rotated element (the indexer's 26, the strided slices' zeroed
+    # gradients and copies 2 x 4 and their sum 6), 327,680 + 2,560; the cats' backward are views; the
+    # query split's backward cat, 128 x (128 + 64) x 4 = 98,304. 428,544, not twice the forward.
+    fwd, bwd = dsa_rope_bytes_per_token(DSV32.mla, DSV32.num_heads)
+    assert fwd == 229_376 + 1_792 + 5_632 + 294_912 + 2_304 == 534_016
+    assert bwd == 327_680 + 2_560 + 98_304 == 428_544
+    assert unfused_rope_bytes_per_token(DSV32) == (534_016, 428_544)
+    # In place of the fused kernels' 180,352 forward bytes (the same MLA shape as DeepSeek-V3),
+    # which the twice-the-forward elementwise work no longer holds.
+    assert rope_elements_per_token(DSV32) == 0 and _rope_bytes(DSV32) == 0
+    assert unfused_rope_bytes_per_token(DSV3) == (0, 0) and rope_elements_per_token(DSV3) == 90_176
+    assert rope_forward_bytes_per_token(DSV32) == 534_016 and rope_forward_bytes_per_token(DSV3) == 180_352
+    assert rope_host_ops(DSV32) == (2, 2)  # launches not counted (cost.host has no DSA term)
+
+
+def test_gemm_work_and_the_mla_up_proj_recompute_time_dsas_rope_each_way():
+    from sp_planner.catalog import load_hardware
+    from sp_planner.cost.gemm_work import gemm_work
+    from sp_planner.cost.kernels import memory_pass_time_s
+    from sp_planner.cost.mla_recompute import mla_up_proj_recompute_s
+    from sp_planner.cost.precision import BF16
+
+    h800 = load_hardware("h800")
+    fused = DSV32.model_copy(update={"dsa": None})  # the same layer with Megatron's fused MLA RoPE
+    # 4,096 tokens a rank at tp 1: forward 534,016 in place of 180,352 bytes a token, backward 428,544
+    # in place of twice 180,352.
+    args = dict(seq_len=4096, tp=1, micro_batch=1, cp=1, ep=1, etp=1, precision=BF16, fp8_current=False,
+                gpus_per_node=8)
+    dsa, dense = gemm_work(DSV32, h800, **args), gemm_work(fused, h800, **args)
+    assert dsa.fwd_s[0] - dense.fwd_s[0] == pytest.approx(
+        memory_pass_time_s(h800, 4096 * (534_016 - 180_352)), rel=1e-9)
+    assert dsa.bwd_s[0] - dense.bwd_s[0] == pytest.approx(
+        memory_pass_time_s(h800, 4096 * (428_544 - 2 * 180_352)), rel=1e-9)
+    # mla_up_proj re-runs the forward's.
+    extra = (mla_up_proj_recompute_s(DSV32, h800, tokens=4096, tp=1, precision=BF16)
+             - mla_up_proj_recompute_s(fused, h800, tokens=4096, tp=1, precision=BF16))
+    assert extra == pytest.approx(memory_pass_time_s(h800, 4096 * (534_016 - 180_352)), rel=1e-9)
