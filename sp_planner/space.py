@@ -46,7 +46,7 @@ from sp_planner.space_degrees import (  # re-exported: the space's degree tuples
     search_order,
     with_expert_degrees,
 )
-from sp_planner.space_variants import expand_variants
+from sp_planner.space_variants import variant_rows
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
@@ -148,10 +148,12 @@ def expand_candidates(workload: Workload, degrees: np.ndarray, pins: Pins, gpus_
     width = len(DEGREES) + len(EXPERT_DEGREES) + 3
     table = np.concatenate(blocks) if blocks else np.zeros((0, width), dtype=np.int64)
     mask, replicas = _variants(dict(zip(DEGREES, table.T)), table[:, len(DEGREES)], pins, gpus_per_node)
-    table = expand_variants(table, mask, replicas)  # (rows, width) -> (variants, width + 3)
+    # (rows, width) -> variants: each base row once per valid variant (space_variants), kept as each
+    # variant's base row and its three columns; every column is gathered once, below.
+    base, *variant_columns = variant_rows(mask, replicas)
     layout = pins.ring_layout or ("zigzag" if workload.causal else "contiguous")
-    names = (*DEGREES, "zero", "recompute", "micro_batch", *EXPERT_DEGREES, "allgather", "dp_replicate", "reshard")
-    # (variants, width + 3) -> (variants x vpp x precision, width + 5), each row's next to it,
+    names = (*DEGREES, "zero", "recompute", "micro_batch", *EXPERT_DEGREES)
+    # variants -> variants x vpp x precision, each row's next to it,
     # without the (variant, vpp) pairs _vpp_keep drops: decided on the (variants, vpp x precision)
     # grid, so that only the rows kept are ever built.
     vpps, codes = _vpp_choices(pins, axes), _precision_codes(pins, axes)
@@ -159,19 +161,22 @@ def expand_candidates(workload: Workload, degrees: np.ndarray, pins: Pins, gpus_
     num_layers = axes.num_layers if axes is not None else 1
     at = {name: i for i, name in enumerate(names)}
     # Decided once per distinct (dp, pp, micro-batch): a chunk's variants hold a few dozen.
-    first_row, inverse = distinct_columns([table[:, at[name]] for name in ("dp", "pp", "micro_batch")])
-    dp, pp, mb = (table[first_row, at[name], None] for name in ("dp", "pp", "micro_batch"))
+    # One contiguous array per field: the rules and the cost model read every column many times,
+    # several times faster than as strided views of a row-major table.
+    by_field = np.ascontiguousarray(table.T, dtype=np.int64)  # (width, base rows)
+    first_row, inverse = distinct_columns([by_field[at[name]][base] for name in ("dp", "pp", "micro_batch")])
+    dp, pp, mb = (by_field[at[name]][base[first_row], None] for name in ("dp", "pp", "micro_batch"))
     mtp = axes.mtp_layers if axes is not None else 0
     keep = _vpp_refine(workload, dp, pp, mb, extra[None, :, 0], num_layers, mtp) if refine else \
         _vpp_keep(workload, dp, pp, mb, extra[None, :, 0], num_layers, pins.vpp is not None or axes is None, mtp,
                   pinned_split(pins))
     keep = np.broadcast_to(keep, (len(first_row), len(extra)))[inverse]  # (distinct, E) -> (variants, E)
-    rows, picked = np.nonzero(np.broadcast_to(keep, (len(table), len(extra))))  # row-major: rows in order
-    # One contiguous array per field, gathered field by field: the rules and the cost model read
-    # every column many times, several times faster than as strided views of a row-major table.
-    by_field = np.ascontiguousarray(table.T, dtype=np.int64)  # (width + 3, variants)
-    columns = [column[rows] for column in by_field] + [extra[picked, 0], extra[picked, 1]]
-    named = dict(zip((*names, "vpp", "precision"), columns))
+    rows, picked = np.nonzero(np.broadcast_to(keep, (len(base), len(extra))))  # row-major: rows in order
+    # Each field gathered once from the base rows (at_base) or the variants' columns (rows).
+    at_base = base[rows]
+    columns = [column[at_base] for column in by_field] + [column[rows] for column in variant_columns] + \
+        [extra[picked, 0], extra[picked, 1]]
+    named = dict(zip((*names, "allgather", "dp_replicate", "reshard", "vpp", "precision"), columns))
     split = pinned_split(pins)
     if split is not None:
         first, last = (np.full(len(rows), v, dtype=np.int64) for v in split)

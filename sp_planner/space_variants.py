@@ -52,8 +52,10 @@ def variant_mask(dp, tp, ulysses, ring, zero, *, cp_comm, dp_replicate, reshard_
     return valid, replicas
 
 
-def expand_variants(table: np.ndarray, mask: np.ndarray, replicas: np.ndarray) -> np.ndarray:
-    """Rows of `table` repeated per valid template, with (allgather, dp_replicate, reshard) appended."""
-    rows, cols = np.nonzero(mask)  # row-major: each row's variants stay together, in template order
-    extra = np.array(TEMPLATES, dtype=np.int64)[cols]
-    return np.concatenate([table[rows], extra[:, :1], replicas[rows, cols][:, None], extra[:, 2:]], axis=1)
+def variant_rows(mask: np.ndarray, replicas: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Each valid (row, template) of variant_mask's `mask`, row-major (each row's variants stay
+    together, in template order): (its base row, allgather, dp_replicate, reshard), int64 columns,
+    so that the caller gathers each base column once for every variant."""
+    rows, cols = np.nonzero(mask)
+    extra = np.array(TEMPLATES, dtype=np.int64)
+    return rows, extra[cols, 0], replicas[rows, cols].astype(np.int64, copy=False), extra[cols, 2]
