@@ -41,6 +41,13 @@ def concat_take(parts: Sequence[T], index: np.ndarray) -> T:
     return cast(T, _concat_take(list(parts), index))
 
 
+def concat_taken(parts: Sequence[T], indexes: Sequence[np.ndarray | None]) -> T:
+    """concat([take(part, index) for each part and index]) (an index None: the whole part), each
+    array column written once into its place in the result instead of taken and then copied again
+    (the search's pruned scan gathers its rows this way, search_pruned_scan)."""
+    return cast(T, _concat_taken(list(parts), list(indexes)))
+
+
 def held_rows(priced: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(the places in `index` whose row is among `priced` (ascending row indices), where each is in
     `priced`): a cost table priced on some rows (cost.kind_table), read after a take of `index`."""
@@ -87,6 +94,31 @@ def _concat_take(parts: list[Any], index: np.ndarray) -> Any:
         return type(first)(**{f.name: _concat_take([getattr(p, f.name) for p in parts], index)
                               for f in dataclasses.fields(first)})
     return _take(first if len(parts) == 1 else _concat(parts), index)
+
+
+def _concat_taken(parts: list[Any], indexes: list[np.ndarray | None]) -> Any:
+    first = parts[0]
+    if first is None:
+        return None
+    if all(isinstance(p, np.ndarray) and p.ndim and p.shape[1:] == first.shape[1:] for p in parts):
+        sizes = [len(p) if i is None else len(i) for p, i in zip(parts, indexes)]
+        out = np.empty((sum(sizes), *first.shape[1:]), dtype=np.result_type(*parts))
+        start = 0
+        for part, index, size in zip(parts, indexes, sizes):
+            if index is None:
+                out[start:start + size] = part
+            else:
+                np.take(part, index, axis=0, out=out[start:start + size])
+            start += size
+        return out
+    if isinstance(first, tuple) and hasattr(first, "_fields"):
+        return type(first)(*(_concat_taken([p[i] for p in parts], indexes) for i in range(len(first))))
+    if dataclasses.is_dataclass(first) and not isinstance(first, type) and all(
+            isinstance(getattr(first, f.name), np.ndarray) for f in dataclasses.fields(first)):
+        # a container of array columns (candidates.Candidates), one column at a time
+        return type(first)(**{f.name: _concat_taken([getattr(p, f.name) for p in parts], indexes)
+                              for f in dataclasses.fields(first)})
+    return _concat([p if i is None else _take(p, i) for p, i in zip(parts, indexes)])
 
 
 def _concat(parts: list[Any]) -> Any:

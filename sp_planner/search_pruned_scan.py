@@ -70,6 +70,15 @@ class _Passing(NamedTuple):
     place: np.ndarray  # each row's place in the enumeration
 
 
+class _Out(NamedTuple):
+    """The rows of `rows` at `at` (places `place`), out of memory, their memory priced, taken only
+    if ever timed (_fitting_rows; PrunedScan drops them once the rows kept all fit)."""
+
+    rows: _Pending
+    at: np.ndarray
+    place: np.ndarray
+
+
 class _Unpriced(NamedTuple):
     """The rows of `rows` at `at` (places `place`), out of memory, their memory not priced (_fitting_rows)."""
 
@@ -88,8 +97,9 @@ def _priced_rows(model: ModelSpec, hardware: HardwareProfile, workload: Workload
 
 
 def _fitting_rows(model: ModelSpec, hardware: HardwareProfile, workload: Workload, passing: _Passing,
-                  gpus_per_node: int, runtime: Runtime) -> tuple[_Pending, _Pending, _Unpriced]:
-    """The `passing` rows that fit in memory and those that do not, their memory priced (_priced_rows),
+                  gpus_per_node: int, runtime: Runtime) -> tuple[_Pending, np.ndarray, _Out, _Unpriced]:
+    """The `passing` rows priced (_priced_rows), the indices of those that fit in memory among them,
+    and those that do not (_Out: taken only if ever timed),
     and those out of memory by their model states alone (cost.memory.states_floor_bytes), their
     memory not priced: only the timing of OOM rows reads it, which a search whose rows kept come
     to all fit never does (PrunedScan). The states are the memory's first parts, priced once."""
@@ -103,7 +113,8 @@ def _fitting_rows(model: ModelSpec, hardware: HardwareProfile, workload: Workloa
         passing, states = columns.take(passing, index), columns.take_rows(states, index, len(over))
     rows = _priced_rows(model, hardware, workload, passing, gpus_per_node, runtime, states)
     oom = rows.memory.peak_bytes > hardware.hbm_bytes  # as evaluate_rows's
-    return columns.take(rows, np.flatnonzero(~oom)), columns.take(rows, np.flatnonzero(oom)), unpriced
+    out = np.flatnonzero(oom)
+    return rows, np.flatnonzero(~oom), _Out(rows, out, rows.place[out]), unpriced
 
 
 class PrunedScan:
@@ -133,16 +144,17 @@ class PrunedScan:
         self.reads_tuples = after is None
         self.tuples = merged([])
         self.oom = 0  # OOM rows counted
-        self.unpriced: list[_Passing] = []
+        # Chunks and the rows of each that pass the rules, taken when priced (several chunks at once)
+        self.unpriced: list[tuple[_Passing, np.ndarray]] = []
         self.pending: _Pending | None = None  # fitting rows left to time
         # OOM rows left to time while the rows kept are not all fits (_Unpriced: memory not priced yet)
-        self.held: list[_Pending | _Unpriced] = []
+        self.held: list[_Out | _Unpriced] = []
 
     def add(self, chunk: Candidates, code: np.ndarray, seen: int) -> None:
         """The rows of `chunk` (at places `seen` on, first_rule's `code`) that pass the rules."""
         rows = np.flatnonzero(code < 0)
-        self.unpriced.append(_Passing(columns.take(chunk, rows), code[rows], seen + rows))
-        if sum(len(p.place) for p in self.unpriced) >= PRUNE_BATCH_ROWS:
+        self.unpriced.append((_Passing(chunk, code, seen + np.arange(len(code))), rows))
+        if sum(len(rows) for _, rows in self.unpriced) >= PRUNE_BATCH_ROWS:
             self._priced()
             if self.pending is not None and len(self.pending.place) >= BOUND_BATCH_ROWS:
                 self._time_pending(leave=PRUNE_ROUND_ROWS)
@@ -166,10 +178,12 @@ class PrunedScan:
     def _priced(self) -> None:
         """The unpriced rows' memory priced, the fitting ones pending, the OOM ones held."""
         if self.unpriced:
-            fitting, out, over = _fitting_rows(*self.args, columns.concat(self.unpriced), self.gpus_per_node,
-                                               self.runtime)
+            passing = columns.concat_taken([p for p, _ in self.unpriced], [rows for _, rows in self.unpriced])
+            rows, fit, out, over = _fitting_rows(*self.args, passing, self.gpus_per_node, self.runtime)
             self.unpriced, self.oom = [], self.oom + len(out.place) + len(over.place)
-            self.pending = fitting if self.pending is None else columns.concat([self.pending, fitting])
+            # the fitting rows taken once, after those pending
+            self.pending = columns.take(rows, fit) if self.pending is None else \
+                columns.concat_taken([self.pending, rows], [None, fit])
             self.held += [out, over] if len(over.place) else [out]
 
     def _price(self, leave: int) -> None:
@@ -217,7 +231,7 @@ class PrunedScan:
 
     def _held_priced(self) -> list[_Pending]:
         """The held rows, those whose memory is not priced yet priced now."""
-        return [p if isinstance(p, _Pending) else
+        return [columns.take(p.rows, p.at) if isinstance(p, _Out) else
                 _priced_rows(*self.args, columns.take(p.rows, p.at), self.gpus_per_node, self.runtime)
                 for p in self.held]
 

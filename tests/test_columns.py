@@ -71,6 +71,32 @@ def test_columns_not_priced_yet_stay_none():
     assert got.comm is None
 
 
+@pytest.mark.parametrize("indexes", [([1, 0], None), (None, [2, 2, 0]), ([], [1]), ([1], [])])
+def test_concat_taken_is_concat_of_takes(indexes):
+    plans = [ParallelPlan(dp=d, pp=1, tp=8 // d) for d in (1, 2, 4, 8)] + [ParallelPlan(dp=2, pp=2, tp=2)]
+    parts = [_rows(plans[:2], 0.0), _rows(plans[2:], 10.0)]
+    index = [None if i is None else np.array(i, dtype=np.int64) for i in indexes]
+    got = columns.concat_taken(parts, index)
+    _equal(got, columns.concat([p if i is None else columns.take(p, i) for p, i in zip(parts, index)]))
+    # by hand: the first part's step times are 0, 1, the second's 10, 11, 12
+    first = [0.0, 1.0] if index[0] is None else [[0.0, 1.0][i] for i in index[0]]
+    second = [10.0, 11.0, 12.0] if index[1] is None else [[10.0, 11.0, 12.0][i] for i in index[1]]
+    np.testing.assert_array_equal(got.costs.step_s, first + second)
+    assert got.costs.reason.dtype == object and list(got.costs.reason) == [f"r{s:g}" for s in first + second]
+    assert got.candidates.dp.dtype == np.int64 and got.candidates.zigzag.dtype == bool
+
+
+def test_concat_taken_keeps_a_column_not_priced_none():
+    class _Maybe(NamedTuple):
+        step_s: np.ndarray
+        comm: np.ndarray | None
+
+    parts = [_Maybe(np.array([1.0, 2.0]), None), _Maybe(np.array([3.0]), None)]
+    got = columns.concat_taken(parts, [np.array([1]), None])
+    np.testing.assert_array_equal(got.step_s, [2.0, 3.0])
+    assert got.comm is None
+
+
 def test_held_rows_finds_each_taken_row_among_the_priced():
     # Rows 1, 4 and 7 priced; a take of rows 7, 0, 4, 4, 9 holds priced rows at places 0, 2, 3,
     # which are the priced table's entries 2, 1, 1.

@@ -81,7 +81,7 @@ def test_searches_with_the_floor_answer_as_without(question, monkeypatch):
 
     def counted(*args):
         out = real(*args)
-        unpriced.append(len(out[2].place))
+        unpriced.append(len(out[3].place))
         return out
 
     monkeypatch.setattr(pruned_scan, "_fitting_rows", counted)
