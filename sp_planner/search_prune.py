@@ -31,12 +31,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from sp_planner.distinct import distinct_rows
+from sp_planner.distinct import distinct_columns, distinct_rows
 from sp_planner.search_refine import TUPLE_COLUMNS, REFINE_PER_PP, REFINE_TOP_TUPLES, TupleBests
 from sp_planner.candidates import Candidates
 from sp_planner.space import DEGREES
 
-__all__ = ["BOUND_MARGIN", "skipped_rows"]
+__all__ = ["BOUND_MARGIN", "skipped_rows", "waiting_rows"]
 
 # Relative slack taken off the lower bound: rounding of the zeroed parts (module docstring) is
 # ~1e-15 of the step; a bound this much higher than the threshold still only skips rows that are.
@@ -61,6 +61,23 @@ def skipped_rows(bound_s: np.ndarray, c: Candidates, last_kept_s: float, bests: 
     skip[pipelined] = (floor > _tuple_best_s(tuples, bests)) | (
         (floor > _kth_s(bests.step_s, REFINE_TOP_TUPLES)) & (floor > _per_pp_kth_s(tuples[:, _PP], bests)))
     return skip
+
+
+def waiting_rows(bound_s: np.ndarray, c: Candidates, last_kept_s: float) -> np.ndarray:
+    """Which rows left after skipped_rows can wait for a later round (search_pruned_scan): those
+    kept for their tuple's best only (pipelined, bound above `last_kept_s`: they cannot enter the
+    ranking) whose bound is above the least bound of their tuple's rows (so no tuple's least
+    waits). Timing the least first records a step for the tuple, after which skipped_rows drops
+    the rows of it whose bound exceeds that step. The order rows are timed in changes which rows
+    are skipped, not the answer (module docstring): a row waits, it is never dropped here."""
+    floor = bound_s - BOUND_MARGIN * np.abs(bound_s)
+    only = floor > last_kept_s  # NaN never waits; the rows of pp 1 left are all at or below it
+    if not only.any():
+        return only
+    _, tuple_id = distinct_columns([np.asarray(getattr(c, name)) for name in TUPLE_COLUMNS])
+    least = np.full(int(tuple_id.max()) + 1, np.inf)
+    np.fmin.at(least, tuple_id, bound_s)  # NaN bounds ignored
+    return only & (bound_s > least[tuple_id])
 
 
 def _tuple_best_s(tuples: np.ndarray, bests: TupleBests) -> np.ndarray:

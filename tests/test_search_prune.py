@@ -13,7 +13,7 @@ import sp_planner.search_pruned_scan as pruned_scan
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.runtime import FRAMEWORK_RUNTIME
 from sp_planner.search import search
-from sp_planner.search_prune import BOUND_MARGIN, skipped_rows
+from sp_planner.search_prune import BOUND_MARGIN, skipped_rows, waiting_rows
 from sp_planner.search_refine import TUPLE_COLUMNS, TupleBests, merged
 from sp_planner.space import DEGREES
 from sp_planner.specs import Workload
@@ -57,6 +57,20 @@ def test_skipped_rows_past_the_tuples_refined():
     assert skipped_rows(bound, c, 1.0, bests).tolist() == [True, False, False, True]
 
 
+def test_waiting_rows_by_hand():
+    # The last kept step 5 s. Tuple (dp 1, pp 2): bounds 6, 7 and 4, its least 4: the 6 and the 7
+    # cannot enter the ranking and wait behind it; the 4 may enter it. Tuple (dp 2, pp 2): 8 waits
+    # behind 5 + a margin's half (within the margin, so it may enter the ranking itself). Tuple
+    # (dp 3, pp 2): two rows at its least, 6, neither waits. NaN never waits, nor does the lone
+    # row of (dp 1, pp 1), nor the least of (dp 4, pp 2) with a NaN beside it.
+    c = _rows([2, 2, 2, 2, 2, 2, 2, 1, 2, 2], [1, 1, 1, 2, 2, 3, 3, 1, 4, 4])
+    bound = np.array([6.0, 7.0, 4.0, 8.0, 5.0 * (1 + BOUND_MARGIN / 2), 6.0, 6.0, 9.0, 6.0, np.nan])
+    expected = [True, True, False, True, False, False, False, False, False, False]
+    assert waiting_rows(bound, c, 5.0).tolist() == expected
+    # Below the last kept step nothing waits.
+    assert not waiting_rows(bound, c, 10.0).any()
+
+
 QUESTIONS = [  # (model, hardware, nodes, seq_len, runtime)
     ("Qwen3-30B-A3B", "H100-SXM", 4, 65536, "megatron"),
     ("Qwen3-30B-A3B", "H100-SXM", 2, 32768, "torchtitan"),
@@ -76,6 +90,7 @@ def test_pruned_search_is_the_unpruned_search(question, head_rows, monkeypatch):
     monkeypatch.setattr(pruned_scan, "PRUNE_ROUND_ROWS", 512)
     monkeypatch.setattr(pruned_scan, "PRUNE_BATCH_ROWS", 4096)
     monkeypatch.setattr(pruned_scan, "BOUND_BATCH_ROWS", 4096)
+    monkeypatch.setattr(pruned_scan, "MIN_ROUND_ROWS", 64)
     refined: list[np.ndarray] = []
     real_refine = search_module.tuples_to_refine
     monkeypatch.setattr(search_module, "tuples_to_refine", lambda *a: refined.append(out := real_refine(*a)) or out)
@@ -88,8 +103,14 @@ def test_pruned_search_is_the_unpruned_search(question, head_rows, monkeypatch):
         return search(model, load_hardware(hardware), workload, num_nodes=nodes, gpus_per_node=8, top_k=10,
                       runtime=FRAMEWORK_RUNTIME[framework])
 
+    waited: list[int] = []
+    real_waiting = pruned_scan.waiting_rows
+    monkeypatch.setattr(pruned_scan, "waiting_rows", lambda *a: waited.append(int((w := real_waiting(*a)).sum())) or w)
     pruned = answer()
     assert sum(skipped) > 0  # the pruning ran and skipped rows
+    # and rows waited behind their tuple's least-bound row (every question with 40 rows kept; with
+    # 2,000 GLM-4.5-Air's rows left after skipped_rows include none that can wait)
+    assert sum(waited) > 0 or head_rows == 2000
     monkeypatch.setattr(pruned_scan, "skipped_rows", lambda bound, *a: np.zeros(len(bound), dtype=bool))
     whole = answer()
     assert pruned.candidates_evaluated == whole.candidates_evaluated
