@@ -85,7 +85,7 @@ def _numbered(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ids, seen = pd.factorize(key)
     first = np.empty(len(seen), dtype=np.int64)
     first[ids[::-1]] = np.arange(len(ids) - 1, -1, -1)  # the lowest index of each distinct row wins
-    return first, ids.astype(np.int64)
+    return first, ids.astype(np.int64, copy=False)
 
 
 def per_distinct(fn: Callable, *columns, min_rows: int = DISTINCT_MIN_ROWS):

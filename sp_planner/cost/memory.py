@@ -267,9 +267,9 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
     use_first = (first_total >= last_total) & (first_total >= middle_total)
     use_last = ~use_first & (last_total >= middle_total)
     params, grads, optimizer, activations, logits, comm_buffers, reserve = (
-        np.where(use_first, a, np.where(use_last, b, mid)).astype(np.float64)
+        np.where(use_first, a, np.where(use_last, b, mid)).astype(np.float64, copy=False)
         for a, b, mid in zip(first, last, middle))
-    peak = np.maximum(np.maximum(first_total, last_total), middle_total).astype(np.float64)
+    peak = np.maximum(np.maximum(first_total, last_total), middle_total).astype(np.float64, copy=False)
     return MemoryColumns(params_bytes=params, grads_bytes=grads, optimizer_bytes=optimizer,
                          activations_bytes=activations, logits_bytes=logits, comm_buffers_bytes=comm_buffers,
                          reserve_bytes=reserve, peak_bytes=peak)
