@@ -131,7 +131,8 @@ class PrunedScan:
     An OOM row cannot enter rows kept that all fit (keep_best drops it unranked), so it is counted,
     its memory priced only where its model states alone do not already exceed the capacity
     (_fitting_rows), and its time only where the rows kept never come to all fit (held back until
-    then, memory priced and timed once they grow past PRUNE_BATCH_ROWS). Every merge is a function
+    then, dropped once `keep` rows known rank before it, _still_held, memory priced and timed once
+    they grow past PRUNE_BATCH_ROWS). Every merge is a function
     of the set of rows merged (rank order breaks ties by place), so the order in which rows are
     timed leaves the result as it was.
 
@@ -197,12 +198,45 @@ class PrunedScan:
         self._settle_held()
 
     def _settle_held(self) -> None:
-        """The held OOM rows dropped once the rows kept all fit, else timed once they grow past
-        PRUNE_BATCH_ROWS (checked after every memory batch: they stay bounded)."""
+        """The held OOM rows dropped once the rows kept all fit, and before that those that can no
+        longer be kept (_still_held); the rest timed once they grow past PRUNE_BATCH_ROWS (checked
+        after every memory batch: they stay bounded)."""
         if self._full():
             self.held = []
-        elif sum(len(p.place) for p in self.held) > PRUNE_BATCH_ROWS:
+            return
+        self.held = self._still_held()
+        if sum(len(p.place) for p in self.held) > PRUNE_BATCH_ROWS:
             self._time_held()
+
+    def _still_held(self) -> list[_Out | _Unpriced]:
+        """The held OOM rows that can still be among the best `keep`. The rank order puts fitting
+        rows first, then OOM ones by peak over capacity, their step breaking ties only
+        (search_rank.rank_keys): an OOM row that `keep` rows known now rank strictly before (fitting
+        rows, kept or pending; OOM rows of a smaller ratio, kept or held) is never kept, now or
+        later (a row ahead of it is dropped only for `keep` others ahead of both). Rows whose
+        memory is not priced (_Unpriced) are dropped only where the fitting rows alone are `keep`."""
+        capacity = self.args[1].hbm_bytes
+        ahead = 0 if self.pending is None else len(self.pending.place)
+        ratios = [p.rows.memory.peak_bytes[p.at] / capacity for p in self.held if isinstance(p, _Out)]
+        if self.best is not None:
+            tier, primary = rank_keys(self.best.evaluated, capacity)[:2]
+            ahead += int(np.count_nonzero(tier == 0))
+            ratios.append(primary[tier == 1])
+        need = self.keep - ahead  # OOM rows that can still be kept
+        if need <= 0:
+            return []
+        known = np.concatenate(ratios) if ratios else np.zeros(0)
+        if len(known) < need:
+            return self.held
+        last = np.partition(known, need - 1)[need - 1]  # `need` known OOM rows at or below it
+        held: list[_Out | _Unpriced] = []
+        for p in self.held:
+            if isinstance(p, _Out):
+                kept = np.flatnonzero(~(p.rows.memory.peak_bytes[p.at] / capacity > last))  # NaN stays
+                p = p._replace(at=p.at[kept], place=p.place[kept])
+            if len(p.place):
+                held.append(p)
+        return held
 
     def _time_pending(self, leave: int) -> None:
         """Time the pending fitting rows until at most `leave` are left."""

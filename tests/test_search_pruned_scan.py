@@ -69,3 +69,38 @@ def test_fitting_rows_gathered_over_memory_batches_answer_as_bounded_per_batch(m
     assert gathered.candidates_evaluated == per_batch.candidates_evaluated
     assert gathered.prune_counts == per_batch.prune_counts and gathered.ranked == per_batch.ranked
     pd.testing.assert_frame_equal(gathered.head(5), per_batch.head(5))
+
+
+def test_held_oom_rows_that_cannot_be_kept_are_dropped_untimed(monkeypatch):
+    # Rows kept that never all fit (40 kept; Llama-3-70B at 128K on 2 x 8 H100: no plan fits;
+    # Qwen3-30B-A3B at 64K on 8 H100: 5 of 22,120 do): held OOM rows that 40 fitting rows and OOM
+    # rows of a smaller peak over capacity rank before are dropped (_still_held), none of them
+    # timed, and every plan, figure and count is the answer that keeps every held row until it is
+    # timed.
+    monkeypatch.setattr(pruned_scan, "PRUNE_ROUND_ROWS", 64)
+    monkeypatch.setattr(pruned_scan, "PRUNE_BATCH_ROWS", 256)
+    monkeypatch.setattr(pruned_scan, "BOUND_BATCH_ROWS", 1024)
+    dropped: list[int] = []
+    real = pruned_scan.PrunedScan._still_held
+
+    def counted(self):
+        held = real(self)
+        dropped.append(sum(len(p.place) for p in self.held) - sum(len(p.place) for p in held))
+        return held
+
+    def answer(name: str, nodes: int, seq_len: int, head_rows: int):
+        monkeypatch.setattr(search_module, "HEAD_ROWS", head_rows)
+        workload = Workload(seq_len=seq_len, global_batch=8 * nodes, causal=True)
+        return search(load_model(name), load_hardware("h100-sxm"), workload, num_nodes=nodes, gpus_per_node=8,
+                      top_k=10)
+
+    for question in (("Llama-3-70B", 2, 131072, 40), ("Qwen3-30B-A3B", 1, 65536, 40)):
+        monkeypatch.setattr(pruned_scan.PrunedScan, "_still_held", counted)
+        dropped.clear()
+        pruned = answer(*question)
+        assert sum(dropped) > 0, question
+        monkeypatch.setattr(pruned_scan.PrunedScan, "_still_held", lambda self: self.held)
+        whole = answer(*question)
+        assert pruned.candidates_evaluated == whole.candidates_evaluated
+        assert pruned.prune_counts == whole.prune_counts and pruned.ranked == whole.ranked
+        pd.testing.assert_frame_equal(pruned.head(question[3]), whole.head(question[3]))
