@@ -2,7 +2,8 @@
 
 Megatron GPTModel shapes: Q and O projections split over tp, K and V replicated when tp exceeds
 the KV heads (cost.attention_comm), MLP (and MoE experts over ep x etp, cost.moe) split over tp,
-norms replicated; the first stage adds the embedding, the last the output layer and final norm.
+norms and MLA's down projections replicated (mla_tp_duplicated_params); the first stage adds the
+embedding, the last the output layer and final norm.
 """
 
 from __future__ import annotations
@@ -51,10 +52,33 @@ def _attention_params_per_rank(model: ModelSpec, tp):
         attn = attn + q_local + 2 * kv_local * d
     if model.linear_bias:
         attn = attn + h
-    if model.mla is not None:  # MLA projections, split over tp like the heads they serve
-        # DSA's indexer is whole on every TP rank (Megatron-LM d98e8a6 dsa.py: parallel_mode "duplicated").
-        attn = model.mla_params_per_layer / tp + model.indexer_params_per_layer
+    if model.mla is not None:  # MLA's up and output projections split over tp like the heads they serve
+        # Its down projections and latent norms, and DSA's indexer (Megatron-LM d98e8a6 dsa.py:
+        # parallel_mode "duplicated"), are whole on every TP rank.
+        whole = mla_tp_duplicated_params(model)
+        attn = (model.mla_params_per_layer - whole) / tp + whole + model.indexer_params_per_layer
     return attn
+
+
+def mla_tp_duplicated_params(model: ModelSpec) -> int:
+    """MLA's parameters of one layer whole on every TP rank, 0 without MLA: linear_q_down_proj
+    (hidden x q_lora_rank) with q_layernorm (q_lora_rank), linear_kv_down_proj (hidden x
+    (kv_lora_rank + qk_rope_head_dim)) with kv_layernorm (kv_lora_rank). Megatron-LM d98e8a6
+    multi_latent_attention.py lines 526-527 and 573-574 build the down projections as TELinear
+    parallel_mode "duplicated" with no TP group (TE layer spec, gpt_layer_specs.py lines 302-304;
+    not under mla_down_proj_fusion, off by default, whose TE spec fuses the input norm into a
+    column-parallel linear_qkv_down_proj, lines 257-272), the latent norms at hidden_size
+    q_lora_rank / kv_lora_rank (lines 620-630, whole in the up projections' fused norm under
+    qk_layernorm); MindSpeed-LLM c77308a builds the fused down projection as LinearNoTP
+    (tasks/models/transformer/multi_latent_attention.py lines 281, 293) and torchtitan b5bcd76c
+    replicates wq_a, wkv_a and the norms (deepseek_v3/sharding.py lines 115-128). Under Megatron's
+    sequence parallelism each rank runs its s/tp tokens through them (lines 641-661), so their
+    FLOPs per rank still split over tp (cost.flops)."""
+    if model.mla is None:
+        return 0
+    a, h = model.mla, model.hidden_size
+    kv = h * (a.kv_lora_rank + a.qk_rope_head_dim) + a.kv_lora_rank
+    return kv + (h * a.q_lora_rank + a.q_lora_rank if a.q_lora_rank else 0)
 
 
 def candidate_stage_layers(model: ModelSpec, c: Candidates) -> StageLayers:

@@ -37,9 +37,13 @@ def test_deepseek_v3_mtp_depth_holds_a_moe_layer_eh_proj_and_norms():
     assert float(mtp_params_per_rank(DSV3_MTP, 1, 1)) == MOE_LAYER + EXTRA == 11_610_067_968
     assert MOE_LAYER + EXTRA == pytest.approx(11.5e9, rel=0.01)
     # With a pipeline the last stage adds its own copy of the table (gpt_model.py lines 173-174);
-    # tp 2 splits the MLA projections, the dense MLP parts and eh_proj, ep 8 the routed experts.
+    # tp 2 splits the MLA projections but the down projections and latent norms (whole on every
+    # rank, cost.params.mla_tp_duplicated_params), the dense MLP parts and eh_proj, ep 8 the routed
+    # experts.
     routed = 256 * 3 * H * 2048
-    by_hand = (MLA / 2 + (routed / 8 + 3 * H * 2048 / 2 + H * 256) + 2 * H) + 2 * H * H / 2 + 3 * H + V * H / 2
+    down = H * (1536 + 576) + 1536 + 512
+    by_hand = (((MLA - down) / 2 + down) + (routed / 8 + 3 * H * 2048 / 2 + H * 256) + 2 * H) + 2 * H * H / 2 + 3 * H
+    by_hand += V * H / 2
     assert float(mtp_params_per_rank(DSV3_MTP, 2, 16, 8, 1)) == pytest.approx(by_hand, rel=1e-12)
     assert mtp_params_per_rank(DSV3, 2, 16, 8, 1) == 0.0
 

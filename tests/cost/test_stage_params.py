@@ -36,11 +36,12 @@ def test_deepseek_v3s_first_stage_holds_one_moe_layers_experts():
     # Layers 0-2 dense, 3 MoE: 1 layer of 256 routed experts (11,274,289,152) over ep 16, not
     # 4 x 58/61 of them.
     assert float(own.experts[0][0]) == 11_274_289_152 / 16
-    # Its other parameters at tp 2: 4 layers' MLA (187,107,328 / 2) and norms (14,336), 3 dense
-    # MLPs (3 x 7168 x 18432 / 2), the MoE layer's shared expert (3 x 7168 x 2048 / 2) and router
-    # (7168 x 256), the embedding (129,280 x 7168 / 2).
-    dense = (4 * (187_107_328 / 2 + 14_336) + 3 * 3 * 7168 * 18432 / 2 + 3 * 7168 * 2048 / 2 + 7168 * 256
-             + 129_280 * 7168 / 2)
+    # Its other parameters at tp 2: 4 layers' MLA (187,107,328, of which the down projections and
+    # latent norms, 7168 x (1536 + 576) + 1536 + 512 = 15,140,864, whole and the rest / 2) and norms
+    # (14,336), 3 dense MLPs (3 x 7168 x 18432 / 2), the MoE layer's shared expert
+    # (3 x 7168 x 2048 / 2) and router (7168 x 256), the embedding (129,280 x 7168 / 2).
+    dense = (4 * ((187_107_328 - 15_140_864) / 2 + 15_140_864 + 14_336) + 3 * 3 * 7168 * 18432 / 2
+             + 3 * 7168 * 2048 / 2 + 7168 * 256 + 129_280 * 7168 / 2)
     assert float(own.params[0][0] - own.experts[0][0]) == pytest.approx(dense, rel=1e-12)
     assert float(np.ravel(own.root[0])[0]) == pytest.approx(129_280 * 7168 / 2, rel=1e-12)
     # The middle stage: 4 MoE layers' experts.
