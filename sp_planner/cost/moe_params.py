@@ -4,7 +4,7 @@ experts and its MoE layers counted from where they sit (cost.moe.mlp_layer_is_mo
 
 Megatron-Core's placement (the module docstring of cost.moe): routed experts / (ep x etp), shared
 experts / tp, the router replicated (TopKRouter's weight is a plain parameter, not TP-sharded);
-dense MLPs / tp.
+dense MLPs / tp but linear_fc2's bias, whole (dense_mlp_tp_duplicated_params).
 """
 
 from __future__ import annotations
@@ -17,31 +17,47 @@ from sp_planner.cost.moe import mlp_layer_is_moe, moe_layer_fraction
 from sp_planner.specs.model import ModelSpec
 
 
+def dense_mlp_tp_duplicated_params(model: ModelSpec) -> int:
+    """A dense MLP's parameters whole on every TP rank: linear_fc2's bias (hidden) under
+    linear_bias, as the attention's linear_proj's (cost.params). RowParallelLinear allocates its
+    bias at output_size on every rank and marks it sequence_parallel (Megatron-LM d98e8a6
+    tensor_parallel/layers.py lines 1482-1499; Transformer Engine's the same,
+    extensions/transformer_engine.py lines 1992-1998)."""
+    return model.hidden_size if model.linear_bias else 0
+
+
+def _dense_mlp_per_rank(dense_mlp, tp, whole):
+    """`dense_mlp` parameters on one rank of tp: `whole` of them duplicated, the rest split."""
+    return (dense_mlp - whole) / tp + whole
+
+
 def mean_mlp_params_per_rank(model: ModelSpec, tp, ep, etp):
     """MLP parameters of one layer on one rank, averaged over the layers."""
+    whole = dense_mlp_tp_duplicated_params(model)
     if model.moe is None:
-        return model.mean_mlp_params_per_layer / tp
+        return _dense_mlp_per_rank(model.mean_mlp_params_per_layer, tp, whole)
     dense_mlp = model.mean_mlp_params_per_layer - moe_layer_fraction(model) * model.mlp_params_per_layer
     routed = model.routed_expert_params_per_layer
     router = model.hidden_size * model.moe.num_experts
     shared = model.mlp_params_per_layer - routed - router
     f = moe_layer_fraction(model)
-    return dense_mlp / tp + f * (routed / (ep * etp) + shared / tp + router)
+    return _dense_mlp_per_rank(dense_mlp, tp, (1 - f) * whole) + f * (routed / (ep * etp) + shared / tp + router)
 
 
 def layer_mlp_params_per_rank(model: ModelSpec, tp, ep, etp):
-    """(dense layer, MoE layer) MLP parameters on one rank: dense / tp; routed experts /
-    (ep*etp), shared / tp, router whole."""
+    """(dense layer, MoE layer) MLP parameters on one rank: dense / tp (its fc2 bias whole);
+    routed experts / (ep*etp), shared / tp, router whole."""
     tp = np.asarray(tp, dtype=np.float64)
+    whole = dense_mlp_tp_duplicated_params(model)
     if model.moe is None:
-        return model.mean_mlp_params_per_layer / tp, np.zeros_like(tp)
+        return _dense_mlp_per_rank(model.mean_mlp_params_per_layer, tp, whole), np.zeros_like(tp)
     routed = model.routed_expert_params_per_layer
     router = model.hidden_size * model.moe.num_experts
     shared = model.mlp_params_per_layer - routed - router
     moe_layer = routed / (np.asarray(ep, dtype=np.float64) * etp) + shared / tp + router
     dense_layers = model.num_layers - model.num_moe_layers
     dense_total = model.mean_mlp_params_per_layer * model.num_layers - model.num_moe_layers * model.mlp_params_per_layer
-    return dense_total / max(dense_layers, 1) / tp, moe_layer
+    return _dense_mlp_per_rank(dense_total / max(dense_layers, 1), tp, whole if dense_layers else 0), moe_layer
 
 
 def largest_mlp_params_per_rank(model: ModelSpec, tp, ep, etp):

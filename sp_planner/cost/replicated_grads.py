@@ -52,6 +52,7 @@ from sp_planner.cost.collective_sizes import bus_factor
 from sp_planner.cost.fsdp import shard_group_size
 from sp_planner.cost.links import ring_collective_time_s
 from sp_planner.cost.moe import mlp_layer_is_moe
+from sp_planner.cost.moe_params import dense_mlp_tp_duplicated_params
 from sp_planner.cost.params import candidate_stage_layers, mla_tp_duplicated_params
 from sp_planner.cost.stage_params import stage_moe_counts
 from sp_planner.cost.states import TrainingStates
@@ -77,7 +78,7 @@ def sequence_parallel_layer_params(model: ModelSpec, *, moe: bool, sequence_para
     h = model.hidden_size
     marked = model.norm_params_per_layer
     if model.linear_bias:  # linear_proj's bias, and linear_fc2's in a dense MLP (the experts' are expert-parallel)
-        marked += h if moe else 2 * h
+        marked += h + (0 if moe else dense_mlp_tp_duplicated_params(model))
     marked += mla_tp_duplicated_params(model)
     if moe:
         assert model.moe is not None
