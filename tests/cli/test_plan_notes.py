@@ -4,6 +4,7 @@ sp-simulate for the plan file it wrote."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -41,11 +42,14 @@ def test_sp_simulate_says_every_note_sp_plan_said_on_the_plan(sp_plan, run_main,
     assert plan_notes == _notes(simulated.stderr)
 
 
-def test_a_file_not_timed_with_tes_unfused_attention_says_so_once(sp_plan, run_main, tmp_path):
+def test_a_file_not_timed_with_tes_unfused_attention_says_so_once(sp_plan, run_main, tmp_path, monkeypatch):
     # Gemma-2-9B on L40S timed with FA2's curve (as --framework all wrote it before it refused --out there):
     # the file's own note (planfile_unrecorded.unfused_untimed_note) stands in the place of sp-plan's on
-    # TE's unfused attention, which would say it again ("while the plans are timed with FA2").
-    plan_file = tmp_path / "plan.json"
+    # TE's unfused attention, which would say it again ("while the plans are timed with FA2"). The file
+    # is plan.json in the working directory: the note names it, and a long temporary path would not
+    # fit 80 columns on one line.
+    monkeypatch.chdir(tmp_path)
+    plan_file = Path("plan.json")
     assert sp_plan("--model", "gemma-2-9b", "--hardware", "l40s", "--nodes", "1", "--seq-len", "8k", "--top", "1",
                    "--out", plan_file).exit_code == 0
     doc = json.loads(plan_file.read_text())

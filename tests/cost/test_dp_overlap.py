@@ -72,8 +72,11 @@ def test_backward_window_is_four_all_gathers_and_two_reduce_scatters():
     exposed = grad_rs - window + gather
     hidden = grad_rs + param_ag - exposed
     assert est.time.dp_comm_exposed_s == pytest.approx(exposed + 16 / 132 * hidden, rel=1e-6)
-    # The layers' 6 AG + 4 RS, and the embedding's RS + AG and the output layer's AG + AG + RS.
-    assert est.time.tp_comm_s == pytest.approx(LAYERS * (6 * ag + 4 * rs) + 3 * ag + 2 * rs, rel=1e-6)
+    # The layers' 6 AG + 4 RS, and the embedding's RS + AG and the output layer's AG + AG + RS; at
+    # step end the sequence-parallel norms' fp32 gradients (2 a layer and the final one, h each)
+    # all-reduced over tp 2: each rank sends 2 x 1/2 of them (cost.replicated_grads).
+    norms_ar = 2 * (tp - 1) / tp * (LAYERS * 2 * H + H) * 4 / (NVLINK_BW * AR_EFF)
+    assert est.time.tp_comm_s == pytest.approx(LAYERS * (6 * ag + 4 * rs) + 3 * ag + 2 * rs + norms_ar, rel=1e-6)
 
     # The simulator runs the same layer program op by op; without contention it agrees. Its
     # first bucket leaves after part of the last layer's backward (4 AG + 1 RS), and it gathers

@@ -120,10 +120,11 @@ def test_no_framework_runtime_overlaps_tp_comm():
 
 def test_stated_overlap_hides_tp_comm_behind_gemms(toy_model, hardware):
     # tp 2: 8 micro-batches x (2 layers x 10 collectives + the embedding's and output layer's 5)
-    # of 4096*64*2/2 B at 100 GB/s exposed (tests/cost/test_step.py); overlapped, the layers' at
-    # most that (userbuffers pair only the layers' GEMMs), and the GEMMs are untouched.
+    # of 4096*64*2/2 B at 100 GB/s exposed, and the norms' 1280 B gradient all-reduce at step end
+    # (tests/cost/test_step.py); overlapped, the layers' at most that (userbuffers pair only the
+    # layers' GEMMs), and the GEMMs are untouched.
     workload, plan = Workload(seq_len=4096, global_batch=8), ParallelPlan(tp=2, micro_batch=1)
-    exposed = 8 * (2 * 10 + 5) * (4096 * 64 * 2 / 2) / 100e9
+    exposed = 8 * (2 * 10 + 5) * (4096 * 64 * 2 / 2) / 100e9 + 1280 / 100e9
     overlap = MEGATRON_RUNTIME.overlap.model_copy(update={"tp_comm": True})
     tp_on = MEGATRON_RUNTIME.model_copy(update={"overlap": overlap})
     off = evaluate(toy_model, hardware, workload, plan, num_nodes=1, gpus_per_node=2)
