@@ -138,11 +138,40 @@ def _split_breaks(num_layers: int, pp, vpp, first_stage_layers, last_stage_layer
 
 
 def interleave_breaks(pp, vpp, num_micro_batches):
-    """True where interleaved 1F1B cannot run as planned: vpp > 1 needs pp > 1 (parallel_state.py)
-    and, with Megatron's default micro-batch group of pp (the only group size the schedule's
-    pricing models: pipeline_order.stage_order), pp <= m and m % pp == 0 (megatron_group_sizes)."""
+    """True where interleaved 1F1B cannot run: vpp > 1 needs pp > 1 (parallel_state.py) and a
+    micro-batch group N that Megatron accepts, pp <= N <= m (megatron_group_sizes: any m >= pp
+    runs, with N = m at worst; micro_batch_group is the one sp-plan takes)."""
     pp, vpp, m = np.asarray(pp), np.asarray(vpp), np.asarray(num_micro_batches)
-    return (vpp > 1) & ((pp == 1) | (m < pp) | (m % np.maximum(pp, 1) != 0))
+    return (vpp > 1) & ((pp == 1) | (m < pp))
+
+
+def micro_batch_group(pp, num_micro_batches):
+    """N, the micro-batch group of Megatron's interleaved schedule as sp-plan runs it
+    (--microbatch-group-size-per-virtual-pipeline-stage): Megatron's default pp
+    (model_parallel_config.py lines 567-568 at d98e8a6) where m % pp == 0, else the smallest N
+    that Megatron accepts (megatron_group_sizes: the fewest forwards before the first backward,
+    2(pp - rank - 1) + (vpp - 1) N, so the least memory); pp where none does (m < pp, refused by
+    interleave_breaks). Vectorized; the common case, every m a multiple of pp, returns `pp` itself
+    (the same object: callers tell that case by identity)."""
+    given, pp, m = pp, np.asarray(pp), np.asarray(num_micro_batches)
+    per = m / np.maximum(pp, 1)  # whole where pp divides m: floor, not np.mod's slower remainder (chunk_counts)
+    odd = (per != np.floor(per)) & (per > 1) & (pp > 1)
+    if not np.any(odd):
+        return given
+    out = np.array(np.broadcast_to(pp, np.broadcast(pp, m).shape), dtype=np.int64)
+    pairs = np.stack(np.broadcast_arrays(pp, m), axis=-1)[odd].astype(np.int64)
+    firsts = {(p, n): megatron_group_sizes(p, n)[0] for p, n in set(map(tuple, pairs.tolist()))}
+    out[odd] = [firsts[p, n] for p, n in pairs.tolist()]
+    return out
+
+
+def last_group(pp, num_micro_batches):
+    """Micro-batches in the schedule's last group (get_schedule_table, schedules.py lines 989-1016
+    at d98e8a6): m % N, or N where that is 0 (N: micro_batch_group)."""
+    m = np.asarray(num_micro_batches)
+    n = micro_batch_group(pp, m)
+    rest = m % np.maximum(n, 1)
+    return np.where(rest == 0, n, rest)
 
 
 def megatron_group_sizes(pp: int, num_micro_batches: int) -> tuple[int, ...]:
@@ -160,40 +189,56 @@ def stage_in_flight(pp, vpp, num_micro_batches, rank):
     """Micro-batches' worth of pipeline rank `rank`'s activations stored at its peak: the chunk
     forwards it runs before its first backward (forwards_before_backward), each holding 1/vpp of
     the stage's layers. 1F1B: min(pp - rank, m) (Narayanan 2021 section 2.2.1); the last rank of
-    an interleaved pipeline holds ((vpp - 1) * pp + 1) / vpp micro-batches when the loss runs, not
-    one."""
+    an interleaved pipeline holds ((vpp - 1) * N + 1) / vpp micro-batches when the loss runs, not
+    one (N: micro_batch_group)."""
     return forwards_before_backward(pp, vpp, num_micro_batches, rank) / np.asarray(vpp)
 
 
-def forwards_before_backward(pp, vpp, num_micro_batches, rank):
+def forwards_before_backward(pp, vpp, num_micro_batches, rank, group=None):
     """Chunk forwards rank `rank` runs before its first backward: Megatron's warm-up, pp - rank - 1
-    (1F1B) or 2(pp - rank - 1) + (vpp - 1) pp (interleaved; pipeline_parallel/schedules.py
-    get_pp_rank_microbatches, group size pp), and the one it pairs with that backward, capped at
-    all m vpp of them."""
+    (1F1B) or 2(pp - rank - 1) + (vpp - 1) N (interleaved, N the micro-batch group,
+    micro_batch_group; pipeline_parallel/schedules.py get_pp_rank_microbatches lines 955-965 at
+    d98e8a6), and the one it pairs with that backward, capped at all m vpp of them. `group`: N
+    where the caller has it."""
     pp, vpp, m = np.asarray(pp), np.asarray(vpp), np.maximum(np.asarray(num_micro_batches), 1)
     rest = pp - np.asarray(rank) - 1
-    return np.minimum(np.where(vpp > 1, 2 * rest + (vpp - 1) * pp, rest) + 1, m * vpp)
+    if group is None:
+        group = micro_batch_group(pp, m) if np.any(vpp > 1) else pp
+    return np.minimum(np.where(vpp > 1, 2 * rest + (vpp - 1) * group, rest) + 1, m * vpp)
 
 
-def chunk_counts(n, pp, vpp):
+def chunk_counts(n, pp, vpp, groups=None):
     """(chunk 0's, the last chunk's) forwards among a rank's forwards number 0 to n - 1 in
-    Megatron's interleaved order (chunk_forwards_s): whole laps of pp x vpp, pp of each chunk, then
-    the remainder's; floor(n / lap) rather than np.floor_divide/np.mod, the same counts 20x faster
-    on the search's hot path."""
-    lap = pp * vpp
+    Megatron's interleaved order (chunk_forwards_s): whole laps of N x vpp, N of each chunk, then
+    the remainder's, the last group's laps of its own size r; `groups`: (m, N, r)
+    (micro_batch_group, last_group), None: groups of pp. floor(n / lap) rather than
+    np.floor_divide/np.mod, the same counts 20x faster on the search's hot path."""
+    group = pp if groups is None else groups[1]
+    lap = group * vpp
     whole = np.floor(n / lap)
     rest = n - whole * lap
-    return whole * pp + np.minimum(rest, pp), whole * pp + np.maximum(0, rest - (vpp - 1) * pp)
+    counts = whole * group + np.minimum(rest, group), whole * group + np.maximum(0, rest - (vpp - 1) * group)
+    if group is pp:  # every m a multiple of pp: groups of pp throughout
+        return counts
+    # The last group, of r micro-batches from virtual micro-batch base = (G - 1) N vpp on.
+    m, _, size = groups
+    before = (m - size) / np.maximum(group, 1)  # the groups before the last
+    base = before * lap
+    into = np.asarray(n) - base
+    in_last = into > 0
+    return (np.where(in_last, before * group + np.minimum(into, size), counts[0]),
+            np.where(in_last, before * group + np.maximum(0, into - (vpp - 1) * size), counts[1]))
 
 
-def remembered_chunk_counts():
-    """chunk_counts that computes each forward-count array's once (by identity, the array kept
-    alive so that its id stays its own): one longest-path evaluation asks for a few arrays often."""
+def remembered_chunk_counts(groups=None):
+    """chunk_counts (in `groups`, chunk_counts') that computes each forward-count array's once
+    (by identity, the array kept alive so that its id stays its own): one longest-path evaluation
+    asks for a few arrays often."""
     counted: dict[int, tuple] = {}
 
     def counts(n, pp, vpp):
         if id(n) not in counted:
-            counted[id(n)] = (n, chunk_counts(n, pp, vpp))
+            counted[id(n)] = (n, chunk_counts(n, pp, vpp, groups))
         return counted[id(n)][1]
     return counts
 
@@ -201,10 +246,10 @@ def remembered_chunk_counts():
 def chunk_forwards_s(by_chunk, mean_s, pp, vpp, first, stop, counts=chunk_counts):
     """Seconds of a rank's chunk forwards number first to stop - 1 (0-based, in its order), each
     its chunk's (`by_chunk`: chunk 0's, a middle chunk's, the last chunk's seconds; at vpp 1 the
-    stage's `mean_s`): Megatron's interleaved schedule runs group after group of pp micro-batches,
+    stage's `mean_s`): Megatron's interleaved schedule runs group after group of N micro-batches,
     each chunk by chunk (schedules.py get_schedule_table, lines 989-1016 at d98e8a6;
-    pipeline_order.stage_order), so forward k is of chunk (k mod pp vpp) // pp. `counts`:
-    chunk_counts, or a caller's cache of it."""
+    pipeline_order.stage_order), so forward k is of chunk (k mod N vpp) // N (N = pp unless
+    `counts` says otherwise). `counts`: chunk_counts, or a caller's cache of it."""
     pp, vpp = np.asarray(pp), np.asarray(vpp)
     if not np.any(vpp > 1):  # every row's np.where below takes n x mean_s: no chunk to count
         return np.where(vpp > 1, 0.0, (np.asarray(stop) - np.asarray(first)) * mean_s)
@@ -214,11 +259,13 @@ def chunk_forwards_s(by_chunk, mean_s, pp, vpp, first, stop, counts=chunk_counts
     return np.where(vpp > 1, n0 * chunk0_s + n_last * last_s + (n - n0 - n_last) * mid_s, n * mean_s)
 
 
-def rank_running(pp, vpp, num_forwards):
+def rank_running(pp, vpp, num_forwards, group=None):
     """The rank (a real number) that runs `num_forwards` chunk forwards before its first backward,
-    uncapped: W + 1 = num_forwards solved for the rank (stage_in_flight's warm-up)."""
+    uncapped: W + 1 = num_forwards solved for the rank (stage_in_flight's warm-up; `group`: the
+    micro-batch group N, micro_batch_group; None: pp)."""
     pp, vpp = np.asarray(pp), np.asarray(vpp)
-    return np.where(vpp > 1, pp - 1 - (num_forwards - 1 - (vpp - 1) * pp) / 2, pp - num_forwards)
+    group = pp if group is None else group
+    return np.where(vpp > 1, pp - 1 - (num_forwards - 1 - (vpp - 1) * group) / 2, pp - num_forwards)
 
 
 def first_stage_in_flight(pp, vpp, num_micro_batches):

@@ -7,28 +7,42 @@ degrees, micro-batch count and stage; sim.pipeline times the blocks in this orde
 from __future__ import annotations
 
 
-def stage_order(pp: int, m: int, stage: int, vpp: int = 1) -> list[tuple[str, int, int]]:
+def stage_order(pp: int, m: int, stage: int, vpp: int = 1, group: int | None = None) -> list[tuple[str, int, int]]:
     """(kind, chunk, micro-batch) in the order the stage runs them. Plain 1F1B for vpp 1; else
-    Megatron's interleaved schedule (pipeline_parallel/schedules.py, get_pp_rank_microbatches and
-    get_schedule_table, micro-batch group of pp): virtual micro-batch k runs chunk
-    (k mod pp*vpp) // pp of micro-batch (k // (pp*vpp)) * pp + k mod pp forward, and the chunks
-    in reverse backward; warm-up 2(pp-1-s) + (vpp-1) pp of them, capped at all m*vpp."""
+    Megatron's interleaved schedule (pipeline_parallel/schedules.py at d98e8a6,
+    get_pp_rank_microbatches and get_schedule_table, lines 930-1016), micro-batch groups of N =
+    `group` (--microbatch-group-size-per-virtual-pipeline-stage; None: Megatron's default, pp):
+    virtual micro-batch k is entry k of schedule_table, forward in order and the chunks in reverse
+    backward; warm-up 2(pp-1-s) + (vpp-1) N of them, capped at all m*vpp."""
     total = m * vpp
     if vpp == 1:
         warmup = min(pp - 1 - stage, m)
+        table = [(0, mb) for mb in range(m)]
     else:
-        warmup = min(2 * (pp - 1 - stage) + (vpp - 1) * pp, total)
+        n = pp if group is None else group
+        warmup = min(2 * (pp - 1 - stage) + (vpp - 1) * n, total)
+        table = schedule_table(m, vpp, n)
 
     def virtual(k: int, kind: str) -> tuple[str, int, int]:
-        group, within = divmod(k, pp * vpp)
-        chunk, mb = divmod(within, pp)
-        return kind, (chunk if kind == "forward" else vpp - 1 - chunk), group * pp + mb
+        chunk, mb = table[k]
+        return kind, (chunk if kind == "forward" else vpp - 1 - chunk), mb
 
     order = [virtual(k, "forward") for k in range(warmup)]
     for k in range(total - warmup):
         order += [virtual(warmup + k, "forward"), virtual(k, "backward")]
     order += [virtual(k, "backward") for k in range(total - warmup, total)]
     return order
+
+
+def schedule_table(m: int, vpp: int, group: int) -> list[tuple[int, int]]:
+    """(chunk, micro-batch) of each virtual micro-batch: Megatron's get_schedule_table
+    (schedules.py lines 989-1016 at d98e8a6), groups of `group` micro-batches run chunk by chunk,
+    the last group all the micro-batches from its first on (m % group of them where that is not 0)."""
+    table = []
+    for first in range(0, m, group):
+        stop = m if first + group >= m else first + group
+        table += [(chunk, mb) for chunk in range(vpp) for mb in range(first, stop)]
+    return table
 
 
 def upstream_stage(kind: str, stage: int, chunk: int, pp: int, vpp: int) -> tuple[int, int] | None:
@@ -40,28 +54,31 @@ def upstream_stage(kind: str, stage: int, chunk: int, pp: int, vpp: int) -> tupl
     return virtual % pp, virtual // pp
 
 
-def gather_dispatched(pp: int, vpp: int, stage: int, k: int) -> int:
+def gather_dispatched(pp: int, vpp: int, stage: int, k: int, group: int | None = None) -> int:
     """The model chunk whose parameter all-gather Megatron dispatches before the stage's forward
     number k, or -1: chunk j + 1 when forward k + stage is chunk j's first micro-batch, for
     j + 1 >= 2 (chunks 0 and 1 go at the step's start). schedules.py
     forward_backward_pipelining_with_interleaving, forward_step_helper_preprocess
-    (param_sync_virtual_microbatch_id = virtual_microbatch_id + pipeline_parallel_rank)."""
+    (param_sync_virtual_microbatch_id = virtual_microbatch_id + pipeline_parallel_rank). Chunk j's
+    first micro-batch is virtual micro-batch j N, N the micro-batch group (`group`, None: pp;
+    schedule_table)."""
+    n = pp if group is None else group
     virtual = k + stage
-    if virtual % pp or virtual >= pp * vpp:
+    if virtual % n or virtual >= n * vpp:
         return -1
-    chunk = virtual // pp + 1
+    chunk = virtual // n + 1
     return chunk if 1 < chunk < vpp else -1
 
 
-def grad_sync_launches(pp: int, m: int, stage: int, vpp: int) -> dict[int, tuple[int, ...]]:
+def grad_sync_launches(pp: int, m: int, stage: int, vpp: int, group: int | None = None) -> dict[int, tuple[int, ...]]:
     """The model chunks whose gradient sync Megatron's aligned grad reduce launches after the
     stage's backward number k, by k: chunk c after backward k_c + stage, k_c its last micro-batch's
     (the pipeline ranks launch together, the later ones that many backwards behind), and the rest
     after the last backward in chunk order. schedules.py forward_backward_pipelining_with_interleaving,
     backward_step_helper_postprocess (grad_sync_virtual_microbatch_id = virtual_microbatch_id -
     pipeline_parallel_rank) and "Launch any remaining grad reductions", lines 1445-1456 and 2063-2068
-    at d98e8a6."""
-    backwards = [(chunk, mb) for kind, chunk, mb in stage_order(pp, m, stage, vpp) if kind == "backward"]
+    at d98e8a6. `group`: stage_order's."""
+    backwards = [(chunk, mb) for kind, chunk, mb in stage_order(pp, m, stage, vpp, group) if kind == "backward"]
     launches: dict[int, tuple[int, ...]] = {}
     for k, (chunk, mb) in enumerate(backwards):
         if mb == m - 1 and k + stage < len(backwards):

@@ -17,8 +17,11 @@ from sp_planner.pipeline import (
     split_breaks,
     split_kind,
     stage_layers,
+    chunk_counts,
     forwards_before_backward,
     interleave_breaks,
+    last_group,
+    micro_batch_group,
     megatron_group_sizes,
     pacing_stage,
     pile_up_s,
@@ -100,9 +103,38 @@ def test_megatron_group_sizes_by_hand():
     assert megatron_group_sizes(2, 5) == (3, 5)
     assert megatron_group_sizes(4, 10) == (5, 6, 10)
     assert megatron_group_sizes(4, 3) == ()
-    # The default group of pp (the one modelled) is accepted exactly where the vpp rule holds.
+    # Some group is accepted exactly where the vpp rule holds (m >= pp), and sp-plan's is the
+    # smallest: pp where it divides m.
     for pp, m in itertools.product((2, 3, 4), range(1, 13)):
-        assert (pp in megatron_group_sizes(pp, m)) == (not interleave_breaks(pp, 2, m)), (pp, m)
+        assert bool(megatron_group_sizes(pp, m)) == (not interleave_breaks(pp, 2, m)), (pp, m)
+        if megatron_group_sizes(pp, m):
+            assert micro_batch_group(pp, m) == megatron_group_sizes(pp, m)[0], (pp, m)
+
+
+def test_micro_batch_group_and_last_group_by_hand():
+    # pp 4: m 8 runs groups of 4 (Megatron's default); m 10 groups of 5 and 5 (4 leaves 2); m 11
+    # groups of 6 and 5 (4 leaves 3, 5 leaves 1); m 9 of 5 and 4 (4 leaves 1); m 3, fewer than pp,
+    # none (pp, refused by interleave_breaks). Every m a multiple of pp: the same object back.
+    pp = np.array([4, 4, 4, 4, 4])
+    m = np.array([8, 10, 11, 9, 3])
+    assert micro_batch_group(pp, m).tolist() == [4, 5, 6, 5, 4]
+    assert last_group(pp, m).tolist() == [4, 5, 5, 4, 3]
+    same = np.array([4, 4])
+    assert micro_batch_group(same, np.array([8, 12])) is same
+
+
+def test_warm_up_and_chunk_counts_in_groups_of_n_by_hand():
+    # pp 2, vpp 2, m 5: groups of 3 and 2 (Megatron's model_parallel_config.py example), the
+    # schedule table's chunks 0 0 0 1 1 1 0 0 1 1 (schedules.py lines 1220-1227 at d98e8a6).
+    # Warm-up 2 (pp - rank - 1) + (vpp - 1) N: rank 0 5 + the paired 1 = 6, rank 1 3 + 1 = 4.
+    assert forwards_before_backward(2, 2, 5, np.array([0, 1])).tolist() == [6, 4]
+    assert rank_running(2, 2, np.array([6.0, 4.0]), 3).tolist() == [0.0, 1.0]
+    # Chunk 0's and chunk 1's forwards among the first n: n 4 -> 3 and 1, n 7 -> 4 and 3, n 10 -> 5, 5.
+    n = np.array([4.0, 7.0, 10.0])
+    zero, last = chunk_counts(n, np.full(3, 2), 2, (np.full(3, 5), np.full(3, 3), np.full(3, 2)))
+    assert zero.tolist() == [3.0, 4.0, 5.0] and last.tolist() == [1.0, 3.0, 5.0]
+    # Without groups: groups of pp, as before (n 4 -> 2 and 2).
+    assert [x.tolist() for x in chunk_counts(np.array([4.0]), 2, 2)] == [[2.0], [2.0]]
 
 
 def test_forwards_before_the_first_backward_by_hand():

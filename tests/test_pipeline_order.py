@@ -3,6 +3,7 @@ blocks, and where Megatron dispatches a chunk's parameter all-gather."""
 
 import pytest
 
+from sp_planner.pipeline import megatron_group_sizes
 from sp_planner.pipeline_order import gather_dispatched, grad_sync_launches, stage_order, upstream_stage
 
 
@@ -26,12 +27,15 @@ def test_interleaved_1f1b_by_hand():
     assert stage_order(2, 2, 1, vpp=2) == _blocks("F0.0 F0.1 F1.0 B1.0 F1.1 B1.1 B0.0 B0.1")
 
 
-def _megatron_order(pp: int, m: int, stage: int, vpp: int) -> list[tuple[str, int, int]]:
+def _megatron_order(pp: int, m: int, stage: int, vpp: int, group: int | None = None) -> list[tuple[str, int, int]]:
     """Megatron's order as its own tables give it (megatron/core/pipeline_parallel/schedules.py at
-    d98e8a6: get_schedule_table with micro-batch groups of pp, get_pp_rank_microbatches' warm-up,
-    get_model_chunk_id reversing the chunk in backward)."""
-    table = [(mb, chunk) for first in range(0, m, pp) for chunk in range(vpp) for mb in range(first, first + pp)]
-    warmup = min(2 * (pp - 1 - stage) + (vpp - 1) * pp, m * vpp)
+    d98e8a6: get_schedule_table with micro-batch groups of N, pp by default, the last one all
+    that remain; get_pp_rank_microbatches' warm-up, get_model_chunk_id reversing the chunk in
+    backward)."""
+    n = pp if group is None else group
+    table = [(mb, chunk) for first in range(0, m, n) for chunk in range(vpp)
+             for mb in range(first, m if first + n >= m else first + n)]
+    warmup = min(2 * (pp - 1 - stage) + (vpp - 1) * n, m * vpp)
     forward = [("forward", chunk, mb) for mb, chunk in table]
     backward = [("backward", vpp - 1 - chunk, mb) for mb, chunk in table]
     steady = [block for pair in zip(forward[warmup:], backward) for block in pair]
@@ -50,6 +54,27 @@ def test_interleaved_order_is_megatrons_schedule_table(pp, vpp, groups):
                                        for c in range(vpp) for mb in range(m))
 
 
+def test_groups_of_n_by_hand():
+    # Megatron's own example (schedules.py lines 1220-1227 at d98e8a6): pp 2, N 3, m 5, vpp 2 runs
+    # micro-batches 0 1 2 0 1 2 3 4 3 4 of chunks 0 0 0 1 1 1 0 0 1 1. Stage 1 warms up (vpp - 1) N
+    # = 3, stage 0 2 (pp - 1) = 2 more, then each pairs its next forward with a backward.
+    assert stage_order(2, 5, 1, vpp=2, group=3) == _blocks(
+        "F0.0 F0.1 F0.2 F1.0 B1.0 F1.1 B1.1 F1.2 B1.2 F0.3 B0.0 F0.4 B0.1 F1.3 B0.2 F1.4 B1.3 B1.4 B0.3 B0.4")
+    assert stage_order(2, 5, 0, vpp=2, group=3)[:7] == _blocks("F0.0 F0.1 F0.2 F1.0 F1.1 F1.2 B1.0")
+
+
+@pytest.mark.parametrize("pp, vpp", [(2, 2), (3, 3), (4, 2), (4, 4), (8, 2)])
+def test_interleaved_order_in_groups_of_n_is_megatrons_schedule_table(pp, vpp):
+    # Every N Megatron accepts (pipeline.megatron_group_sizes), a last group of m % N >= pp included.
+    for m in range(pp, 3 * pp + 2):
+        for group in megatron_group_sizes(pp, m):
+            for stage in range(pp):
+                order = stage_order(pp, m, stage, vpp, group)
+                assert order == _megatron_order(pp, m, stage, vpp, group), (m, group, stage)
+                assert sorted(order) == sorted((kind, c, mb) for kind in ("backward", "forward")
+                                               for c in range(vpp) for mb in range(m))
+
+
 def test_upstream_is_the_neighbouring_virtual_stage():
     # pp 2, vpp 2: virtual stage chunk*pp + stage, so stage 1 chunk 0 feeds stage 0 chunk 1.
     assert upstream_stage("forward", 0, 0, 2, 2) is None  # the first virtual stage
@@ -66,6 +91,8 @@ def test_chunk_gathers_go_before_the_forward_pp_ahead_of_the_chunks_first():
     assert [gather_dispatched(2, 4, 0, k) for k in range(8)] == [-1, -1, 2, -1, 3, -1, -1, -1]
     assert [gather_dispatched(2, 4, 1, k) for k in range(8)] == [-1, 2, -1, 3, -1, -1, -1, -1]
     assert [gather_dispatched(3, 2, 0, k) for k in range(6)] == [-1] * 6  # vpp 2: nothing left to dispatch
+    # Groups of N = 3: chunk j's first micro-batch is forward 3j (schedule_table).
+    assert [gather_dispatched(2, 4, 0, k, 3) for k in range(10)] == [-1, -1, -1, 2, -1, -1, 3, -1, -1, -1]
 
 
 def test_aligned_grad_syncs_go_rank_backwards_after_the_chunks_last():

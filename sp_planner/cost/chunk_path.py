@@ -27,6 +27,7 @@ import numpy as np
 from sp_planner.cost.layer_kinds import chunk_kind_counts
 from sp_planner.cost.stage_layer_times import KindTimes
 from sp_planner.distinct import distinct_float_rows, distinct_groups
+from sp_planner.pipeline import micro_batch_group
 from sp_planner.pipeline_order import stage_order, upstream_stage
 from sp_planner.candidates import Candidates
 from sp_planner.specs.model import ModelSpec
@@ -45,11 +46,11 @@ def chunk_paths_s(pp: int, vpp: int, steps: list[tuple[int, np.ndarray, np.ndarr
     by row, so each schedule is walked once over the distinct rows (distinct.distinct_float_rows)
     of every step that walks it (past PLAIN_GROUPS groups, the steps of one remainder and parity
     walk the same three), and each row gets the bits its step's own walk gives it."""
-    first = _walked(pp, vpp, steps, [_first_walks(pp, micro_batches) for micro_batches, _, _ in steps])
+    first = _walked(pp, vpp, steps, [_first_walks(pp, vpp, micro_batches) for micro_batches, _, _ in steps])
     paths: list[np.ndarray | None] = []
     for i, (micro_batches, _, _) in enumerate(steps):
         groups, rest = divmod(micro_batches, pp)
-        if groups <= PLAIN_GROUPS:
+        if groups <= PLAIN_GROUPS or _odd(pp, vpp, micro_batches):
             paths.append(first[i][micro_batches])
             continue
         # Past PLAIN_GROUPS groups of pp, the last two walked groups' time for every two groups
@@ -67,11 +68,18 @@ def chunk_paths_s(pp: int, vpp: int, steps: list[tuple[int, np.ndarray, np.ndarr
     return [whole[i][steps[i][0]] if path is None else path for i, path in enumerate(paths)]
 
 
-def _first_walks(pp: int, micro_batches: int) -> tuple[int, ...]:
+def _odd(pp: int, vpp: int, micro_batches: int) -> bool:
+    """Whether the step runs micro-batch groups other than pp (pipeline.micro_batch_group: m not a
+    multiple of pp, interleaved), whose group size the counts of whole groups of pp that
+    chunk_paths_s extrapolates from would change: walked whole."""
+    return vpp > 1 and micro_batches % pp != 0
+
+
+def _first_walks(pp: int, vpp: int, micro_batches: int) -> tuple[int, ...]:
     """The micro-batch counts chunk_paths_s walks a step over first: the whole step, or past
     PLAIN_GROUPS groups the three whose last two pairs of groups it extrapolates."""
     groups, rest = divmod(micro_batches, pp)
-    if groups <= PLAIN_GROUPS:
+    if groups <= PLAIN_GROUPS or _odd(pp, vpp, micro_batches):
         return (micro_batches,)
     walked = PLAIN_GROUPS - (groups - PLAIN_GROUPS) % 2
     return tuple(g * pp + rest for g in (walked, walked - 2, walked - 4))
@@ -198,7 +206,8 @@ def _keyed_order(pp: int, vpp: int, micro_batches: int, stage: int) -> tuple[lis
             kinds[kind, chunk] = (forward, base(forward, stage, chunk),
                                   None if up is None else base(forward, up[0], up[1]))
     forwards, chunks, upstream, keys = [], [], [], []
-    for kind, chunk, mb in stage_order(pp, micro_batches, stage, vpp):
+    group = int(micro_batch_group(pp, micro_batches))  # Megatron's micro-batch group N
+    for kind, chunk, mb in stage_order(pp, micro_batches, stage, vpp, group):
         forward, own, up_base = kinds[kind, chunk]
         forwards.append(forward)
         chunks.append(chunk)

@@ -38,7 +38,8 @@ def last_middle(middles, middle) -> Ridden:
     return ridden_at(middles, middles, middle)
 
 
-def wrap_s(p: int, stages, f, b, lap, share, ran, middles, pp, vpp, m, *, f_last0, chunk0_fwd, ridden: Ridden):
+def wrap_s(p: int, stages, f, b, lap, share, ran, middles, pp, vpp, m, *, f_last0, chunk0_fwd, ridden: Ridden,
+           group=None):
     """The wait of stage p (the first or the last middle one) for the second group's first
     forward through its chunk 1, which the last stage sends only after its first group's
     last-chunk backwards (Megatron's order: the last stage's warm-up ends with the first group's
@@ -51,21 +52,27 @@ def wrap_s(p: int, stages, f, b, lap, share, ran, middles, pp, vpp, m, *, f_last
     backwards the first group's last-chunk ones: the first stage's embedding, which runs with its
     chunk 0 (compute_blocks), is in the chunk-0 forwards only and in none of those backwards.
     Interleaved pipelines of two groups or more; 0 elsewhere. `f_last0`: the last stage's
-    chunk-0 forward; `chunk0_fwd`: p's; `ridden`: the middle stage p = 1 stands for (Ridden)."""
+    chunk-0 forward; `chunk0_fwd`: p's; `ridden`: the middle stage p = 1 stands for (Ridden).
+    `group`: the micro-batch group N (pipeline.micro_batch_group; None: pp), which stands for pp
+    above wherever it counts a group's micro-batches: N laps, forward number N vpp + g2 (g2 the
+    second group's, N or the last group's m - N), N - 1 and g2 forwards, the first N backwards
+    the last chunk's (schedules.py get_schedule_table at d98e8a6, lines 989-1016)."""
     first, middle, _ = stages
+    n = pp if group is None else group
+    second = n if group is None else np.minimum(m - n, n)  # the second group's micro-batches
     later_fwd = (first.last_fwd_s, middle.last_fwd_s)
     above = ridden.above
     up = (middles * (f[1] + share[1]), ridden.over * (above.forward_s + above.gather_s) / vpp)[p]
     down = (0.0, later_fwd[0] + ridden.under * later_fwd[1])[p]
-    target = pp * vpp + pp  # the second group's first chunk-1 forward
-    fwds = (pp - 1) * later_fwd[p] + pp * chunk0_fwd
-    bwds = np.maximum(0.0, target - ran[p] + 1)  # the first pp the last chunk's
-    passed = fwds + np.minimum(bwds, pp) * stages[p].last_bwd_s + np.maximum(bwds - pp, 0.0) * b[p]
-    gain = up + pp * lap[2] + share[2] + f_last0 + down - passed
-    return np.where((vpp > 1) & (m > pp), np.maximum(0.0, gain), 0.0)
+    target = n * vpp + second  # the second group's first chunk-1 forward
+    fwds = (n - 1) * later_fwd[p] + second * chunk0_fwd
+    bwds = np.maximum(0.0, target - ran[p] + 1)  # the first N the last chunk's
+    passed = fwds + np.minimum(bwds, n) * stages[p].last_bwd_s + np.maximum(bwds - n, 0.0) * b[p]
+    gain = up + n * lap[2] + share[2] + f_last0 + down - passed
+    return np.where((vpp > 1) & (m > n), np.maximum(0.0, gain), 0.0)
 
 
-def again_s(p: int, stages, lap, f, middles, pp, vpp, m, *, ridden: Ridden):
+def again_s(p: int, stages, lap, f, middles, pp, vpp, m, *, ridden: Ridden, group=None, last=None):
     """What stage p (the first or the last middle one) waits for the last stage's laps of the last
     group's last chunk, with two groups or more: the last stage runs them (forward and backward,
     back to back: its W = (vpp - 1) pp warm-up pairs backward k with forward W + k) after its
@@ -78,27 +85,38 @@ def again_s(p: int, stages, lap, f, middles, pp, vpp, m, *, ridden: Ridden):
     Megatron's order (schedules.py get_schedule_table, lines 989-1016; pipeline_order.
     stage_order). A heavy last chunk (the output layer's forward and backward) paces these laps
     where the first stage paces the step: Llama-3-8B on H100, pp 8, vpp 2, 6/4/2 layers.
-    `ridden`: the middle stage p = 1 stands for (Ridden)."""
-    first, middle, last = stages
+    `ridden`: the middle stage p = 1 stands for (Ridden). Groups of N (`group`,
+    pipeline.micro_batch_group; None: pp) with a last group of r (`last`, pipeline.last_group):
+    k = (G - 1) vpp N - N - 1, the laps r, the backwards the group before's N chunk-0 ones and r,
+    the forwards left m vpp - W_r - k - 1 = r vpp - (vpp - 2) N - 2 pp + 2r' + 2 (rank r'), none
+    below 0; N = r = pp gives the counts above."""
+    first, middle, last_stage = stages
     rank = (0.0, ridden.rank)[p]
     s = stages[p]
     back = (middles * middle.last_bwd_s, ridden.over * ridden.above.last_bwd_s)[p]  # the laps' last backward down to p
-    laps = laps_s(p, stages, lap, middles, pp, under=ridden.under) + back + s.last_bwd_s
-    passed = (2 * rank + 2) * f[p] + pp * (s.first_bwd_s + s.last_bwd_s)
-    return np.where((vpp > 1) & (m >= 2 * pp), laps - passed, 0.0)
+    if group is None:
+        laps = laps_s(p, stages, lap, middles, pp, under=ridden.under) + back + s.last_bwd_s
+        passed = (2 * rank + 2) * f[p] + pp * (s.first_bwd_s + s.last_bwd_s)
+        return np.where((vpp > 1) & (m >= 2 * pp), laps - passed, 0.0)
+    laps = laps_s(p, stages, lap, middles, last, under=ridden.under) + back + s.last_bwd_s
+    left = np.maximum(last * vpp - (vpp - 2) * group - 2 * pp + 2 * rank + 2, 0.0)
+    passed = left * f[p] + group * s.first_bwd_s + last * s.last_bwd_s
+    return np.where((vpp > 1) & (m > group), laps - passed, 0.0)
 
 
-def laps_s(p: int, stages, lap, middles, pp, *, under):
+def laps_s(p: int, stages, lap, middles, jobs, *, under):
     """From the end of stage p's chunk-1 backward of a group's last micro-batch to the end of the
     last stage's laps of the next group's last chunk (again_s): that backward relayed down to
-    stage 0, the last stage's chunk-0 backward it feeds, then its pp laps; `under`: the middle
-    stages below p = 1 (Ridden)."""
+    stage 0, the last stage's chunk-0 backward it feeds, then its laps, one per micro-batch of
+    that group (`jobs`: pp, or the group's N or r); `under`: the middle stages below p = 1
+    (Ridden)."""
     first, middle, last = stages
     down = below_s(middles, first.last_bwd_s, middle.last_bwd_s, under=under)[p]  # p's chunk 1 to stage 0
-    return down + last.first_bwd_s + pp * lap[2]
+    return down + last.first_bwd_s + jobs * lap[2]
 
 
-def between_s(p: int, stages, lap, middles, pp, vpp, m, *, f_last0, chunk0_fwd, ridden: Ridden):
+def between_s(p: int, stages, lap, middles, pp, vpp, m, *, f_last0, chunk0_fwd, ridden: Ridden, group=None,
+              last=None):
     """What stage p (the first or the last middle one, rank r) waits, over the step, for the laps
     of every group's last chunk on the last stage but the first group's (wrap_s) and the last's
     (again_s), with three groups or more: group h's first chunk-1 forward on p (its forward
@@ -116,8 +134,16 @@ def between_s(p: int, stages, lap, middles, pp, vpp, m, *, f_last0, chunk0_fwd, 
     one from vpp 3); elsewhere none is counted. Llama-3-8B on H100, tp 1, pp 8, vpp 2, 6/4/2
     layers, 4096 tokens, 32 micro-batches: the first stage waits 26 ms at groups 3 and 4 (as
     sim.pipeline times it), which the path had missed (2.7% short of the simulator's). `ridden`:
-    the middle stage p = 1 stands for (Ridden)."""
-    first, middle, last = stages
+    the middle stage p = 1 stands for (Ridden). Groups of N (`group`, pipeline.micro_batch_group;
+    None: pp), the last of r (`last`, pipeline.last_group): G = ceil(m / N), group h's g
+    micro-batches (N, r for h = G - 1), forward number h N vpp + g; p runs g + 2N - 2pp + 2r' + 2
+    backwards (the N chunk-0 ones, the rest the last chunk's) and as many forwards (g chunk-0
+    ones, the rest later chunks'), waits where W_r' >= g + N + 1: G - 3 waits with g = N, one
+    with g = r."""
+    first, middle, _ = stages
+    if group is not None:
+        return _between_groups_s(p, stages, lap, middles, pp, vpp, m, f_last0=f_last0, chunk0_fwd=chunk0_fwd,
+                                 ridden=ridden, group=group, last=last)
     rank = (0.0, ridden.rank)[p]
     s = stages[p]
     warmup = 2 * (pp - rank - 1) + (vpp - 1) * pp
@@ -131,7 +157,28 @@ def between_s(p: int, stages, lap, middles, pp, vpp, m, *, f_last0, chunk0_fwd, 
                     (groups - 2) * np.maximum(0.0, chain - passed), 0.0)
 
 
-def descent_s(stages, middles, pp, vpp, m, *, mid, over=0.0):
+def _between_groups_s(p: int, stages, lap, middles, pp, vpp, m, *, f_last0, chunk0_fwd, ridden: Ridden, group,
+                      last):
+    """between_s over groups of N with a last group of r (its docstring)."""
+    first, middle, _ = stages
+    rank = (0.0, ridden.rank)[p]
+    s = stages[p]
+    warmup = 2 * (pp - rank - 1) + (vpp - 1) * group
+    up = (0.0, first.last_fwd_s + ridden.under * middle.last_fwd_s)[p]  # chunk 1 up to p
+    chain = laps_s(p, stages, lap, middles, group, under=ridden.under) + f_last0 + up
+    extra = 2 * group - 2 * pp + 2 * rank + 2  # p's later-chunk forwards beyond the g chunk-0 ones
+
+    def wait(g):
+        passed = (g * chunk0_fwd + group * s.first_bwd_s + extra * s.last_fwd_s
+                  + (g + group - 2 * pp + 2 * rank + 2) * s.last_bwd_s)
+        return np.where(warmup >= g + group + 1, np.maximum(0.0, chain - passed), 0.0)
+    groups = np.ceil(m / group)
+    partial = (last != group).astype(np.float64)  # the last group's own wait
+    full = np.maximum(groups - 2 - partial, 0.0)
+    return np.where((vpp > 1) & (groups >= 3), full * wait(group) + partial * wait(last), 0.0)
+
+
+def descent_s(stages, middles, pp, vpp, m, *, mid, over=0.0, group=None, last=None):
     """What the last middle stage p (rank pp - 2) waits, over the step, at each of the G - 1
     boundaries between micro-batch groups (G = m/pp) for its first backward of the next group's
     chunk vpp - 2 (backward number j* = j0 + pp, j0 = g vpp pp the group's first). A backward's
@@ -149,15 +196,25 @@ def descent_s(stages, middles, pp, vpp, m, *, mid, over=0.0):
     divide by vpp, 3 / 3 / 2: DeepSeek-V3 over pp 8 x vpp 3 at 7 / 6, whose ZeRO-2 traffic waits
     0.51 s there in sim.pipeline) or the first stage's last chunk a middle stage's. Interleaved
     pipelines of two groups or more; 0 elsewhere, and where the path rides a middle stage below
-    the last (`over`: the middle stages above it, Ridden; no such chain is derived there)."""
-    first, middle, last = stages
-    below = first.last_bwd_s + last.first_bwd_s - pp * (middle.last_bwd_s + middle.last_fwd_s)
+    the last (`over`: the middle stages above it, Ridden; no such chain is derived there). Groups
+    of N (`group`, pipeline.micro_batch_group; None: pp), the last of r (`last`,
+    pipeline.last_group): G = ceil(m / N), j* = j0 + g and g last-chunk backwards and forwards
+    more, g the next group's micro-batches (N, r at the last boundary)."""
+    first, middle, last_stage = stages
     down = np.maximum(pp - 3, 0) * mid.first_bwd_s + mid.last_bwd_s  # q = 1
     own = middle.last_bwd_s + np.maximum(pp - 3, 0) * mid.last_bwd_s  # q = pp - 2
-    gain = np.maximum(down, own) + below
-    groups = np.floor(m / pp)
-    return np.where((vpp > 1) & (groups >= 2) & (middles >= 1) & (np.asarray(over) == 0),
-                    (groups - 1) * np.maximum(0.0, gain), 0.0)
+
+    def gain(g):  # summed as before groups of N: (the ends' blocks less g laps) after the longer way down
+        below = first.last_bwd_s + last_stage.first_bwd_s - g * (middle.last_bwd_s + middle.last_fwd_s)
+        return np.maximum(down, own) + below
+    ok = (vpp > 1) & (middles >= 1) & (np.asarray(over) == 0)
+    if group is None:
+        groups = np.floor(m / pp)
+        return np.where(ok & (groups >= 2), (groups - 1) * np.maximum(0.0, gain(pp)), 0.0)
+    groups = np.ceil(m / group)
+    partial = (last != group).astype(np.float64)  # the last boundary's own wait
+    return np.where(ok & (groups >= 2), (groups - 1 - partial) * np.maximum(0.0, gain(group))
+                    + partial * np.maximum(0.0, gain(last)), 0.0)
 
 
 def below_s(middles, first_s, middle_s, *, under):

@@ -58,6 +58,8 @@ from sp_planner.pipeline import (
     StageLayers,
     chunk_forwards_s,
     forwards_before_backward,
+    last_group,
+    micro_batch_group,
     per_stage,
     pile_up_s,
     rank_running,
@@ -153,6 +155,11 @@ def critical_path_s(stages: tuple[StageBlocks, StageBlocks, StageBlocks], micro_
     last middle one (cost.pipeline_groups.Ridden: the middle stages above it passed at their own
     blocks, those below at `relay`'s); None: it rides the last middle one."""
     m, pp, vpp = np.asarray(micro_batches, dtype=np.float64), np.asarray(pp), np.asarray(vpp)
+    # Megatron's micro-batch group N (pipeline.micro_batch_group): pp where m % pp == 0, so that
+    # every formula below reads as with groups of pp; else (odd rows) N, and a last group of r.
+    group = micro_batch_group(pp, m)
+    odd = None if group is pp else (vpp > 1) & (group != pp)
+    last_size = pp if odd is None else last_group(pp, m)  # the last group's micro-batches
     first, middle, last = stages
     present = [np.asarray(s.num_stages) > 0 for s in stages]
     middles = np.asarray(middle.num_stages, dtype=np.float64)
@@ -164,16 +171,16 @@ def critical_path_s(stages: tuple[StageBlocks, StageBlocks, StageBlocks], micro_
     share = [s.gather_s / vpp for s in stages]  # the gathers of a chunk's first forward
     # Forwards before the first backward: the first stage, the last middle one, the last, and the
     # middle ranks either side of the first stage's kink (module docstring).
-    ran0 = forwards_before_backward(pp, vpp, m, 0)
-    kink = rank_running(pp, vpp, ran0)
+    ran0 = forwards_before_backward(pp, vpp, m, 0, group)
+    kink = rank_running(pp, vpp, ran0, group)
     low, high = np.clip(np.floor(kink), 1, pp - 2), np.clip(np.ceil(kink), 1, pp - 2)
     ran_top, ran2, ran_low, ran_high = forwards_before_backward(pp, vpp, m, np.stack(np.broadcast_arrays(
-        pp - 2, pp - 1, low, high)))
+        pp - 2, pp - 1, low, high)), group)
     mid = middle if relay is None else relay
     # The middle path's stage: the last middle one, or the heaviest at its own rank (`ridden`).
     last_one = ridden is None
     ridden = last_middle(middles, mid) if ridden is None else ridden
-    ran1 = ran_top if last_one else forwards_before_backward(pp, vpp, m, ridden.rank)
+    ran1 = ran_top if last_one else forwards_before_backward(pp, vpp, m, ridden.rank, group)
     ran = (ran0, ran1, ran2)
     # The middle stages above the ridden one (none above the last): their last chunk's turn, its
     # first forward's gathers and its backward.
@@ -189,7 +196,8 @@ def critical_path_s(stages: tuple[StageBlocks, StageBlocks, StageBlocks], micro_
     # Each stage's chunk-0, middle and last chunk's forward (ZeRO-3's root units at either end).
     by_chunk = [(first.forward_s - (vpp - 1) * first.last_fwd_s, first.last_fwd_s, first.last_fwd_s),
                 (*middle_chunk_forwards_s(middle, vpp), middle.last_fwd_s), (f_last0, f_last0, last.last_fwd_s)]
-    counts = remembered_chunk_counts()  # six distinct forward counts, sixteen asked
+    # Six distinct forward counts, sixteen asked.
+    counts = remembered_chunk_counts(None if odd is None else (m, group, last_size))
 
     def forwards_s(p, first_n, stop_n):  # p's forwards number first_n to stop_n - 1
         return chunk_forwards_s(by_chunk[p], f[p], pp, vpp, first_n, stop_n, counts)
@@ -213,7 +221,8 @@ def critical_path_s(stages: tuple[StageBlocks, StageBlocks, StageBlocks], micro_
     # The groups' pile-ups (pipeline.pile_up_s): the first group's last-chunk jobs, each stage's
     # backward and the forward it runs beside it where it has forwards left, on the slowest stage
     # at or above p; the last group's chunk-0 backwards on the slowest at or below it.
-    jobs = np.where(vpp > 1, np.minimum(pp, m), 1)
+    jobs = np.where(vpp > 1, np.minimum(group, m), 1)  # the first group's
+    last_jobs = jobs if odd is None else np.where(vpp > 1, last_size, 1)  # the last group's
     beside = (f[0], f[1], last.last_fwd_s)  # the last stage's first-group forwards are its last chunk's
     first_laps = [s.last_bwd_s + fk * np.clip((m * vpp - r) / np.maximum(jobs - 1, 1), 0.0, 1.0)
                   for s, fk, r in zip(stages, beside, ran)]
@@ -227,28 +236,43 @@ def critical_path_s(stages: tuple[StageBlocks, StageBlocks, StageBlocks], micro_
     # group's chunk-1 forward waits for (between_s): 0 on every row without virtual stages.
     wrap = again = between = descent = (0.0, 0.0, 0.0)
     if np.any(vpp > 1):
-        wrap = tuple(wrap_s(p, stages, f, b, lap, share, ran, middles, pp, vpp, m, f_last0=f_last0,
-                             chunk0_fwd=by_chunk[p][0], ridden=ridden) for p in (0, 1)) + (0.0,)
-        again = tuple(again_s(p, stages, lap, f, middles, pp, vpp, m, ridden=ridden) for p in (0, 1)) + (0.0,)
-        between = tuple(between_s(p, stages, lap, middles, pp, vpp, m, f_last0=f_last0, chunk0_fwd=by_chunk[p][0],
-                                  ridden=ridden) for p in (0, 1)) + (0.0,)
-        descent = (0.0, descent_s(stages, middles, pp, vpp, m, mid=mid, over=ridden.over), 0.0)
+        wrap, again, between, descent = group_waits(stages, f, b, lap, share, ran, middles, pp, vpp, m,
+                                                    f_last0=f_last0, by_chunk=by_chunk, ridden=ridden, mid=mid)
+        if odd is not None:  # the odd rows' groups of N (pipeline_groups' `group`, `last`)
+            waits = group_waits(stages, f, b, lap, share, ran, middles, pp, vpp, m, f_last0=f_last0, by_chunk=by_chunk,
+                                ridden=ridden, mid=mid, group=group, last=last_jobs)
+            wrap, again, between, descent = (tuple(np.where(odd, x, y) for x, y in zip(new, old))
+                                             for new, old in zip(waits, (wrap, again, between, descent)))
     paths = []
     for p, s in enumerate(stages):
         fill_pile = pile_up_s(above_max[p], jobs, charged_s=first_laps[p])
-        drain_pile = pile_up_s(below_max[p], jobs, charged_s=s.first_bwd_s)
+        drain_pile = pile_up_s(below_max[p], last_jobs, charged_s=s.first_bwd_s)
         start = np.maximum(up_to[p] + s.gather_s + np.maximum(turn_in[p], 0.0),
                            every + above[p] - forwards_s(p, 0, ran[p]))
         end = np.maximum(np.maximum(turn_out[p], again[p]), 0.0)
         # Both turns where p's last forward follows its first backward, else the longer; the last
         # micro-batch's after the first group's pile-up where it is another group's.
         both = np.where(ran[p] < m * vpp, end, 0.0)
-        waiting = reduce(np.maximum, [start + fill_pile + np.where(m > pp, both, 0.0), start + both,
+        waiting = reduce(np.maximum, [start + fill_pile + np.where(m > group, both, 0.0), start + both,
                                      up_to[p] + s.gather_s + wrap[p] + both, up_to[p] + s.gather_s + end]) + between[p]
         held = below[p] + s.gather_s + pile_up_s(fwd_below_max[p], jobs, charged_s=by_chunk[p][0])
         path = np.maximum(held, waiting + drain[p]) + m * s.cycle_s + drain_pile + descent[p]
         paths.append(np.where(present[p], path, -np.inf))
     return reduce(np.maximum, paths)
+
+
+def group_waits(stages, f, b, lap, share, ran, middles, pp, vpp, m, *, f_last0, by_chunk, ridden: Ridden, mid,
+                group=None, last=None):
+    """(wrap, again, between, descent): cost.pipeline_groups' waits for the first and the middle
+    path (0 for the last), in micro-batch groups of pp, or of `group` with a last one of `last`."""
+    wrap = tuple(wrap_s(p, stages, f, b, lap, share, ran, middles, pp, vpp, m, f_last0=f_last0,
+                        chunk0_fwd=by_chunk[p][0], ridden=ridden, group=group) for p in (0, 1)) + (0.0,)
+    again = tuple(again_s(p, stages, lap, f, middles, pp, vpp, m, ridden=ridden, group=group, last=last)
+                  for p in (0, 1)) + (0.0,)
+    between = tuple(between_s(p, stages, lap, middles, pp, vpp, m, f_last0=f_last0, chunk0_fwd=by_chunk[p][0],
+                              ridden=ridden, group=group, last=last) for p in (0, 1)) + (0.0,)
+    descent = (0.0, descent_s(stages, middles, pp, vpp, m, mid=mid, over=ridden.over, group=group, last=last), 0.0)
+    return wrap, again, between, descent
 
 
 def middle_chunk_forwards_s(middle: StageBlocks, vpp) -> tuple[np.ndarray, np.ndarray]:

@@ -41,6 +41,7 @@ from sp_planner.cost.chunk_path import kind_chunk_blocks_s
 from sp_planner.cost.pipeline_path import StageBlocks, compute_blocks, middle_chunk_forwards_s
 from sp_planner.cost.stage_layer_times import KindTimes
 from sp_planner.distinct import distinct_groups
+from sp_planner.pipeline import last_group, micro_batch_group
 from sp_planner.candidates import Candidates
 from sp_planner.specs.model import ModelSpec
 
@@ -50,10 +51,13 @@ from sp_planner.specs.model import ModelSpec
 CHUNK0, BETWEEN, LAST = 0, 1, 2
 
 
-def edge_sends_s(beside, stages, pp, vpp, transfer_s, *, compute_s, bwd_extra_s, fwd_layer_s, bwd_layer_s):
+def edge_sends_s(beside, stages, pp, vpp, transfer_s, *, compute_s, bwd_extra_s, fwd_layer_s, bwd_layer_s,
+                 micro_batches=None):
     """interleaved_edge_sends_s over the compute blocks of `stages`' layers (cost.pipeline_path.
     compute_blocks' arguments) where the sends run `beside` the compute (cost.overlap.
-    pp_sends_beside_compute), 0 elsewhere; priced on those rows alone (columns.take_rows)."""
+    pp_sends_beside_compute), 0 elsewhere; priced on those rows alone (columns.take_rows).
+    `micro_batches`: m, whose micro-batch groups (pipeline.micro_batch_group) the wraps' slack
+    counts; None: groups of pp."""
     n = np.size(pp)
     rows = np.flatnonzero(np.broadcast_to(beside, (n,)) & (np.asarray(pp) > 1))
     out = np.zeros(n)
@@ -61,28 +65,32 @@ def edge_sends_s(beside, stages, pp, vpp, transfer_s, *, compute_s, bwd_extra_s,
         return out
     r = take_rows(dict(layers=tuple(stages), compute_s=compute_s, bwd_extra_s=bwd_extra_s, fwd_s=fwd_layer_s,
                        bwd_s=bwd_layer_s, pp=np.asarray(pp), vpp=np.broadcast_to(vpp, (n,)),
-                       hop_s=np.broadcast_to(transfer_s, (n,))), rows, n)
+                       hop_s=np.broadcast_to(transfer_s, (n,)),
+                       m=np.broadcast_to(np.nan if micro_batches is None else micro_batches, (n,))), rows, n)
     blocks = compute_blocks(r["layers"], r["compute_s"], (1.0, np.maximum(r["pp"] - 2, 0), 1.0), r["bwd_extra_s"],
                             fwd_layer_s=r["fwd_s"], bwd_layer_s=r["bwd_s"], vpp=r["vpp"])
-    out[rows] = interleaved_edge_sends_s(blocks, r["pp"], r["vpp"], r["hop_s"])
+    out[rows] = interleaved_edge_sends_s(blocks, r["pp"], r["vpp"], r["hop_s"],
+                                         None if micro_batches is None else r["m"])
     return out
 
 
-def interleaved_edge_sends_s(blocks: tuple[StageBlocks, StageBlocks, StageBlocks], pp, vpp, transfer_s):
+def interleaved_edge_sends_s(blocks: tuple[StageBlocks, StageBlocks, StageBlocks], pp, vpp, transfer_s,
+                             micro_batches=None):
     """Seconds of pipeline transfers the interleaved schedule waits for on its fill and drain
     (module docstring), over the first, middle and last stages' compute `blocks`
     (cost.pipeline_path.compute_blocks); `transfer_s` one hop. 2 (pp - 1) hops without virtual
-    stages; 0 without a pipeline."""
+    stages; 0 without a pipeline. `micro_batches`: wrap_sends_s'."""
     fwd, bwd = _chunk_blocks(blocks, np.asarray(vpp))
-    return wrap_sends_s(fwd, bwd, pp, vpp, transfer_s)
+    return wrap_sends_s(fwd, bwd, pp, vpp, transfer_s, micro_batches)
 
 
 def kinds_edge_sends_s(model: ModelSpec, seq_len: int, c: Candidates, kinds: KindTimes, beside, transfer_s, *,
-                       first_s, first_bwd_s, head_s, head_bwd_s) -> np.ndarray:
+                       first_s, first_bwd_s, head_s, head_bwd_s, micro_batches=None) -> np.ndarray:
     """interleaved_edge_sends_s of the interleaved candidates among `kinds.rows` whose sends run
     `beside` the compute (NaN elsewhere), each chunk's blocks its own layers' kinds' with the ends'
     work (cost.chunk_path.kinds_path_s' arguments): the first stage, the slowest middle one (as
-    cost.stage_layer_times picks it) and the last, each one's chunk 0, chunk 1 and last chunk."""
+    cost.stage_layer_times picks it) and the last, each one's chunk 0, chunk 1 and last chunk.
+    `micro_batches`: wrap_sends_s'."""
     n = len(c.pp)
     out = np.full(n, np.nan)
     picked = (np.broadcast_to(beside, (n,)) & (c.pp > 1) & (c.vpp > 1))[kinds.rows]
@@ -93,6 +101,7 @@ def kinds_edge_sends_s(model: ModelSpec, seq_len: int, c: Candidates, kinds: Kin
 
     hop, first, first_bwd, head, head_bwd = (at_rows(v) for v in (transfer_s, first_s, first_bwd_s, head_s,
                                                                    head_bwd_s))
+    m = None if micro_batches is None else at_rows(micro_batches)
     columns = [c.pp[rows], c.vpp[rows], c.first_stage_layers[rows], c.last_stage_layers[rows]]
     for row, at in distinct_groups(columns):
         pp, vpp, first_n, last_n = (int(column[row]) for column in columns)
@@ -107,21 +116,29 @@ def kinds_edge_sends_s(model: ModelSpec, seq_len: int, c: Candidates, kinds: Kin
             return [tuple(x[0, j] for j in chunks), tuple(middle[j] for j in chunks), tuple(x[-1, j] for j in chunks)]
 
         out[rows[at]] = wrap_sends_s(classes(fwd, by_stage[0]), classes(bwd, by_stage[1]), np.full(len(at), pp),
-                                     np.full(len(at), vpp), hop[at])
+                                     np.full(len(at), vpp), hop[at], None if m is None else m[at])
     return out
 
 
-def wrap_sends_s(fwd, bwd, pp, vpp, transfer_s):
+def wrap_sends_s(fwd, bwd, pp, vpp, transfer_s, micro_batches=None):
     """interleaved_edge_sends_s over each stage kind's (first, middle, last) forward `fwd` and
-    backward `bwd` blocks of its (chunk 0, a chunk between, last chunk)."""
+    backward `bwd` blocks of its (chunk 0, a chunk between, last chunk). In micro-batch groups of
+    N (pipeline.micro_batch_group of `micro_batches`; None: pp) p runs the first group's N - 1
+    others of a chunk beside a fill's wrap and the last group's r - 1 (pipeline.last_group)
+    beside a drain's, rather than pp - 1 (get_schedule_table, schedules.py lines 989-1016 at
+    d98e8a6)."""
     pp, vpp = np.asarray(pp), np.asarray(vpp)
     hops = pp * transfer_s
     middles = np.maximum(pp - 2, 0)
+    fill_jobs = drain_jobs = pp
+    if micro_batches is not None:
+        fill_jobs = micro_batch_group(pp, micro_batches)
+        drain_jobs = pp if fill_jobs is pp else last_group(pp, micro_batches)
 
-    def waits(x, own, ahead, past):
+    def waits(x, own, ahead, past, jobs=fill_jobs):
         """One wrap's exposed hops: p's chunk `own`, the stages above p in chunk `ahead` and
         those below it in chunk `past` (forward: c, c, c + 1; backward: c - 1, c - 1, c)."""
-        return np.clip(hops - _slack_s(x, own, ahead, past, middles, pp), 0.0, hops)
+        return np.clip(hops - _slack_s(x, own, ahead, past, middles, jobs), 0.0, hops)
 
     between = np.maximum(vpp - 3, 0)  # wraps between two chunks between, each way
     # Forward wraps: chunk 0 -> 1, between -> between, into the last chunk (vpp 2: 0 -> last).
@@ -131,9 +148,10 @@ def wrap_sends_s(fwd, bwd, pp, vpp, transfer_s):
     # Backward wraps: out of the last chunk, between -> between, into chunk 0 (vpp 2: last -> 0),
     # each the last micro-batch's, which goes round while p runs the chunk it enters for the last
     # group's others: p's blocks of chunk c - 1, those below p in chunk c, those above in c - 1.
-    bwd_wraps = np.where(vpp == 2, waits(bwd, CHUNK0, CHUNK0, LAST),
-                         waits(bwd, BETWEEN, BETWEEN, LAST) + between * waits(bwd, BETWEEN, BETWEEN, BETWEEN)
-                         + waits(bwd, CHUNK0, CHUNK0, BETWEEN))
+    bwd_wraps = np.where(vpp == 2, waits(bwd, CHUNK0, CHUNK0, LAST, drain_jobs),
+                         waits(bwd, BETWEEN, BETWEEN, LAST, drain_jobs)
+                         + between * waits(bwd, BETWEEN, BETWEEN, BETWEEN, drain_jobs)
+                         + waits(bwd, CHUNK0, CHUNK0, BETWEEN, drain_jobs))
     wraps = np.where(vpp > 1, fwd_wraps + bwd_wraps, 0.0)
     return np.where(pp > 1, 2 * (pp - 1) * transfer_s + wraps, 0.0)
 
@@ -152,14 +170,15 @@ def _chunk_blocks(blocks, vpp):
     return fwd, bwd
 
 
-def _slack_s(x, own, ahead, past, middles, pp):
+def _slack_s(x, own, ahead, past, middles, jobs):
     """The most slack any one stage p has at a wrap (module docstring): the first (every other
     stage ahead of it), the last (every other one past), or a middle one at rank j (the first,
     j - 1 middle ones past; pp - 2 - j middle ones and the last ahead), linear in j, so at j = 1
-    or j = pp - 2."""
+    or j = pp - 2; p runs `jobs` - 1 blocks of its own meanwhile (the group's others: pp - 1, or
+    N - 1 and r - 1, wrap_sends_s)."""
     first, mid, last = x
-    at_first = (pp - 1) * first[own] - middles * mid[ahead] - last[ahead]
-    at_last = (pp - 1) * last[own] - first[past] - middles * mid[past]
-    lead = (pp - 1) * mid[own] - first[past] - last[ahead]
+    at_first = (jobs - 1) * first[own] - middles * mid[ahead] - last[ahead]
+    at_last = (jobs - 1) * last[own] - first[past] - middles * mid[past]
+    lead = (jobs - 1) * mid[own] - first[past] - last[ahead]
     at_mid = np.maximum(lead - (middles - 1) * mid[ahead], lead - (middles - 1) * mid[past])
     return np.maximum(np.maximum(at_first, at_last), np.where(middles > 0, at_mid, -np.inf))

@@ -209,11 +209,12 @@ def layer_parts(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
     pp_sends = m * 2 * c.vpp * np.where(beside, np.maximum(0.0, pp_step - layers / c.vpp * fwd_layer), pp_step)
     # The fill's and drain's hops, less the slack of the wraps beside longer chunks (cost.pipeline_sends).
     edge = per_key(edge_sends_s, compute_key, beside, stages, pp, c.vpp, pp_step, compute_s=stage_s,
-                   bwd_extra_s=(first_bwd, 0.0, ahead), fwd_layer_s=stage_fwd, bwd_layer_s=stage_bwd)
+                   bwd_extra_s=(first_bwd, 0.0, ahead), fwd_layer_s=stage_fwd, bwd_layer_s=stage_bwd,
+                   micro_batches=m)
     if stage_lt.kinds is not None:
         # Where the stages' layers differ, the wraps' slack from each chunk's own layers (cost.pipeline_sends).
         kind_sends = kinds_edge_sends_s(model, workload.seq_len, c, stage_lt.kinds, beside, pp_step, first_s=first,
-                                        first_bwd_s=first_bwd, head_s=head, head_bwd_s=ahead)
+                                        first_bwd_s=first_bwd, head_s=head, head_bwd_s=ahead, micro_batches=m)
         edge = np.where(np.isnan(kind_sends), edge, kind_sends)
 
     compute = StepParts(

@@ -36,6 +36,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sp_planner.sim.layer_program import chunk_gather_s, chunk_sync_calls, stage_backward, stage_forward
+from sp_planner.pipeline import micro_batch_group
 from sp_planner.pipeline_order import gather_dispatched, grad_sync_launches, stage_order, upstream_stage
 from sp_planner.sim.streams import Program, idle_overlap_s, program_dp_calls, queued_dp_end
 from sp_planner.sim.work import StepWork, without_dp
@@ -110,7 +111,8 @@ def schedule_step(work: StepWork) -> PipelineSchedule:
     pp, m, vpp = work.pp, work.num_micro_batches, work.vpp
     templates = _templates(work)
     bare = _templates(without_dp(work))
-    orders = [stage_order(pp, m, s, vpp) for s in range(pp)]
+    group = int(micro_batch_group(pp, m))  # Megatron's micro-batch group N (pp where m % pp == 0)
+    orders = [stage_order(pp, m, s, vpp, group) for s in range(pp)]
     cursor = [0] * pp
     done: dict[tuple[int, int, str, int], int] = {}
     blocks: list[Block] = []
@@ -126,7 +128,7 @@ def schedule_step(work: StepWork) -> PipelineSchedule:
     gathers: dict[tuple[int, int], int] = {}  # (stage, chunk) -> its gather block (by_chunk)
     waits: dict[int, float] = {}  # gather block -> the seconds its chunk's first forward waited
     forwards, backwards = [0] * pp, [0] * pp
-    launches = [grad_sync_launches(pp, m, s, vpp) if work.dp_reduce_whole_chunk else {} for s in range(pp)]
+    launches = [grad_sync_launches(pp, m, s, vpp, group) if work.dp_reduce_whole_chunk else {} for s in range(pp)]
     early = list(work.dp_early_gather_s)
     if by_chunk:  # after the first stage, chunk 0 is one bucket, gathered from the step's start
         early = [0.0] + [lumps[s][0] for s in range(1, pp)]
@@ -179,7 +181,7 @@ def schedule_step(work: StepWork) -> PipelineSchedule:
                     waits[gather] = blocks[gather].end_s - start
                     start, pred, waited = blocks[gather].end_s, gather, 0.0
                 # The gather Megatron dispatches before this forward runs from its start.
-                later = gather_dispatched(pp, vpp, stage, forwards[stage])
+                later = gather_dispatched(pp, vpp, stage, forwards[stage], group)
                 if later > 0:
                     dispatch(stage, later, start, pred)
             # Every virtual stage boundary is a send (the last forward and the first backward not).

@@ -124,3 +124,18 @@ def test_a_chunk_of_dense_layers_agrees_with_the_simulator(vpp, rel):
     # (cost.links.p2p_time_s). Before: 7.2 hops at vpp 4, 6.0 at vpp 2.
     hops = 2 * (4 - 1) + 2 * (vpp - 1) * 4
     assert est.time.pp_comm_s == pytest.approx(hops * 1.2634e-3, rel=1e-4)
+
+
+def test_groups_of_n_hide_the_wraps_behind_the_groups_other_micro_batches():
+    # pp 4, vpp 2, equal stages of 10 ms chunk forwards, 20 ms backwards, 1 ms hops. In groups of
+    # pp (m 8) a wrap's micro-batch goes round the 3 other stages (30 ms forward, 60 backward)
+    # while p runs the group's 3 others, no slack: 6 hops + 4 at each wrap, 14 ms. m 10 runs groups
+    # of 5 (pipeline.micro_batch_group): 4 others, 40 and 80 ms, hide both wraps; m 9 (5 + 4) the
+    # fill's wrap only, the drain's in the last group of 4 waits.
+    even = [_stage(0.01, 0.02, 2) for _ in range(3)]
+
+    def sends(m):
+        return float(interleaved_edge_sends_s(tuple(even), np.array([4]), np.array([2]), 1e-3, np.array([m]))[0])
+    assert sends(8) == pytest.approx(14e-3) == _sends(*even, pp=4, vpp=2)
+    assert sends(10) == pytest.approx(6e-3)
+    assert sends(9) == pytest.approx(10e-3)
