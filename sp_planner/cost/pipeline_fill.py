@@ -32,18 +32,21 @@ class FillStage(NamedTuple):
     fwd_s: np.ndarray  # a chunk's forward of one micro-batch
 
 
-def fill_s(first: FillStage, middle: FillStage, last: FillStage, *, middles, pp, vpp):
+def fill_s(first: FillStage, middle: FillStage, last: FillStage, *, middles, pp, vpp, group=None):
     """(delays, before) of the (first, first middle, last) stages, their chunk starts priced once.
     delays: the seconds by which the gathers delay the first forward of each one's last chunk
     (module docstring); a pipeline of two has no middle stage. before: the seconds of their gathers
     that run before each one's first forward starts, beside its idle fill: chunks 0 and 1 go at the
     step's start, the later ones only from its forwards (module docstring); the rest runs beside
     its compute, which it slows (cost.overlap; sim.pipeline charges a gather beside idle time
-    nothing)."""
-    starts = _chunk_starts(first, middle, last, middles, pp, vpp)
+    nothing). `group`: the micro-batch group N (pipeline.micro_batch_group; None: pp), whose
+    forwards of a chunk a stage runs before the next chunk's and whose forward N - s (not pp - s)
+    dispatches a gather on stage s >= 1 (schedules.py get_schedule_table, lines 989-1016)."""
+    group = pp if group is None else group
+    starts = _chunk_starts(first, middle, last, middles, pp, vpp, group)
     bare = [s._replace(first_s=s.first_s * 0.0, stream_s=s.stream_s * 0.0, chunk_s=s.chunk_s * 0.0, head_s=0.0)
             for s in (first, middle, last)]
-    without = _chunk_starts(bare[0], bare[1], bare[2], middles, pp, vpp)[-1]
+    without = _chunk_starts(bare[0], bare[1], bare[2], middles, pp, vpp, group)[-1]
     delays = tuple(a - b for a, b in zip(starts[-1], without))
     vpp = np.asarray(vpp)
     before = tuple(np.minimum(start, s.stream_s + s.chunk_s + np.where(vpp == 2, s.head_s, 0.0))
@@ -51,7 +54,7 @@ def fill_s(first: FillStage, middle: FillStage, last: FillStage, *, middles, pp,
     return delays, before
 
 
-def _chunk_starts(first, middle, last, middles, pp, vpp):
+def _chunk_starts(first, middle, last, middles, pp, vpp, group):
     """Each chunk's (first, first middle, last stage) first forward starts, chunk by chunk."""
     n, vpp = np.asarray(middles, dtype=np.float64), np.asarray(vpp)
     stages = (first, middle, last)
@@ -73,14 +76,14 @@ def _chunk_starts(first, middle, last, middles, pp, vpp):
             if c == 1:
                 ends[i] = ends[i] + own
             else:
-                dispatch = prev[0] if i == 0 else starts[-2][i] + (pp - rank[i]) * f[i]
+                dispatch = prev[0] if i == 0 else starts[-2][i] + (group - rank[i]) * f[i]
                 ends[i] = np.where(here, np.maximum(ends[i], dispatch) + own, ends[i])
         # After its pp forwards of the chunk before (the first stage's first with its exposed
         # gather), micro-batch 0's forward of this chunk below it, and its gather.
         extra = first.first_s if c == 1 else 0.0
-        s0 = reduce(np.maximum, [prev[2] + f[2], prev[0] + extra + pp * f[0], ends[0]])
-        s1 = reduce(np.maximum, [s0 + f[0], prev[1] + pp * f[1], ends[1]])
+        s0 = reduce(np.maximum, [prev[2] + f[2], prev[0] + extra + group * f[0], ends[0]])
+        s1 = reduce(np.maximum, [s0 + f[0], prev[1] + group * f[1], ends[1]])
         below = np.where(n > 0, s1 + n * f[1], s0 + f[0])
-        s2 = reduce(np.maximum, [below, prev[2] + pp * f[2], ends[2]])
+        s2 = reduce(np.maximum, [below, prev[2] + group * f[2], ends[2]])
         starts.append([np.where(here, new, old) for new, old in zip((s0, s1, s2), prev)])
     return starts

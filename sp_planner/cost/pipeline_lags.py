@@ -11,7 +11,7 @@ from functools import reduce
 import numpy as np
 
 from sp_planner.cost.pipeline_path import StageBlocks
-from sp_planner.pipeline import pile_up_s
+from sp_planner.pipeline import last_group, micro_batch_group, pile_up_s
 
 
 def finish_lags_s(bare: tuple[StageBlocks, StageBlocks, StageBlocks], middles, micro_batches, vpp):
@@ -20,7 +20,8 @@ def finish_lags_s(bare: tuple[StageBlocks, StageBlocks, StageBlocks], middles, m
     schedule (pipeline_parallel/schedules.py, d98e8a6), over the stages' `bare` blocks
     (pipeline_blocks.bare_blocks; b_0 is the first stage's chunk-0 backward, with the
     embedding's). Each stage's last backward follows the one above's (the drain), and the first
-    stage's also its own last J = min(pp, m) backwards, which pile up behind the stages above
+    stage's also its own last J backwards (the last micro-batch group's, pipeline.last_group:
+    min(pp, m) in groups of pp, r in Megatron's groups of N), which pile up behind the stages above
     where it is the slower (pipeline.pile_up_s); a later stage running behind its own backlog ends
     later. Vectorized over candidates."""
     one = np.asarray(vpp) == 1
@@ -41,7 +42,8 @@ def first_stage_phases_s(bare: tuple[StageBlocks, StageBlocks, StageBlocks], mid
     first stage that paces the pipeline (the slowest cycle: Narayanan et al. 2021, arXiv
     2104.04473 section 2.2.1) runs the last group's backwards from its own backlog, back to back:
     no wait (0 here; the same plan at 8 micro-batches runs so in sim.pipeline)."""
-    n, jobs = np.asarray(middles, dtype=np.float64), np.minimum(np.asarray(middles) + 2, micro_batches)
+    n = np.asarray(middles, dtype=np.float64)
+    jobs = last_group(n + 2, micro_batches)  # the last group's micro-batches (pipeline.last_group)
     first, middle, last = bare
     b_mid = np.where(n > 0, middle.first_bwd_s, 0.0)
     d1 = _chunked_ends_s(bare, middles, micro_batches)[0]
@@ -49,7 +51,7 @@ def first_stage_phases_s(bare: tuple[StageBlocks, StageBlocks, StageBlocks], mid
     top = _phase_ends_s(n, jobs, first.last_bwd_s, b_mid, last.first_bwd_s, first.last_bwd_s,
                         np.where(n > 0, middle.last_bwd_s, 0.0))[0]
     paces = first.cycle_s >= np.maximum(np.where(n > 0, middle.cycle_s, 0.0), last.cycle_s)
-    relayed = (np.asarray(micro_batches) <= n + 2) | ~paces
+    relayed = (np.asarray(micro_batches) <= micro_batch_group(n + 2, micro_batches)) | ~paces  # one group
     return tuple(np.where(relayed, phase, 0.0) for phase in (d1, full, top))
 
 
@@ -65,7 +67,8 @@ def _chunked_ends_s(bare, middles, micro_batches):
     the first stage's) before the origin. The first stage ends J b_0 after the origin, or b_0
     after the stage above, whose last J backwards reach it b_top apart (the slowest block above)
     where they ran back to back there."""
-    n, jobs, c, b, b_last = _stage_terms(bare, middles, micro_batches)
+    n, _, c, b, b_last = _stage_terms(bare, middles, micro_batches)
+    jobs = last_group(n + 2, micro_batches)  # J: the last group's micro-batches (min(pp, m) in groups of pp)
     return _phase_ends_s(n, jobs, c, b, b_last, bare[0].last_bwd_s, b)
 
 

@@ -43,7 +43,7 @@ from sp_planner.cost.pipeline_blocks import bare_blocks
 from sp_planner.cost.pipeline_stages import StageDP, stage_edges
 from sp_planner.cost.pipeline_fill import FillStage, fill_s
 from sp_planner.cost.pipeline_lags import finish_lags_s, first_stage_phases_s
-from sp_planner.pipeline import StageLayers, per_stage, stage_chunk
+from sp_planner.pipeline import StageLayers, micro_batch_group, per_stage, stage_chunk
 from sp_planner.pipeline_chunks import chunk_shape
 
 
@@ -122,7 +122,8 @@ def stage_tails_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[S
         at, num = np.flatnonzero(ahead), len(rows)
         fill_stages = take_rows(tuple(_fill_stages(by_stage, bare, fwd_s, chunks, end_share[1])), at, num)
         fill, before = (tuple(_spread(v, at, num) for v in part)
-                        for part in fill_s(*fill_stages, middles=middles[at], pp=pp[rows][at], vpp=chunks[at]))
+                        for part in fill_s(*fill_stages, middles=middles[at], pp=pp[rows][at], vpp=chunks[at],
+                                           group=micro_batch_group(pp[rows][at], sub(micro_batches)[at])))
     # The first stage's chunk phases in the drain, which its syncs' queue hides behind.
     phases = first_stage_phases_s(bare, middles, sub(micro_batches))
     start, tails, busy = [], [], []

@@ -4,7 +4,7 @@ blocks (the stages' finish lags are tested with cost.pipeline_tails, which reads
 import numpy as np
 import pytest
 
-from sp_planner.cost.pipeline_lags import first_stage_phases_s
+from sp_planner.cost.pipeline_lags import finish_lags_s, first_stage_phases_s
 from sp_planner.cost.pipeline_path import StageBlocks
 
 
@@ -29,3 +29,17 @@ def test_the_first_stage_waits_for_the_middle_stages_full_chunk_after_their_empt
     assert full == pytest.approx(4 * 0.011293, rel=1e-9)
     # Past one group the first stage, whose cycle paces, runs its backwards from its backlog.
     assert first_stage_phases_s((first, middle, last), np.array([2.0]), np.array([8]))[2] == 0.0
+
+
+@pytest.mark.parametrize("m, lags", [(4, (0.17, 0.19)), (5, (0.21, 0.23)), (7, (0.29, 0.31)), (9, (0.17, 0.19))])
+def test_the_first_stage_drains_the_last_micro_batch_group(m, lags):
+    # pp 4, vpp 2, 5 ms chunk forwards; the first stage's chunk-0 backward (50 ms, the embedding's)
+    # the slowest, every other 10 ms: the first stage runs its last group's J chunk-0 backwards
+    # after its last chunk-1 one, J x 50 ms, while the last micro-batch's chunk-0 backward leaves the
+    # last stage 10 ms and the first middle one 30 ms after that (tests/cost/test_pipeline_tails.py).
+    # J is the last micro-batch group's (pipeline.last_group): 4 at m 4; one group of 5 or 7 at m 5
+    # and 7 (pipeline.micro_batch_group), 4 at m 9 (5 + 4); as a walk of Megatron's order gives.
+    blocks = tuple(StageBlocks(1.0, None, None, np.array([f * 2]), np.array([b0]), np.array([b1]), 0.0, np.array([f]))
+                   for f, b0, b1 in ((0.005, 0.05, 0.01), (0.005, 0.01, 0.01), (0.005, 0.01, 0.01)))
+    got = finish_lags_s(blocks, np.array([2.0]), np.array([m]), np.array([2]))
+    assert (float(got[1][0]), float(got[2][0])) == pytest.approx(lags)
