@@ -165,6 +165,13 @@ def micro_batch_group(pp, num_micro_batches):
     return out
 
 
+def recorded_group(pp: int, vpp: int, num_micro_batches: int) -> int | None:
+    """The micro-batch group a plan file records (ParallelPlan.vpp_group): micro_batch_group where
+    it is not Megatron's default pp (its flag is then needed), else None."""
+    group = int(micro_batch_group(pp, num_micro_batches))
+    return group if vpp > 1 and group != pp else None
+
+
 def last_group(pp, num_micro_batches):
     """Micro-batches in the schedule's last group (get_schedule_table, schedules.py lines 989-1016
     at d98e8a6): m % N, or N where that is 0 (N: micro_batch_group)."""

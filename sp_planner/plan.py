@@ -115,6 +115,12 @@ class ParallelPlan(FrozenModel):
     reshard_after_forward: bool = True
     # Virtual pipeline stages per rank (interleaved 1F1B); 1 = plain 1F1B.
     vpp: int = Field(default=1, ge=1, le=MAX_DEGREE)
+    # Megatron's micro-batch group of the interleaved schedule, N
+    # (--microbatch-group-size-per-virtual-pipeline-stage; pipeline.micro_batch_group): None, the
+    # one sp-plan prices, Megatron's default pp where pp divides the micro-batches per step, else
+    # the smallest N Megatron accepts (sp-plan --out writes it there); an N given must be that one
+    # (the vpp rule).
+    vpp_group: int | None = Field(default=None, ge=1, le=MAX_GLOBAL_BATCH)
     # Decoder layers on the first / last pipeline stage; None = the even split num_layers / pp
     # (sp_planner.pipeline: uneven splits as Megatron expresses them).
     # At most MAX_LAYERS, as sp-plan's options: a plan file's 10**30 overflowed int64 in the split checks.

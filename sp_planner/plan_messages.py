@@ -8,7 +8,7 @@ import math
 from typing import TYPE_CHECKING
 
 from sp_planner.cost.deepep import DEEPEP_GROUP_SIZES
-from sp_planner.pipeline import megatron_group_sizes
+from sp_planner.pipeline import megatron_group_sizes, micro_batch_group
 from sp_planner.pipeline_chunks import empty_chunks, stage_chunk_sizes
 from sp_planner.plan_rules import RuleFacts
 
@@ -88,11 +88,14 @@ def rule_message(rule: str, f: RuleFacts, plan: ParallelPlan) -> str:
 
 
 def vpp_message(global_batch: int, plan: ParallelPlan) -> str:
-    """The vpp rule's message: interleaving needs a pipeline and, in the micro-batch groups of pp
-    that sp-plan models, m a multiple of pp; where Megatron runs m with another group size, the
-    flag that does, what is not modelled, and the nearest global batches that make m a multiple of
-    pp (pipeline.megatron_group_sizes)."""
+    """The vpp rule's message: interleaving needs a pipeline and at least pp micro-batches (the
+    micro-batch group N Megatron accepts lies in [pp, m]); a plan's own N (vpp_group) must be the
+    one sp-plan prices (pipeline.micro_batch_group), with the nearest global batches that make m a
+    multiple of pp where m is too small."""
     head = f"vpp {plan.vpp} (interleaved 1F1B)"
+    if plan.vpp == 1:  # the rule breaks at vpp 1 for a micro-batch group alone
+        return (f"vpp_group {plan.vpp_group} needs vpp > 1: the micro-batch group is the interleaved schedule's; "
+                "leave vpp_group out")
     if plan.pp == 1:
         return f"{head} needs pp > 1: virtual stages interleave a pipeline's stages; use --vpp 1 or a --pp above 1"
     m = plan.num_micro_batches_of(global_batch)
@@ -104,13 +107,13 @@ def vpp_message(global_batch: int, plan: ParallelPlan) -> str:
     if m < plan.pp:
         return (f"{head} needs at least pp {plan.pp} micro-batches per step, has {m} (Megatron schedules.py: the "
                 f"micro-batch group size lies in [pp, m]); use {batches}")
+    group = int(micro_batch_group(plan.pp, m))
     sizes = megatron_group_sizes(plan.pp, m)
-    return (f"{head} runs the micro-batches in groups of pp {plan.pp} (Megatron's default), which need m, {m}, a "
-            f"multiple of pp; Megatron runs m {m} with --microbatch-group-size-per-virtual-pipeline-stage "
-            f"{sizes[0]} (N in [pp, m] with m % N zero or at least pp, schedules.py), a schedule sp-plan does not "
-            f"model (groups of N: (vpp - 1)(N - pp) = {(plan.vpp - 1) * (sizes[0] - plan.pp)} more forwards before "
-            "the first backward, their activations held); "
-            f"use {batches}")
+    accepted = ("one Megatron accepts" if plan.vpp_group in sizes else
+                f"Megatron refuses it (schedules.py: pp <= N <= m, and m % N zero or at least pp: {sizes[:6]})")
+    return (f"vpp_group {plan.vpp_group} with m {m}: {accepted}, but sp-plan prices the interleaved schedule in "
+            f"groups of {group} (Megatron's default pp where pp divides m, else the smallest N it accepts: the "
+            f"fewest forwards before the first backward); set vpp_group {group} or leave it out")
 
 
 def layers_message(num_layers: int, plan: ParallelPlan) -> str:

@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from sp_planner.cost.deepep import deepep_group_breaks
-from sp_planner.pipeline import interleave_breaks, split_breaks
+from sp_planner.pipeline import interleave_breaks, micro_batch_group, split_breaks
 from sp_planner.recompute import recompute_code, recomputes_mla_up_proj, recomputes_mlp, recomputes_moe_act
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
@@ -110,7 +110,13 @@ def _breaks_dsa_cp(dsa, d, **_):
 
 def _breaks_interleave(global_batch, d, **_):
     m = global_batch // (_get(d, "dp") * _get(d, "micro_batch"))
-    return interleave_breaks(_get(d, "pp"), _get(d, "vpp"), m)
+    pp, vpp = _get(d, "pp"), _get(d, "vpp")
+    breaks = interleave_breaks(pp, vpp, m)
+    # A plan's own micro-batch group (the search's candidates have none: theirs is the one priced).
+    group = d.get("vpp_group") if isinstance(d, Mapping) else getattr(d, "vpp_group", None)
+    if group is None:
+        return breaks
+    return breaks | (vpp == 1) | (group != micro_batch_group(pp, m))
 
 
 def _breaks_offload(num_layers, d, **_):

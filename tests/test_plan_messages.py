@@ -61,24 +61,21 @@ def test_layers_message_at_pp_1_proposes_no_split():
         "(first/last stage layers)")
 
 
-def test_vpp_message_names_megatrons_group_size_flag_and_the_nearest_batches():
-    # pp 2 x vpp 2, dp 1, micro batch 1, 3 sequences: m 3; Megatron runs it with N 3 only
-    # (pipeline.megatron_group_sizes), (vpp - 1)(N - pp) = 1 more forward in the warm-up
-    # (get_pp_rank_microbatches); batches of 2 and 4 make m a multiple of 2.
-    plan = ParallelPlan(tp=8, pp=2, vpp=2)
+def test_vpp_message_names_the_group_sp_plan_prices_and_the_nearest_batches():
+    # pp 2 x vpp 2, dp 1, micro batch 1, 3 sequences: m 3, which Megatron runs with N 3 only
+    # (pipeline.megatron_group_sizes: N 2 leaves a last group of 1 < pp); a plan pinning 2 is refused.
+    plan = ParallelPlan(tp=8, pp=2, vpp=2, vpp_group=2)
     assert vpp_message(3, plan) == (
-        "vpp 2 (interleaved 1F1B) runs the micro-batches in groups of pp 2 (Megatron's default), which need m, 3, "
-        "a multiple of pp; Megatron runs m 3 with --microbatch-group-size-per-virtual-pipeline-stage 3 (N in [pp, "
-        "m] with m % N zero or at least pp, schedules.py), a schedule sp-plan does not model (groups of N: (vpp - "
-        "1)(N - pp) = 1 more forwards before the first backward, their activations held); use a global batch of 2 "
-        "or 4 (m 2 or 4)")
-    # dp 2 x pp 4 x vpp 4, 20 sequences: m 10, smallest N 5, 3 x 1 more forwards; multiples of
-    # 2 x 4 = 8 sequences either side: 16 (m 8) and 24 (m 12).
+        "vpp_group 2 with m 3: Megatron refuses it (schedules.py: pp <= N <= m, and m % N zero or at least pp: "
+        "(3,)), but sp-plan prices the interleaved schedule in groups of 3 (Megatron's default pp where pp divides "
+        "m, else the smallest N it accepts: the fewest forwards before the first backward); set vpp_group 3 or "
+        "leave it out")
+    # dp 2 x pp 4 x vpp 4, 20 sequences: m 10, which Megatron runs with N 5, 6 or 10; sp-plan prices 5.
     wide = ParallelPlan(dp=2, pp=4, vpp=4)
-    text = vpp_message(20, wide)
-    assert "runs m 10 with --microbatch-group-size-per-virtual-pipeline-stage 5 " in text
-    assert "(vpp - 1)(N - pp) = 3 more forwards" in text
-    assert text.endswith("use a global batch of 16 or 24 (m 8 or 12)")
+    text = vpp_message(20, wide.model_copy(update={"vpp_group": 10}))
+    assert text.startswith("vpp_group 10 with m 10: one Megatron accepts, but sp-plan prices the interleaved "
+                           "schedule in groups of 5 ")
+    assert vpp_message(20, ParallelPlan(dp=2, pp=1, vpp_group=4)).startswith("vpp_group 4 needs vpp > 1")
     # 6 sequences: m 3 < pp 4, which no group size runs; 8 is the smallest batch that does.
     assert vpp_message(6, wide) == (
         "vpp 4 (interleaved 1F1B) needs at least pp 4 micro-batches per step, has 3 (Megatron schedules.py: the "

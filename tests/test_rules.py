@@ -8,7 +8,7 @@ import pytest
 
 from sp_planner.catalog import load_model
 from sp_planner.executor.config import RunConfig, config_problems
-from sp_planner.plan import ATTENTION_RULES, RULES, violations
+from sp_planner.plan import ATTENTION_RULES, RULES, ParallelPlan, violations
 from sp_planner.space import Axes, Pins, enumerate_candidates, rule_masks
 from sp_planner.candidates import Candidates
 from sp_planner.specs import ModelSpec, Workload
@@ -143,3 +143,18 @@ def test_dsa_cp_masks_equal_violations_and_fire_on_ulysses_and_ring_p2p_only():
     assert (mask == found).all()
     expected = (columns.ulysses > 1) | ((columns.ring > 1) & ~columns.allgather)
     assert (mask == expected).all() and 0 < mask.sum() < len(mask) and (columns.allgather & ~mask).any()
+
+
+def test_a_plans_micro_batch_group_must_be_the_one_priced():
+    # pp 4 x vpp 2, 10 micro-batches: sp-plan prices groups of 5 (pipeline.micro_batch_group), which
+    # a plan may also name; 10 (which Megatron accepts) or 4 (which it refuses: a last group of 2)
+    # break the vpp rule, as does a group without interleaving. 3 micro-batches: no group at all.
+    model, workload = load_model("Llama-3-8B"), Workload(seq_len=4096, global_batch=10)
+
+    def rules(**plan):
+        return [v.rule for v in violations(ParallelPlan(pp=4, tp=2, **plan), model, workload)]
+    assert rules(vpp=2) == [] and rules(vpp=2, vpp_group=5) == []
+    assert rules(vpp=2, vpp_group=10) == ["vpp"] and rules(vpp=2, vpp_group=4) == ["vpp"]
+    assert rules(vpp_group=5) == ["vpp"]
+    assert [v.rule for v in violations(ParallelPlan(pp=4, tp=2, vpp=2), model,
+                                       Workload(seq_len=4096, global_batch=3))] == ["vpp"]

@@ -15,6 +15,7 @@ from sp_planner.cli.question import framework_device_note
 from sp_planner.estimate import PlanEstimate
 from sp_planner.flags import FRAMEWORKS, release_runtime, render_flags, torchtitan
 from sp_planner.layout import rank_groups
+from sp_planner.pipeline import recorded_group
 from sp_planner.planfile import PlanFile
 from sp_planner.planfile_layout import RankLayout
 from sp_planner.search import evaluate
@@ -60,6 +61,9 @@ def answer_plan_file(answer: Answer, *, full_rank_groups: bool = False) -> tuple
     the file's name, saying which framework it names where that is not Megatron (None otherwise)."""
     q = answer.question
     framework, estimate = recorded_plan(answer)
+    # The micro-batch group the flags set, where not Megatron's default (ParallelPlan.vpp_group).
+    group = recorded_group(estimate.plan.pp, estimate.plan.vpp, estimate.plan.num_micro_batches(q.workload))
+    estimate = estimate.model_copy(update={"plan": estimate.plan.model_copy(update={"vpp_group": group})})
     plan_file = PlanFile(
         model=q.model, hardware=q.hardware, workload=q.workload, num_nodes=q.num_nodes,
         gpus_per_node=q.gpus_per_node, framework=framework,

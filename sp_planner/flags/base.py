@@ -17,6 +17,7 @@ from sp_planner.cost import attention_comm
 from sp_planner.cost.attention_kernels import AttentionKernel
 from sp_planner.flags.dsa import dsa_failures
 from sp_planner.flags.softmax import softmax_failures
+from sp_planner.pipeline import micro_batch_group
 from sp_planner.plan import ParallelPlan, violations
 from sp_planner.plan_checks import adam_moments_problem
 from sp_planner.specs.base import FrozenModel
@@ -136,8 +137,23 @@ def refusal(framework: str, request: FlagRequest, own_failures: Callable[[], lis
                                                                                                       request.plan),
                 *_mtp_failures(framework, request.model), *_mla_up_proj_failures(framework, request.plan),
                 *_module_recompute_failures(framework, request.plan), *_mlp_recompute_failures(framework, request.plan),
-                *softmax_failures(framework, request), *dsa_failures(framework, request.model)]
+                *softmax_failures(framework, request), *dsa_failures(framework, request.model),
+                *_group_failures(framework, request)]
     return unsupported(framework, failures) if failures else None
+
+
+def _group_failures(framework: str, request: FlagRequest) -> list[str]:
+    """Interleaved micro-batches that are not a multiple of pp, which sp-plan prices in Megatron's
+    groups of N (pipeline.micro_batch_group) and expresses with Megatron-LM's
+    --microbatch-group-size-per-virtual-pipeline-stage only: MindSpeed-LLM's arguments and
+    torch's Interleaved1F1B (torchtitan) order such a step otherwise or not at all, unchecked."""
+    p, m = request.plan, request.num_micro_batches
+    if framework == "megatron" or p.vpp == 1 or m % p.pp == 0:
+        return []
+    return [f"vpp {p.vpp} with {m} micro-batches per step over pp {p.pp} cannot be expressed: sp-plan prices "
+            f"Megatron's interleaved schedule in micro-batch groups of {int(micro_batch_group(p.pp, m))} "
+            "(--microbatch-group-size-per-virtual-pipeline-stage, Megatron-LM only); use --framework megatron or "
+            "a global batch whose micro-batches are a multiple of pp"]
 
 
 # FP8 core attention has no command-line flag: Megatron-LM builds its arguments from

@@ -19,7 +19,7 @@ from itertools import groupby
 
 from sp_planner.cost.fp8_params import fp8_weights_modelled
 from sp_planner.flags.base import FlagRequest
-from sp_planner.pipeline import split_kind
+from sp_planner.pipeline import micro_batch_group, split_kind
 from sp_planner.pipeline_chunks import stage_chunk_sizes, virtual_stage_layers
 from sp_planner.plan import PRECISIONS
 
@@ -71,9 +71,9 @@ def layout_string(request: FlagRequest) -> str:
 
 
 def pipeline_flags(request: FlagRequest, *, vpp_as_layers: bool = False) -> list[str]:
-    """Virtual stages and the uneven split; the plan's rules have already checked both.
-    `vpp_as_layers` spells vpp as --num-layers-per-virtual-pipeline-stage (even splits only),
-    the form MindSpeed-LLM documents."""
+    """Virtual stages, their micro-batch group where it is not pp, and the uneven split; the plan's
+    rules have already checked them. `vpp_as_layers` spells vpp as
+    --num-layers-per-virtual-pipeline-stage (even splits only), the form MindSpeed-LLM documents."""
     p = request.plan
     flags = []
     form = split_form(request)
@@ -81,17 +81,33 @@ def pipeline_flags(request: FlagRequest, *, vpp_as_layers: bool = False) -> list
         # Megatron refuses the layout with --decoder-first/last-pipeline-num-layers, account-for-*
         # (transformer_config.py __post_init__, "PP layout") and a second vpp flag (arguments.py
         # validate_args, "Uneven virtual pipeline parallelism"): it is the one flag.
-        return [f"--pipeline-model-parallel-layout {shlex.quote(layout_string(request))}"]
+        return [f"--pipeline-model-parallel-layout {shlex.quote(layout_string(request))}", *group_flags(request)]
     if p.vpp > 1 and vpp_as_layers:
         flags.append(f"--num-layers-per-virtual-pipeline-stage {request.model.num_layers // (p.pp * p.vpp)}")
     elif p.vpp > 1:
         flags.append(f"--num-virtual-stages-per-pipeline-rank {p.vpp}")
+    flags += group_flags(request)
     if form == "counted":
         flags += ["--account-for-embedding-in-pipeline-split", "--account-for-loss-in-pipeline-split"]
     elif form == "explicit":
         flags += [f"--decoder-first-pipeline-num-layers {p.first_stage_layers}",
                   f"--decoder-last-pipeline-num-layers {p.last_stage_layers}"]
     return flags
+
+
+def micro_batch_group_of(request: FlagRequest) -> int:
+    """The interleaved schedule's micro-batch group N the plan is priced with
+    (pipeline.micro_batch_group; the plan's vpp_group, where it names one, is that N: the vpp rule)."""
+    return int(micro_batch_group(request.plan.pp, request.num_micro_batches))
+
+
+def group_flags(request: FlagRequest) -> list[str]:
+    """--microbatch-group-size-per-virtual-pipeline-stage N where N is not Megatron's default pp,
+    which needs m a multiple of pp (schedules.py at d98e8a6 lines 1160-1180; the flag is
+    TransformerConfig's argparse_meta, model_parallel_config.py lines 431-434)."""
+    p = request.plan
+    group = micro_batch_group_of(request)
+    return [f"--microbatch-group-size-per-virtual-pipeline-stage {group}"] if p.vpp > 1 and group != p.pp else []
 
 
 def pipeline_comment(request: FlagRequest) -> str:
@@ -180,9 +196,15 @@ def precision_notes(request: FlagRequest, *, fp8_params: bool = False) -> list[s
 def pipeline_notes(request: FlagRequest) -> list[str]:
     p = request.plan
     notes = []
-    if p.vpp > 1:
+    group = micro_batch_group_of(request)
+    if p.vpp > 1 and group == p.pp:
         notes.append(f"Interleaved 1F1B needs the micro-batches per step ({request.num_micro_batches}) to be a "
                      f"multiple of pp {p.pp} (Megatron's default micro-batch group size).")
+    elif p.vpp > 1:
+        notes.append(f"Interleaved 1F1B runs the {request.num_micro_batches} micro-batches per step in groups of "
+                     f"{group}, not Megatron's default pp {p.pp}, which needs a multiple of pp: "
+                     f"(vpp - 1)(N - pp) = {(p.vpp - 1) * (group - p.pp)} more chunk forwards before the first "
+                     "backward, whose activations the plan holds.")
     if split_form(request) == "counted":
         notes.append("The first and last stages run one decoder layer fewer: Megatron counts the embedding "
                      "and the loss as one layer each (the Llama 3 paper's split).")

@@ -147,7 +147,8 @@ def suggest_fits(
         if offer("nodes", f"--nodes {count}", f"would fit on {count} nodes ({count * gpus_per_node} GPUs), a rounder "
                  f"count ({power} x {count // power}) below {num_nodes}", on_nodes(count)):
             break
-    # Interleaving runs the micro-batches in groups of pp (the only group size modelled; plan rule vpp).
+    # Interleaving needs at least pp micro-batches (Megatron's micro-batch group lies in [pp, m]; plan
+    # rule vpp): the batches that make m a multiple of pp.
     if closest is not None and interleave_breaks(closest.pp, closest.vpp,
                                                  closest.num_micro_batches_of(workload.global_batch)):
         for batch in whole_group_batches(workload.global_batch, closest):

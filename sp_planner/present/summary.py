@@ -182,7 +182,8 @@ def suggestion_entry(suggestion: FitSuggestion) -> dict[str, Any]:
 def estimate_row(estimate: PlanEstimate) -> dict[str, Any]:
     """One plan flattened to the plans.csv column names (see sp_planner.report.csv)."""
     plan: ParallelPlan = estimate.plan
-    row: dict[str, Any] = {**plan.model_dump(), "cp": plan.cp, "world_size": plan.world_size}
+    # Not vpp_group, which plans.csv leaves out (report.csv.PLAN_COLUMNS: a candidate's is the group priced).
+    row: dict[str, Any] = {**plan.model_dump(exclude={"vpp_group"}), "cp": plan.cp, "world_size": plan.world_size}
     row.update(
         fits=estimate.fits,
         reason=estimate.reason,

@@ -22,7 +22,9 @@ from sp_planner.plan import ParallelPlan
 from sp_planner.present.expressible import EXPRESSIBLE_COLUMN
 from sp_planner.present.labels import breaks_hard_rule
 
-PLAN_COLUMNS: tuple[str, ...] = tuple(ParallelPlan.model_fields)
+# The plan's fields but vpp_group, which every searched candidate leaves empty (the micro-batch
+# group priced: pipeline_order.micro_batch_group); plan.json names it where it is not pp.
+PLAN_COLUMNS: tuple[str, ...] = tuple(name for name in ParallelPlan.model_fields if name != "vpp_group")
 MEMORY_COLUMNS: tuple[str, ...] = tuple(f"mem_{name}" for name in MemoryBreakdown.model_fields)
 TIME_COLUMNS: tuple[str, ...] = tuple(f"time_{name}" for name in TimeBreakdown.model_fields)
 COMM_KINDS: tuple[str, ...] = tuple(CommBytes.model_fields)

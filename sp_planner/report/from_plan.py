@@ -175,6 +175,8 @@ def chosen_estimate(plan_file: PlanFile, result: SearchResult) -> PlanEstimate:
     for frame in (result.head(HEAD_ROWS), result.frame):
         mask = pd.Series(True, index=frame.index)
         for name, value in plan.items():
+            if name == "vpp_group":  # a candidate's is the group priced, which a plan file's is (rule vpp)
+                continue
             mask &= frame[name] == value
         rows = frame[mask]
         if len(rows):

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from sp_planner.catalog import load_model
-from sp_planner.flags.stages import layout_string, pipeline_notes
+from sp_planner.flags import render_flags
+from sp_planner.flags.stages import group_flags, layout_string, micro_batch_group_of, pipeline_notes
 from tests.flags.conftest import request
 
 
@@ -20,3 +21,21 @@ def test_the_layout_note_gives_each_stages_chunks_as_the_layout_places_them():
     assert ("places the 8/6 first/last stage layers in model chunks of (first 2, 3, 3; middle 3, 3, 3; last 2, 2, "
             "2; chunk 0 first)") in note
     assert "every chunk as many layers as a middle stage's" not in note
+
+
+def test_megatron_sets_the_micro_batch_group_where_it_is_not_pp():
+    # Llama-3-8B over pp 4 x vpp 2, dp 2 (tp 1 on 8 GPUs): 36 sequences are m 18, which Megatron's
+    # default group of pp 4 refuses (a last group of 2) and sp-plan runs in groups of 6
+    # (pipeline.micro_batch_group); 32 are m 16, groups of pp: no flag. The other frameworks refuse
+    # the first (flags.base._group_failures).
+    model = load_model("llama3-8b")
+    odd = request(model, 8192, 36, pp=4, vpp=2, dp=2)
+    assert micro_batch_group_of(odd) == 6
+    assert group_flags(odd) == ["--microbatch-group-size-per-virtual-pipeline-stage 6"]
+    assert "--microbatch-group-size-per-virtual-pipeline-stage 6" in render_flags("megatron", odd).text
+    assert any("in groups of 6, not Megatron's default pp 4" in n for n in pipeline_notes(odd))
+    even = request(model, 8192, 32, pp=4, vpp=2, dp=2)
+    assert group_flags(even) == [] and "microbatch-group" not in render_flags("megatron", even).text
+    for framework in ("mindspeed", "torchtitan"):
+        refused = render_flags(framework, odd)
+        assert not refused.supported and "micro-batch groups of 6" in refused.reason

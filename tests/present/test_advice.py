@@ -183,21 +183,25 @@ def test_whole_group_batches_are_the_nearest_multiples_of_dp_micro_batch_pp():
     assert whole_group_batches(5, ParallelPlan(dp=2, vpp=2)) == []  # no pipeline: no groups
 
 
-def test_a_pinned_vpp_with_micro_batches_no_multiple_of_pp_is_offered_the_nearest_batch():
-    # Llama-3-8B at 128K on 2 x 8 A800, --pp 2 --vpp 2 --global-batch 3: every plan breaks the vpp
-    # rule (m 3 at dp 1); 4 sequences (m 4, two groups of pp) is nearest with 2, the larger first,
-    # and a plan fits there.
+def test_a_pinned_vpp_with_fewer_micro_batches_than_pp_is_offered_the_nearest_batch():
+    # Llama-3-8B at 128K on 2 x 8 A800, --pp 2 --vpp 2 --global-batch 1: every plan breaks the vpp
+    # rule (m 1 < pp 2 at dp 1: no micro-batch group Megatron accepts); 2 sequences (m 2, one group
+    # of pp) is the nearest, and a plan fits there. 3 sequences run in one group of 3
+    # (pipeline.micro_batch_group): a plan fits, nothing to offer.
     model, hardware = load_model("llama3-8b"), load_hardware("a800")
-    workload = Workload(seq_len=128 * 1024, global_batch=3)
+    workload = Workload(seq_len=128 * 1024, global_batch=1)
     pins = Pins(pp=2, vpp=2)
     result = search(model, hardware, workload, num_nodes=2, gpus_per_node=8, pins=pins)
     closest = result.ranked[0]
-    assert not closest.fits and closest.reason.startswith("vpp: vpp 2 (interleaved 1F1B) runs the micro-batches")
+    assert not closest.fits and closest.reason.startswith("vpp: vpp 2 (interleaved 1F1B) needs at least pp 2")
     suggestions = suggest_fits(model, hardware, workload, num_nodes=2, gpus_per_node=8, pins=pins,
                                closest=closest.plan)
     batch = [s for s in suggestions if s.change == "global_batch"]
-    assert [s.option for s in batch] == ["--global-batch 4"]
+    assert [s.option for s in batch] == ["--global-batch 2"]
     assert batch[0].estimate.fits and batch[0].estimate.plan.vpp == 2
+    three = search(model, hardware, workload.model_copy(update={"global_batch": 3}), num_nodes=2, gpus_per_node=8,
+                   pins=pins).ranked[0]
+    assert three.fits and three.plan.vpp == 2
     # Without the closest plan (sp-plan's older callers) no batch is offered.
     assert not [s for s in suggest_fits(model, hardware, workload, num_nodes=2, gpus_per_node=8, pins=pins)
                 if s.change == "global_batch"]
