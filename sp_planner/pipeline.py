@@ -37,6 +37,7 @@ from typing import NamedTuple
 import numpy as np
 
 from sp_planner.distinct import per_distinct
+from sp_planner.pipeline_order import micro_batch_group
 
 # Virtual stages per rank the search tries when --vpp is not pinned: the powers of two that
 # interleaved recipes use (Megatron CI, NeMo Llama 3 70B/405B recipes use 2..8 layers per
@@ -139,57 +140,11 @@ def _split_breaks(num_layers: int, pp, vpp, first_stage_layers, last_stage_layer
 
 def interleave_breaks(pp, vpp, num_micro_batches):
     """True where interleaved 1F1B cannot run: vpp > 1 needs pp > 1 (parallel_state.py) and a
-    micro-batch group N that Megatron accepts, pp <= N <= m (megatron_group_sizes: any m >= pp
-    runs, with N = m at worst; micro_batch_group is the one sp-plan takes)."""
+    micro-batch group N that Megatron accepts, pp <= N <= m (pipeline_order.megatron_group_sizes:
+    any m >= pp runs, with N = m at worst; pipeline_order.micro_batch_group is the one sp-plan
+    takes)."""
     pp, vpp, m = np.asarray(pp), np.asarray(vpp), np.asarray(num_micro_batches)
     return (vpp > 1) & ((pp == 1) | (m < pp))
-
-
-def micro_batch_group(pp, num_micro_batches):
-    """N, the micro-batch group of Megatron's interleaved schedule as sp-plan runs it
-    (--microbatch-group-size-per-virtual-pipeline-stage): Megatron's default pp
-    (model_parallel_config.py lines 567-568 at d98e8a6) where m % pp == 0, else the smallest N
-    that Megatron accepts (megatron_group_sizes: the fewest forwards before the first backward,
-    2(pp - rank - 1) + (vpp - 1) N, so the least memory); pp where none does (m < pp, refused by
-    interleave_breaks). Vectorized; the common case, every m a multiple of pp, returns `pp` itself
-    (the same object: callers tell that case by identity)."""
-    given, pp, m = pp, np.asarray(pp), np.asarray(num_micro_batches)
-    per = m / np.maximum(pp, 1)  # whole where pp divides m: floor, not np.mod's slower remainder (chunk_counts)
-    odd = (per != np.floor(per)) & (per > 1) & (pp > 1)
-    if not np.any(odd):
-        return given
-    out = np.array(np.broadcast_to(pp, np.broadcast(pp, m).shape), dtype=np.int64)
-    pairs = np.stack(np.broadcast_arrays(pp, m), axis=-1)[odd].astype(np.int64)
-    firsts = {(p, n): megatron_group_sizes(p, n)[0] for p, n in set(map(tuple, pairs.tolist()))}
-    out[odd] = [firsts[p, n] for p, n in pairs.tolist()]
-    return out
-
-
-def recorded_group(pp: int, vpp: int, num_micro_batches: int) -> int | None:
-    """The micro-batch group a plan file records (ParallelPlan.vpp_group): micro_batch_group where
-    it is not Megatron's default pp (its flag is then needed), else None."""
-    group = int(micro_batch_group(pp, num_micro_batches))
-    return group if vpp > 1 and group != pp else None
-
-
-def last_group(pp, num_micro_batches):
-    """Micro-batches in the schedule's last group (get_schedule_table, schedules.py lines 989-1016
-    at d98e8a6): m % N, or N where that is 0 (N: micro_batch_group)."""
-    m = np.asarray(num_micro_batches)
-    n = micro_batch_group(pp, m)
-    rest = m % np.maximum(n, 1)
-    return np.where(rest == 0, n, rest)
-
-
-def megatron_group_sizes(pp: int, num_micro_batches: int) -> tuple[int, ...]:
-    """The values of --microbatch-group-size-per-virtual-pipeline-stage N that Megatron's
-    interleaved schedule accepts for m micro-batches: pp <= N <= m, and the last group, m % N,
-    empty or at least pp (megatron/core/pipeline_parallel/schedules.py at d98e8a6,
-    forward_backward_pipelining_with_interleaving lines 1160-1180: ValueError, then RuntimeError
-    "dependency bubbles"). N defaults to pp (model_parallel_config.py lines 567-568), so m % pp
-    == 0 there; any m >= pp runs with N = m."""
-    m = num_micro_batches
-    return tuple(n for n in range(pp, m + 1) if m % n == 0 or m % n >= pp)
 
 
 def stage_in_flight(pp, vpp, num_micro_batches, rank):
@@ -197,14 +152,14 @@ def stage_in_flight(pp, vpp, num_micro_batches, rank):
     forwards it runs before its first backward (forwards_before_backward), each holding 1/vpp of
     the stage's layers. 1F1B: min(pp - rank, m) (Narayanan 2021 section 2.2.1); the last rank of
     an interleaved pipeline holds ((vpp - 1) * N + 1) / vpp micro-batches when the loss runs, not
-    one (N: micro_batch_group)."""
+    one (N: pipeline_order.micro_batch_group)."""
     return forwards_before_backward(pp, vpp, num_micro_batches, rank) / np.asarray(vpp)
 
 
 def forwards_before_backward(pp, vpp, num_micro_batches, rank, group=None):
     """Chunk forwards rank `rank` runs before its first backward: Megatron's warm-up, pp - rank - 1
     (1F1B) or 2(pp - rank - 1) + (vpp - 1) N (interleaved, N the micro-batch group,
-    micro_batch_group; pipeline_parallel/schedules.py get_pp_rank_microbatches lines 955-965 at
+    pipeline_order.micro_batch_group; pipeline_parallel/schedules.py get_pp_rank_microbatches lines 955-965 at
     d98e8a6), and the one it pairs with that backward, capped at all m vpp of them. `group`: N
     where the caller has it."""
     pp, vpp, m = np.asarray(pp), np.asarray(vpp), np.maximum(np.asarray(num_micro_batches), 1)
@@ -218,7 +173,7 @@ def chunk_counts(n, pp, vpp, groups=None):
     """(chunk 0's, the last chunk's) forwards among a rank's forwards number 0 to n - 1 in
     Megatron's interleaved order (chunk_forwards_s): whole laps of N x vpp, N of each chunk, then
     the remainder's, the last group's laps of its own size r; `groups`: (m, N, r)
-    (micro_batch_group, last_group), None: groups of pp. floor(n / lap) rather than
+    (pipeline_order's micro_batch_group, last_group), None: groups of pp. floor(n / lap) rather than
     np.floor_divide/np.mod, the same counts 20x faster on the search's hot path."""
     group = pp if groups is None else groups[1]
     lap = group * vpp
@@ -269,7 +224,7 @@ def chunk_forwards_s(by_chunk, mean_s, pp, vpp, first, stop, counts=chunk_counts
 def rank_running(pp, vpp, num_forwards, group=None):
     """The rank (a real number) that runs `num_forwards` chunk forwards before its first backward,
     uncapped: W + 1 = num_forwards solved for the rank (stage_in_flight's warm-up; `group`: the
-    micro-batch group N, micro_batch_group; None: pp)."""
+    micro-batch group N, pipeline_order.micro_batch_group; None: pp)."""
     pp, vpp = np.asarray(pp), np.asarray(vpp)
     group = pp if group is None else group
     return np.where(vpp > 1, pp - 1 - (num_forwards - 1 - (vpp - 1) * group) / 2, pp - num_forwards)

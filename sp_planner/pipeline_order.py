@@ -1,10 +1,14 @@
 """The order of a pipeline stage's blocks under 1F1B (PipeDream-Flush; Narayanan et al. 2021, section
 2.2) and interleaved 1F1B (section 2.2.2) as Megatron orders them, which block each one waits for, and
-before which forward Megatron dispatches a model chunk's parameter all-gather. Pure functions of the
-degrees, micro-batch count and stage; sim.pipeline times the blocks in this order.
+before which forward Megatron dispatches a model chunk's parameter all-gather, and the micro-batch
+groups of its interleaved schedule (--microbatch-group-size-per-virtual-pipeline-stage: which N it
+accepts, the one sp-plan runs, the last group's size). Pure functions of the degrees, micro-batch
+count and stage; sim.pipeline times the blocks in this order.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 
 def stage_order(pp: int, m: int, stage: int, vpp: int = 1, group: int | None = None) -> list[tuple[str, int, int]]:
@@ -88,3 +92,50 @@ def grad_sync_launches(pp: int, m: int, stage: int, vpp: int, group: int | None 
     if rest:
         launches[len(backwards) - 1] = launches.get(len(backwards) - 1, ()) + rest
     return launches
+
+
+def micro_batch_group(pp, num_micro_batches):
+    """N, the micro-batch group of Megatron's interleaved schedule as sp-plan runs it
+    (--microbatch-group-size-per-virtual-pipeline-stage): Megatron's default pp
+    (model_parallel_config.py lines 567-568 at d98e8a6) where m % pp == 0, else the smallest N
+    that Megatron accepts (megatron_group_sizes: the fewest forwards before the first backward,
+    2(pp - rank - 1) + (vpp - 1) N, so the least memory); pp where none does (m < pp, refused by
+    interleave_breaks). Vectorized; the common case, every m a multiple of pp, returns `pp` itself
+    (the same object: callers tell that case by identity)."""
+    given, pp, m = pp, np.asarray(pp), np.asarray(num_micro_batches)
+    per = m / np.maximum(pp, 1)  # whole where pp divides m: floor, not np.mod's slower remainder (chunk_counts)
+    odd = (per != np.floor(per)) & (per > 1) & (pp > 1)
+    if not np.any(odd):
+        return given
+    out = np.array(np.broadcast_to(pp, np.broadcast(pp, m).shape), dtype=np.int64)
+    pairs = np.stack(np.broadcast_arrays(pp, m), axis=-1)[odd].astype(np.int64)
+    firsts = {(p, n): megatron_group_sizes(p, n)[0] for p, n in set(map(tuple, pairs.tolist()))}
+    out[odd] = [firsts[p, n] for p, n in pairs.tolist()]
+    return out
+
+
+def recorded_group(pp: int, vpp: int, num_micro_batches: int) -> int | None:
+    """The micro-batch group a plan file records (ParallelPlan.vpp_group): micro_batch_group where
+    it is not Megatron's default pp (its flag is then needed), else None."""
+    group = int(micro_batch_group(pp, num_micro_batches))
+    return group if vpp > 1 and group != pp else None
+
+
+def last_group(pp, num_micro_batches):
+    """Micro-batches in the schedule's last group (get_schedule_table, schedules.py lines 989-1016
+    at d98e8a6): m % N, or N where that is 0 (N: micro_batch_group)."""
+    m = np.asarray(num_micro_batches)
+    n = micro_batch_group(pp, m)
+    rest = m % np.maximum(n, 1)
+    return np.where(rest == 0, n, rest)
+
+
+def megatron_group_sizes(pp: int, num_micro_batches: int) -> tuple[int, ...]:
+    """The values of --microbatch-group-size-per-virtual-pipeline-stage N that Megatron's
+    interleaved schedule accepts for m micro-batches: pp <= N <= m, and the last group, m % N,
+    empty or at least pp (megatron/core/pipeline_parallel/schedules.py at d98e8a6,
+    forward_backward_pipelining_with_interleaving lines 1160-1180: ValueError, then RuntimeError
+    "dependency bubbles"). N defaults to pp (model_parallel_config.py lines 567-568), so m % pp
+    == 0 there; any m >= pp runs with N = m."""
+    m = num_micro_batches
+    return tuple(n for n in range(pp, m + 1) if m % n == 0 or m % n >= pp)

@@ -116,7 +116,7 @@ class ParallelPlan(FrozenModel):
     # Virtual pipeline stages per rank (interleaved 1F1B); 1 = plain 1F1B.
     vpp: int = Field(default=1, ge=1, le=MAX_DEGREE)
     # Megatron's micro-batch group of the interleaved schedule, N
-    # (--microbatch-group-size-per-virtual-pipeline-stage; pipeline.micro_batch_group): None, the
+    # (--microbatch-group-size-per-virtual-pipeline-stage; pipeline_order.micro_batch_group): None, the
     # one sp-plan prices, Megatron's default pp where pp divides the micro-batches per step, else
     # the smallest N Megatron accepts (sp-plan --out writes it there); an N given must be that one
     # (the vpp rule).

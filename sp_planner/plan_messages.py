@@ -8,7 +8,7 @@ import math
 from typing import TYPE_CHECKING
 
 from sp_planner.cost.deepep import DEEPEP_GROUP_SIZES
-from sp_planner.pipeline import megatron_group_sizes, micro_batch_group
+from sp_planner.pipeline_order import megatron_group_sizes, micro_batch_group
 from sp_planner.pipeline_chunks import empty_chunks, stage_chunk_sizes
 from sp_planner.plan_rules import RuleFacts
 
@@ -90,7 +90,7 @@ def rule_message(rule: str, f: RuleFacts, plan: ParallelPlan) -> str:
 def vpp_message(global_batch: int, plan: ParallelPlan) -> str:
     """The vpp rule's message: interleaving needs a pipeline and at least pp micro-batches (the
     micro-batch group N Megatron accepts lies in [pp, m]); a plan's own N (vpp_group) must be the
-    one sp-plan prices (pipeline.micro_batch_group), with the nearest global batches that make m a
+    one sp-plan prices (pipeline_order.micro_batch_group), with the nearest global batches that make m a
     multiple of pp where m is too small."""
     head = f"vpp {plan.vpp} (interleaved 1F1B)"
     if plan.vpp == 1:  # the rule breaks at vpp 1 for a micro-batch group alone

@@ -11,7 +11,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from sp_planner.cost.deepep import deepep_group_breaks
-from sp_planner.pipeline import interleave_breaks, micro_batch_group, split_breaks
+from sp_planner.pipeline import interleave_breaks, split_breaks
+from sp_planner.pipeline_order import micro_batch_group
 from sp_planner.recompute import recompute_code, recomputes_mla_up_proj, recomputes_mlp, recomputes_moe_act
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload

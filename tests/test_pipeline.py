@@ -20,14 +20,12 @@ from sp_planner.pipeline import (
     chunk_counts,
     forwards_before_backward,
     interleave_breaks,
-    last_group,
-    micro_batch_group,
-    megatron_group_sizes,
     pacing_stage,
     pile_up_s,
     rank_running,
     stage_pace,
 )
+from sp_planner.pipeline_order import last_group, megatron_group_sizes, micro_batch_group
 from sp_planner.pipeline_split import _default_split, default_split
 from sp_planner.pipeline_chunks import chunk_layer_counts, end_chunk_layers, later_chunk_layers
 

@@ -3,8 +3,13 @@ blocks, and where Megatron dispatches a chunk's parameter all-gather."""
 
 import pytest
 
-from sp_planner.pipeline import megatron_group_sizes
-from sp_planner.pipeline_order import gather_dispatched, grad_sync_launches, stage_order, upstream_stage
+from sp_planner.pipeline_order import (
+    gather_dispatched,
+    grad_sync_launches,
+    megatron_group_sizes,
+    stage_order,
+    upstream_stage,
+)
 
 
 def _blocks(text: str) -> list[tuple[str, int, int]]:
@@ -65,7 +70,7 @@ def test_groups_of_n_by_hand():
 
 @pytest.mark.parametrize("pp, vpp", [(2, 2), (3, 3), (4, 2), (4, 4), (8, 2)])
 def test_interleaved_order_in_groups_of_n_is_megatrons_schedule_table(pp, vpp):
-    # Every N Megatron accepts (pipeline.megatron_group_sizes), a last group of m % N >= pp included.
+    # Every N Megatron accepts (pipeline_order.megatron_group_sizes), a last group of m % N >= pp included.
     for m in range(pp, 3 * pp + 2):
         for group in megatron_group_sizes(pp, m):
             for stage in range(pp):

@@ -63,7 +63,7 @@ def test_layers_message_at_pp_1_proposes_no_split():
 
 def test_vpp_message_names_the_group_sp_plan_prices_and_the_nearest_batches():
     # pp 2 x vpp 2, dp 1, micro batch 1, 3 sequences: m 3, which Megatron runs with N 3 only
-    # (pipeline.megatron_group_sizes: N 2 leaves a last group of 1 < pp); a plan pinning 2 is refused.
+    # (pipeline_order.megatron_group_sizes: N 2 leaves a last group of 1 < pp); a plan pinning 2 is refused.
     plan = ParallelPlan(tp=8, pp=2, vpp=2, vpp_group=2)
     assert vpp_message(3, plan) == (
         "vpp_group 2 with m 3: Megatron refuses it (schedules.py: pp <= N <= m, and m % N zero or at least pp: "

@@ -146,7 +146,7 @@ def test_dsa_cp_masks_equal_violations_and_fire_on_ulysses_and_ring_p2p_only():
 
 
 def test_a_plans_micro_batch_group_must_be_the_one_priced():
-    # pp 4 x vpp 2, 10 micro-batches: sp-plan prices groups of 5 (pipeline.micro_batch_group), which
+    # pp 4 x vpp 2, 10 micro-batches: sp-plan prices groups of 5 (pipeline_order.micro_batch_group), which
     # a plan may also name; 10 (which Megatron accepts) or 4 (which it refuses: a last group of 2)
     # break the vpp rule, as does a group without interleaving. 3 micro-batches: no group at all.
     model, workload = load_model("Llama-3-8B"), Workload(seq_len=4096, global_batch=10)

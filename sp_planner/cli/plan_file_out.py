@@ -15,7 +15,7 @@ from sp_planner.cli.question import framework_device_note
 from sp_planner.estimate import PlanEstimate
 from sp_planner.flags import FRAMEWORKS, release_runtime, render_flags, torchtitan
 from sp_planner.layout import rank_groups
-from sp_planner.pipeline import recorded_group
+from sp_planner.pipeline_order import recorded_group
 from sp_planner.planfile import PlanFile
 from sp_planner.planfile_layout import RankLayout
 from sp_planner.search import evaluate

@@ -27,8 +27,7 @@ import numpy as np
 from sp_planner.cost.layer_kinds import chunk_kind_counts
 from sp_planner.cost.stage_layer_times import KindTimes
 from sp_planner.distinct import distinct_float_rows, distinct_groups
-from sp_planner.pipeline import micro_batch_group
-from sp_planner.pipeline_order import stage_order, upstream_stage
+from sp_planner.pipeline_order import micro_batch_group, stage_order, upstream_stage
 from sp_planner.candidates import Candidates
 from sp_planner.specs.model import ModelSpec
 
@@ -69,7 +68,7 @@ def chunk_paths_s(pp: int, vpp: int, steps: list[tuple[int, np.ndarray, np.ndarr
 
 
 def _odd(pp: int, vpp: int, micro_batches: int) -> bool:
-    """Whether the step runs micro-batch groups other than pp (pipeline.micro_batch_group: m not a
+    """Whether the step runs micro-batch groups other than pp (pipeline_order.micro_batch_group: m not a
     multiple of pp, interleaved), whose group size the counts of whole groups of pp that
     chunk_paths_s extrapolates from would change: walked whole."""
     return vpp > 1 and micro_batches % pp != 0

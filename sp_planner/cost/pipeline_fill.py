@@ -39,7 +39,7 @@ def fill_s(first: FillStage, middle: FillStage, last: FillStage, *, middles, pp,
     that run before each one's first forward starts, beside its idle fill: chunks 0 and 1 go at the
     step's start, the later ones only from its forwards (module docstring); the rest runs beside
     its compute, which it slows (cost.overlap; sim.pipeline charges a gather beside idle time
-    nothing). `group`: the micro-batch group N (pipeline.micro_batch_group; None: pp), whose
+    nothing). `group`: the micro-batch group N (pipeline_order.micro_batch_group; None: pp), whose
     forwards of a chunk a stage runs before the next chunk's and whose forward N - s (not pp - s)
     dispatches a gather on stage s >= 1 (schedules.py get_schedule_table, lines 989-1016)."""
     group = pp if group is None else group

@@ -53,7 +53,7 @@ def wrap_s(p: int, stages, f, b, lap, share, ran, middles, pp, vpp, m, *, f_last
     chunk 0 (compute_blocks), is in the chunk-0 forwards only and in none of those backwards.
     Interleaved pipelines of two groups or more; 0 elsewhere. `f_last0`: the last stage's
     chunk-0 forward; `chunk0_fwd`: p's; `ridden`: the middle stage p = 1 stands for (Ridden).
-    `group`: the micro-batch group N (pipeline.micro_batch_group; None: pp), which stands for pp
+    `group`: the micro-batch group N (pipeline_order.micro_batch_group; None: pp), which stands for pp
     above wherever it counts a group's micro-batches: N laps, forward number N vpp + g2 (g2 the
     second group's, N or the last group's m - N), N - 1 and g2 forwards, the first N backwards
     the last chunk's (schedules.py get_schedule_table at d98e8a6, lines 989-1016)."""
@@ -86,7 +86,7 @@ def again_s(p: int, stages, lap, f, middles, pp, vpp, m, *, ridden: Ridden, grou
     stage_order). A heavy last chunk (the output layer's forward and backward) paces these laps
     where the first stage paces the step: Llama-3-8B on H100, pp 8, vpp 2, 6/4/2 layers.
     `ridden`: the middle stage p = 1 stands for (Ridden). Groups of N (`group`,
-    pipeline.micro_batch_group; None: pp) with a last group of r (`last`, pipeline.last_group):
+    pipeline_order.micro_batch_group; None: pp) with a last group of r (`last`, pipeline_order.last_group):
     k = (G - 1) vpp N - N - 1, the laps r, the backwards the group before's N chunk-0 ones and r,
     the forwards left m vpp - W_r - k - 1 = r vpp - (vpp - 2) N - 2 pp + 2r' + 2 (rank r'), none
     below 0; N = r = pp gives the counts above."""
@@ -134,8 +134,8 @@ def between_s(p: int, stages, lap, middles, pp, vpp, m, *, f_last0, chunk0_fwd, 
     one from vpp 3); elsewhere none is counted. Llama-3-8B on H100, tp 1, pp 8, vpp 2, 6/4/2
     layers, 4096 tokens, 32 micro-batches: the first stage waits 26 ms at groups 3 and 4 (as
     sim.pipeline times it), which the path had missed (2.7% short of the simulator's). `ridden`:
-    the middle stage p = 1 stands for (Ridden). Groups of N (`group`, pipeline.micro_batch_group;
-    None: pp), the last of r (`last`, pipeline.last_group): G = ceil(m / N), group h's g
+    the middle stage p = 1 stands for (Ridden). Groups of N (`group`, pipeline_order.micro_batch_group;
+    None: pp), the last of r (`last`, pipeline_order.last_group): G = ceil(m / N), group h's g
     micro-batches (N, r for h = G - 1), forward number h N vpp + g; p runs g + 2N - 2pp + 2r' + 2
     backwards (the N chunk-0 ones, the rest the last chunk's) and as many forwards (g chunk-0
     ones, the rest later chunks'), waits where W_r' >= g + N + 1: G - 3 waits with g = N, one
@@ -197,8 +197,8 @@ def descent_s(stages, middles, pp, vpp, m, *, mid, over=0.0, group=None, last=No
     0.51 s there in sim.pipeline) or the first stage's last chunk a middle stage's. Interleaved
     pipelines of two groups or more; 0 elsewhere, and where the path rides a middle stage below
     the last (`over`: the middle stages above it, Ridden; no such chain is derived there). Groups
-    of N (`group`, pipeline.micro_batch_group; None: pp), the last of r (`last`,
-    pipeline.last_group): G = ceil(m / N), j* = j0 + g and g last-chunk backwards and forwards
+    of N (`group`, pipeline_order.micro_batch_group; None: pp), the last of r (`last`,
+    pipeline_order.last_group): G = ceil(m / N), j* = j0 + g and g last-chunk backwards and forwards
     more, g the next group's micro-batches (N, r at the last boundary)."""
     first, middle, last_stage = stages
     down = np.maximum(pp - 3, 0) * mid.first_bwd_s + mid.last_bwd_s  # q = 1

@@ -11,7 +11,8 @@ from functools import reduce
 import numpy as np
 
 from sp_planner.cost.pipeline_path import StageBlocks
-from sp_planner.pipeline import last_group, micro_batch_group, pile_up_s
+from sp_planner.pipeline import pile_up_s
+from sp_planner.pipeline_order import last_group, micro_batch_group
 
 
 def finish_lags_s(bare: tuple[StageBlocks, StageBlocks, StageBlocks], middles, micro_batches, vpp):
@@ -20,7 +21,7 @@ def finish_lags_s(bare: tuple[StageBlocks, StageBlocks, StageBlocks], middles, m
     schedule (pipeline_parallel/schedules.py, d98e8a6), over the stages' `bare` blocks
     (pipeline_blocks.bare_blocks; b_0 is the first stage's chunk-0 backward, with the
     embedding's). Each stage's last backward follows the one above's (the drain), and the first
-    stage's also its own last J backwards (the last micro-batch group's, pipeline.last_group:
+    stage's also its own last J backwards (the last micro-batch group's, pipeline_order.last_group:
     min(pp, m) in groups of pp, r in Megatron's groups of N), which pile up behind the stages above
     where it is the slower (pipeline.pile_up_s); a later stage running behind its own backlog ends
     later. Vectorized over candidates."""
@@ -43,7 +44,7 @@ def first_stage_phases_s(bare: tuple[StageBlocks, StageBlocks, StageBlocks], mid
     2104.04473 section 2.2.1) runs the last group's backwards from its own backlog, back to back:
     no wait (0 here; the same plan at 8 micro-batches runs so in sim.pipeline)."""
     n = np.asarray(middles, dtype=np.float64)
-    jobs = last_group(n + 2, micro_batches)  # the last group's micro-batches (pipeline.last_group)
+    jobs = last_group(n + 2, micro_batches)  # the last group's micro-batches (pipeline_order.last_group)
     first, middle, last = bare
     b_mid = np.where(n > 0, middle.first_bwd_s, 0.0)
     d1 = _chunked_ends_s(bare, middles, micro_batches)[0]

@@ -58,8 +58,6 @@ from sp_planner.pipeline import (
     StageLayers,
     chunk_forwards_s,
     forwards_before_backward,
-    last_group,
-    micro_batch_group,
     per_stage,
     pile_up_s,
     rank_running,
@@ -68,6 +66,7 @@ from sp_planner.pipeline import (
 )
 from sp_planner.cost.pipeline_groups import Ridden, again_s, below_s, between_s, descent_s, last_middle, wrap_s
 from sp_planner.pipeline_chunks import end_chunk_layers
+from sp_planner.pipeline_order import last_group, micro_batch_group
 
 # reduce(np.maximum, [...]): np.maximum.reduce's left-to-right fold without stacking the list (2x faster).
 
@@ -155,7 +154,7 @@ def critical_path_s(stages: tuple[StageBlocks, StageBlocks, StageBlocks], micro_
     last middle one (cost.pipeline_groups.Ridden: the middle stages above it passed at their own
     blocks, those below at `relay`'s); None: it rides the last middle one."""
     m, pp, vpp = np.asarray(micro_batches, dtype=np.float64), np.asarray(pp), np.asarray(vpp)
-    # Megatron's micro-batch group N (pipeline.micro_batch_group): pp where m % pp == 0, so that
+    # Megatron's micro-batch group N (pipeline_order.micro_batch_group): pp where m % pp == 0, so that
     # every formula below reads as with groups of pp; else (odd rows) N, and a last group of r.
     group = micro_batch_group(pp, m)
     odd = None if group is pp else (vpp > 1) & (group != pp)

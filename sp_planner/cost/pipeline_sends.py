@@ -41,7 +41,7 @@ from sp_planner.cost.chunk_path import kind_chunk_blocks_s
 from sp_planner.cost.pipeline_path import StageBlocks, compute_blocks, middle_chunk_forwards_s
 from sp_planner.cost.stage_layer_times import KindTimes
 from sp_planner.distinct import distinct_groups
-from sp_planner.pipeline import last_group, micro_batch_group
+from sp_planner.pipeline_order import last_group, micro_batch_group
 from sp_planner.candidates import Candidates
 from sp_planner.specs.model import ModelSpec
 
@@ -56,7 +56,7 @@ def edge_sends_s(beside, stages, pp, vpp, transfer_s, *, compute_s, bwd_extra_s,
     """interleaved_edge_sends_s over the compute blocks of `stages`' layers (cost.pipeline_path.
     compute_blocks' arguments) where the sends run `beside` the compute (cost.overlap.
     pp_sends_beside_compute), 0 elsewhere; priced on those rows alone (columns.take_rows).
-    `micro_batches`: m, whose micro-batch groups (pipeline.micro_batch_group) the wraps' slack
+    `micro_batches`: m, whose micro-batch groups (pipeline_order.micro_batch_group) the wraps' slack
     counts; None: groups of pp."""
     n = np.size(pp)
     rows = np.flatnonzero(np.broadcast_to(beside, (n,)) & (np.asarray(pp) > 1))
@@ -123,8 +123,8 @@ def kinds_edge_sends_s(model: ModelSpec, seq_len: int, c: Candidates, kinds: Kin
 def wrap_sends_s(fwd, bwd, pp, vpp, transfer_s, micro_batches=None):
     """interleaved_edge_sends_s over each stage kind's (first, middle, last) forward `fwd` and
     backward `bwd` blocks of its (chunk 0, a chunk between, last chunk). In micro-batch groups of
-    N (pipeline.micro_batch_group of `micro_batches`; None: pp) p runs the first group's N - 1
-    others of a chunk beside a fill's wrap and the last group's r - 1 (pipeline.last_group)
+    N (pipeline_order.micro_batch_group of `micro_batches`; None: pp) p runs the first group's N - 1
+    others of a chunk beside a fill's wrap and the last group's r - 1 (pipeline_order.last_group)
     beside a drain's, rather than pp - 1 (get_schedule_table, schedules.py lines 989-1016 at
     d98e8a6)."""
     pp, vpp = np.asarray(pp), np.asarray(vpp)

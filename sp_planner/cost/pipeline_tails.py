@@ -43,7 +43,8 @@ from sp_planner.cost.pipeline_blocks import bare_blocks
 from sp_planner.cost.pipeline_stages import StageDP, stage_edges
 from sp_planner.cost.pipeline_fill import FillStage, fill_s
 from sp_planner.cost.pipeline_lags import finish_lags_s, first_stage_phases_s
-from sp_planner.pipeline import StageLayers, micro_batch_group, per_stage, stage_chunk
+from sp_planner.pipeline import StageLayers, per_stage, stage_chunk
+from sp_planner.pipeline_order import micro_batch_group
 from sp_planner.pipeline_chunks import chunk_shape
 
 

@@ -17,7 +17,7 @@ from sp_planner.cost import attention_comm
 from sp_planner.cost.attention_kernels import AttentionKernel
 from sp_planner.flags.dsa import dsa_failures
 from sp_planner.flags.softmax import softmax_failures
-from sp_planner.pipeline import micro_batch_group
+from sp_planner.pipeline_order import micro_batch_group
 from sp_planner.plan import ParallelPlan, violations
 from sp_planner.plan_checks import adam_moments_problem
 from sp_planner.specs.base import FrozenModel
@@ -144,7 +144,7 @@ def refusal(framework: str, request: FlagRequest, own_failures: Callable[[], lis
 
 def _group_failures(framework: str, request: FlagRequest) -> list[str]:
     """Interleaved micro-batches that are not a multiple of pp, which sp-plan prices in Megatron's
-    groups of N (pipeline.micro_batch_group) and expresses with Megatron-LM's
+    groups of N (pipeline_order.micro_batch_group) and expresses with Megatron-LM's
     --microbatch-group-size-per-virtual-pipeline-stage only: MindSpeed-LLM's arguments and
     torch's Interleaved1F1B (torchtitan) order such a step otherwise or not at all, unchecked."""
     p, m = request.plan, request.num_micro_batches

@@ -19,8 +19,9 @@ from itertools import groupby
 
 from sp_planner.cost.fp8_params import fp8_weights_modelled
 from sp_planner.flags.base import FlagRequest
-from sp_planner.pipeline import micro_batch_group, split_kind
+from sp_planner.pipeline import split_kind
 from sp_planner.pipeline_chunks import stage_chunk_sizes, virtual_stage_layers
+from sp_planner.pipeline_order import micro_batch_group
 from sp_planner.plan import PRECISIONS
 
 # --fp8-format per precision: "hybrid" = E4M3 forward, E5M2 gradients (TE Format.HYBRID, the
@@ -97,7 +98,7 @@ def pipeline_flags(request: FlagRequest, *, vpp_as_layers: bool = False) -> list
 
 def micro_batch_group_of(request: FlagRequest) -> int:
     """The interleaved schedule's micro-batch group N the plan is priced with
-    (pipeline.micro_batch_group; the plan's vpp_group, where it names one, is that N: the vpp rule)."""
+    (pipeline_order.micro_batch_group; the plan's vpp_group, where it names one, is that N: the vpp rule)."""
     return int(micro_batch_group(request.plan.pp, request.num_micro_batches))
 
 

@@ -36,8 +36,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sp_planner.sim.layer_program import chunk_gather_s, chunk_sync_calls, stage_backward, stage_forward
-from sp_planner.pipeline import micro_batch_group
-from sp_planner.pipeline_order import gather_dispatched, grad_sync_launches, stage_order, upstream_stage
+from sp_planner.pipeline_order import (gather_dispatched, grad_sync_launches, micro_batch_group, stage_order,
+                                      upstream_stage)
 from sp_planner.sim.streams import Program, idle_overlap_s, program_dp_calls, queued_dp_end
 from sp_planner.sim.work import StepWork, without_dp
 

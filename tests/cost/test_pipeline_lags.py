@@ -37,8 +37,8 @@ def test_the_first_stage_drains_the_last_micro_batch_group(m, lags):
     # the slowest, every other 10 ms: the first stage runs its last group's J chunk-0 backwards
     # after its last chunk-1 one, J x 50 ms, while the last micro-batch's chunk-0 backward leaves the
     # last stage 10 ms and the first middle one 30 ms after that (tests/cost/test_pipeline_tails.py).
-    # J is the last micro-batch group's (pipeline.last_group): 4 at m 4; one group of 5 or 7 at m 5
-    # and 7 (pipeline.micro_batch_group), 4 at m 9 (5 + 4); as a walk of Megatron's order gives.
+    # J is the last micro-batch group's (pipeline_order.last_group): 4 at m 4; one group of 5 or 7 at m 5
+    # and 7 (pipeline_order.micro_batch_group), 4 at m 9 (5 + 4); as a walk of Megatron's order gives.
     blocks = tuple(StageBlocks(1.0, None, None, np.array([f * 2]), np.array([b0]), np.array([b1]), 0.0, np.array([f]))
                    for f, b0, b1 in ((0.005, 0.05, 0.01), (0.005, 0.01, 0.01), (0.005, 0.01, 0.01)))
     got = finish_lags_s(blocks, np.array([2.0]), np.array([m]), np.array([2]))

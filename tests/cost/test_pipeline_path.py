@@ -269,7 +269,7 @@ def _profile_blocks(pp, vpp, kinds):
 def test_groups_of_n_agree_with_the_walk_of_megatrons_order(pp, vpp):
     # m not a multiple of pp runs groups of N, the smallest Megatron accepts (pipeline.
     # micro_batch_group: 5 + 5 at pp 4, m 10; 6 + 5 at m 11; one group of m where m < 2 pp), the
-    # last one of r (pipeline.last_group). Equal blocks: the interleaved bubble is (pp - 1) chunk
+    # last one of r (pipeline_order.last_group). Equal blocks: the interleaved bubble is (pp - 1) chunk
     # blocks whatever N (every walk below gives it to the last bit).
     equal = [(1.0, 1.0, 1.0, 2.0, 2.0, 2.0)] * 3
     for m in range(pp + 1, 3 * pp + 2):

@@ -47,7 +47,7 @@ def test_megatron_split_rules():
 def test_interleaving_needs_a_pipeline_and_pp_micro_batches():
     assert interleave_breaks(1, 2, 8)  # no pipeline
     assert interleave_breaks(4, 2, 2)  # 2 < 4: no micro-batch group Megatron accepts
-    # 6 % 4 != 0 runs in one group of 6 (pipeline.micro_batch_group)
+    # 6 % 4 != 0 runs in one group of 6 (pipeline_order.micro_batch_group)
     assert not interleave_breaks(4, 2, 6) and not interleave_breaks(4, 2, 8) and not interleave_breaks(4, 1, 6)
 
 
@@ -64,7 +64,7 @@ def test_in_flight_by_hand():
     # holds (4 + 1) / 2 = 2.5 micro-batches when its loss runs, rank 1 (2*2 + 4 + 1) / 2 = 4.5.
     assert stage_in_flight(8, 1, 32, 1) == 7 and stage_in_flight(8, 1, 32, 7) == 1
     assert stage_in_flight(4, 2, 8, 3) == pytest.approx(2.5) and stage_in_flight(4, 2, 8, 1) == pytest.approx(4.5)
-    # m 10 runs groups of N = 5 (pipeline.micro_batch_group): warm-up (v-1)N more, the last rank
+    # m 10 runs groups of N = 5 (pipeline_order.micro_batch_group): warm-up (v-1)N more, the last rank
     # (5 + 1) / 2 = 3 micro-batches' worth, rank 0 (2*3 + 5 + 1) / 2 = 6 (5.5 with groups of pp).
     assert stage_in_flight(4, 2, 10, 3) == pytest.approx(3.0) and first_stage_in_flight(4, 2, 10) == pytest.approx(6.0)
 

@@ -130,7 +130,7 @@ def test_groups_of_n_hide_the_wraps_behind_the_groups_other_micro_batches():
     # pp 4, vpp 2, equal stages of 10 ms chunk forwards, 20 ms backwards, 1 ms hops. In groups of
     # pp (m 8) a wrap's micro-batch goes round the 3 other stages (30 ms forward, 60 backward)
     # while p runs the group's 3 others, no slack: 6 hops + 4 at each wrap, 14 ms. m 10 runs groups
-    # of 5 (pipeline.micro_batch_group): 4 others, 40 and 80 ms, hide both wraps; m 9 (5 + 4) the
+    # of 5 (pipeline_order.micro_batch_group): 4 others, 40 and 80 ms, hide both wraps; m 9 (5 + 4) the
     # fill's wrap only, the drain's in the last group of 4 waits.
     even = [_stage(0.01, 0.02, 2) for _ in range(3)]
 

@@ -26,7 +26,7 @@ def test_the_layout_note_gives_each_stages_chunks_as_the_layout_places_them():
 def test_megatron_sets_the_micro_batch_group_where_it_is_not_pp():
     # Llama-3-8B over pp 4 x vpp 2, dp 2 (tp 1 on 8 GPUs): 36 sequences are m 18, which Megatron's
     # default group of pp 4 refuses (a last group of 2) and sp-plan runs in groups of 6
-    # (pipeline.micro_batch_group); 32 are m 16, groups of pp: no flag. The other frameworks refuse
+    # (pipeline_order.micro_batch_group); 32 are m 16, groups of pp: no flag. The other frameworks refuse
     # the first (flags.base._group_failures).
     model = load_model("llama3-8b")
     odd = request(model, 8192, 36, pp=4, vpp=2, dp=2)

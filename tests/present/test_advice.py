@@ -187,7 +187,7 @@ def test_a_pinned_vpp_with_fewer_micro_batches_than_pp_is_offered_the_nearest_ba
     # Llama-3-8B at 128K on 2 x 8 A800, --pp 2 --vpp 2 --global-batch 1: every plan breaks the vpp
     # rule (m 1 < pp 2 at dp 1: no micro-batch group Megatron accepts); 2 sequences (m 2, one group
     # of pp) is the nearest, and a plan fits there. 3 sequences run in one group of 3
-    # (pipeline.micro_batch_group): a plan fits, nothing to offer.
+    # (pipeline_order.micro_batch_group): a plan fits, nothing to offer.
     model, hardware = load_model("llama3-8b"), load_hardware("a800")
     workload = Workload(seq_len=128 * 1024, global_batch=1)
     pins = Pins(pp=2, vpp=2)

@@ -1,7 +1,7 @@
 """Interleaved 1F1B over micro-batch counts that are not a multiple of pp: Megatron runs them in
 groups of N (--microbatch-group-size-per-virtual-pipeline-stage; schedules.py get_schedule_table
 and get_pp_rank_microbatches at d98e8a6), sp-plan the smallest N it accepts
-(pipeline.micro_batch_group). The analytic step (the closed forms of cost.pipeline_path and
+(pipeline_order.micro_batch_group). The analytic step (the closed forms of cost.pipeline_path and
 cost.pipeline_groups, the wraps' sends of cost.pipeline_sends, each chunk walked for a layout,
 cost.chunk_path) against the simulator, which runs Megatron's order block by block
 (pipeline_order.stage_order): on 16 H100s, tp 2, Llama-3-8B (32 layers) at vpp 2 and 4 and
