@@ -9,16 +9,21 @@ does, the file names none (framework null): no framework's flags run it, and it 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, cast
 
-from sp_planner.cli.question import framework_device_note
+from sp_planner.cli.plan_kernel import stack_default_kernel
+from sp_planner.cli.question import PlanQuestion, framework_device_note
+from sp_planner.cost.attention_kernels import TimedKernel, timed_kernel, with_attention_kernel
 from sp_planner.estimate import PlanEstimate
 from sp_planner.flags import FRAMEWORKS, release_runtime, render_flags, torchtitan
+from sp_planner.flags.flash_head_dim import flash_head_dim_problem
+from sp_planner.flags.torchtitan import resolve_version
 from sp_planner.layout import rank_groups
 from sp_planner.pipeline_order import recorded_group
 from sp_planner.planfile import PlanFile
 from sp_planner.planfile_layout import RankLayout
 from sp_planner.search import evaluate
+from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.units import format_seconds
 
 if TYPE_CHECKING:  # plan_output writes the file this module builds
@@ -34,50 +39,91 @@ def recorded_release(framework: str | None, framework_version: str | None) -> st
 class RecordedPlan(NamedTuple):
     framework: str | None  # a name in flags.FRAMEWORKS; None where none runs the plan
     estimate: PlanEstimate  # the plan as `framework` runs it (Megatron's runtime for None)
+    hardware: HardwareProfile  # the profile with the curves of the kernel that timed it
+    attention_kernel: TimedKernel | None  # that kernel (PlanFile.attention_kernel)
+    # Under --framework all with framework None: those whose flags run the plan, where it does not
+    # fit as they run it.
+    unfit: tuple[str, ...] = ()
+
+
+def framework_kernel_timing(question: PlanQuestion, name: str,
+                            version: str | None) -> tuple[HardwareProfile, TimedKernel | None] | None:
+    """The profile with the curves of the kernel `name` runs plan 1 with, and that kernel: the one
+    sp-plan --framework `name` times with (cli.plan_kernel.stack_default_kernel, on the profile as
+    given), or the user's --attention-kernel, which its flags select; the question's own profile
+    where that is the kernel that timed the ranking. None where `name` cannot run the model's head
+    dims with it (flags.flash_head_dim.flash_head_dim_problem, which refuses sp-plan --framework `name`)."""
+    chosen = question.flag_choices.attention_kernel
+    given = question.given_hardware or question.hardware
+    interface = resolve_version(recorded_release(name, version)) if name == "torchtitan" else None
+    kernel = chosen if chosen is not None else stack_default_kernel(question.model, given, name, interface)
+    timed = timed_kernel(given, kernel)
+    if timed == question.attention_kernel:
+        hardware = question.hardware
+    else:
+        hardware = with_attention_kernel(given, kernel)
+    if flash_head_dim_problem(question.model, hardware, stack=name, chosen=chosen, timed=timed) is not None:
+        return None
+    return hardware, cast("TimedKernel | None", timed)
 
 
 def recorded_plan(answer: Answer) -> RecordedPlan:
-    """The framework plan.json names for the answer's plan and the plan's estimate in its runtime."""
+    """The framework plan.json names for the answer's plan and the plan's estimate in its runtime,
+    with the attention kernel it runs."""
     best, q = answer.chosen, answer.question
     if answer.framework != "all":
-        return RecordedPlan(answer.framework, best)
+        return RecordedPlan(answer.framework, best, q.hardware, q.attention_kernel)
     request, version = answer.flag_request(best), answer.flag_choices.framework_version
     timed_with = release_runtime("all", version, model=q.model)
+    unfit: list[str] = []
     for name in FRAMEWORKS:
         if framework_device_note(q.hardware, name) is not None or not render_flags(name, request).supported:
             continue
+        if (timing := framework_kernel_timing(q, name, version)) is None:
+            continue
+        hardware, kernel = timing
         runtime = release_runtime(name, recorded_release(name, version), model=q.model)
-        if runtime == timed_with:
-            return RecordedPlan(name, best)
-        estimate = evaluate(q.model, q.hardware, q.workload, best.plan, num_nodes=q.num_nodes,
+        if runtime == timed_with and kernel == q.attention_kernel:
+            return RecordedPlan(name, best, q.hardware, q.attention_kernel)
+        estimate = evaluate(q.model, hardware, q.workload, best.plan, num_nodes=q.num_nodes,
                             gpus_per_node=q.gpus_per_node, runtime=runtime)
         if estimate.fits:
-            return RecordedPlan(name, estimate)
-    return RecordedPlan(None, best)
+            return RecordedPlan(name, estimate, hardware, kernel)
+        unfit.append(name)
+    return RecordedPlan(None, best, q.hardware, q.attention_kernel, tuple(unfit))
 
 
 def answer_plan_file(answer: Answer, *, full_rank_groups: bool = False) -> tuple[PlanFile, str | None]:
     """plan.json for the answer's plan, and under --framework all the rest of a line that begins with
     the file's name, saying which framework it names where that is not Megatron (None otherwise)."""
     q = answer.question
-    framework, estimate = recorded_plan(answer)
+    recorded = recorded_plan(answer)
+    framework, estimate = recorded.framework, recorded.estimate
     # The micro-batch group the flags set, where not Megatron's default (ParallelPlan.vpp_group).
     group = recorded_group(estimate.plan.pp, estimate.plan.vpp, estimate.plan.num_micro_batches(q.workload))
     estimate = estimate.model_copy(update={"plan": estimate.plan.model_copy(update={"vpp_group": group})})
     plan_file = PlanFile(
-        model=q.model, hardware=q.hardware, workload=q.workload, num_nodes=q.num_nodes,
+        model=q.model, hardware=recorded.hardware, workload=q.workload, num_nodes=q.num_nodes,
         gpus_per_node=q.gpus_per_node, framework=framework,
         framework_version=recorded_release(framework, answer.flag_choices.framework_version),
-        attention_kernel=q.attention_kernel, attention_kernel_chosen=answer.flag_choices.attention_kernel is not None,
+        attention_kernel=recorded.attention_kernel,
+        attention_kernel_chosen=answer.flag_choices.attention_kernel is not None,
         plan=estimate.plan, estimate=estimate, rank_layout=RankLayout.of(estimate.plan),
         rank_groups=rank_groups(estimate.plan) if full_rank_groups else {},
     )
     if answer.framework != "all" or framework == "megatron":
         return plan_file, None
     if framework is None:
+        unfit = (f"; {' and '.join(recorded.unfit)} {'runs' if len(recorded.unfit) == 1 else 'run'} it but it "
+                 "does not fit in memory as " + ("it runs" if len(recorded.unfit) == 1 else "they run") + " it"
+                 if recorded.unfit else "")
         return plan_file, ("names no framework (framework null): no framework's flags run plan 1 (each one's "
-                           "flags above are for another plan or none); sp-simulate and sp-report time it as "
-                           "--framework all did, with Megatron's runtime")
+                           f"flags above are for another plan or none){unfit}; sp-simulate and sp-report time it "
+                           "as --framework all did, with Megatron's runtime")
+    kernel, ranked_kernel = "", ""
+    if recorded.attention_kernel != q.attention_kernel:
+        kernel = f" with its attention kernel {recorded.attention_kernel or 'the profile own'}"
+        ranked_kernel = f" and {q.attention_kernel or 'the profile own'}"
     return plan_file, (f"names {framework}, the first framework whose flags run plan 1, and holds its time as "
-                       f"{framework} runs it, {format_seconds(estimate.step_time_s)} per step (Megatron's runtime "
-                       f"ranked it at {format_seconds(answer.chosen.step_time_s)})")
+                       f"{framework} runs it{kernel}, {format_seconds(estimate.step_time_s)} per step (Megatron's "
+                       f"runtime{ranked_kernel} ranked it at {format_seconds(answer.chosen.step_time_s)})")

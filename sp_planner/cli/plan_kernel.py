@@ -29,6 +29,8 @@ from sp_planner.flags.flash_head_dim import (
 )
 from sp_planner.flags.torchtitan import resolve_version
 from sp_planner.flags.softmax import softmax_kernel_problem
+from sp_planner.specs.hardware import HardwareProfile
+from sp_planner.specs.model import ModelSpec
 
 
 class KernelSetup(NamedTuple):
@@ -46,6 +48,22 @@ class KernelSetup(NamedTuple):
         return kernel_notes(q.model, q.hardware, q.workload, self.timing)
 
 
+def stack_default_kernel(model: ModelSpec, hardware: HardwareProfile, stack: str,
+                         interface: str | None) -> str | None:
+    """The kernel whose curves time `stack`'s plans where the user names none, on the profile as
+    given (not one whose curves a kernel already replaced): its default on the GPU (default_kernel),
+    FA2 where TE runs it in cuDNN's place (Megatron), SDPA's flash where PyTorch's cuDNN SDPA refuses
+    the head dims (torchtitan); `interface`: torchtitan's (resolve_version). sp-plan --framework X
+    and the plan file that --framework all names X in (cli.plan_file_out) both read it."""
+    kernel = default_kernel(stack, hardware, interface)
+    if stack == "megatron":
+        return te_default_kernel(model, hardware, kernel)
+    if stack == "torchtitan":
+        runs = framework_kernel(stack, hardware, interface)
+        return torchtitan_default_kernel(model, hardware, runs=runs, kernel=kernel)
+    return kernel
+
+
 def set_up_kernel(question: PlanQuestion, *, framework: str, attention_kernel: str | None,
                   framework_version: str | None, ulysses: int | None, ring: int | None,
                   fp8_attention: bool) -> KernelSetup:
@@ -53,7 +71,8 @@ def set_up_kernel(question: PlanQuestion, *, framework: str, attention_kernel: s
     for "all"), or refuse (UserInputError) a kernel, head dim, context split or FP8 attention the
     framework cannot run; `ulysses`/`ring`: the pinned degrees (None where the search picks)."""
     stack = "megatron" if framework == "all" else framework
-    question = question.model_copy(update={"model": with_framework_expert_gemm(question.model, stack)})
+    question = question.model_copy(update={"model": with_framework_expert_gemm(question.model, stack),
+                                           "given_hardware": question.hardware})
     # torchtitan's kernel follows the release its flags target (cost.attention_kernels.TORCHTITAN_KERNEL).
     interface = resolve_version(framework_version) if stack == "torchtitan" else None
     runs = framework_kernel(stack, question.hardware, interface)
@@ -62,11 +81,8 @@ def set_up_kernel(question: PlanQuestion, *, framework: str, attention_kernel: s
     # Whether Transformer Engine runs its unfused attention here (the GPU's, not the curves').
     te_unfused = te_runs_unfused(question.model, question.hardware)
     try:
-        kernel = default_kernel(stack, question.hardware, interface) if attention_kernel is None else attention_kernel
-        if attention_kernel is None and stack == "megatron":  # FA2 where TE runs it in cuDNN's place
-            kernel = te_default_kernel(question.model, question.hardware, kernel)
-        if attention_kernel is None and stack == "torchtitan":  # flash where PyTorch's cuDNN SDPA refuses
-            kernel = torchtitan_default_kernel(question.model, question.hardware, runs=runs, kernel=kernel)
+        kernel = (stack_default_kernel(question.model, question.hardware, stack, interface)
+                  if attention_kernel is None else attention_kernel)
         # Where TE runs its unfused attention, that times Megatron's plans (cost.kernels: its s x s
         # scores; the search then holds no context parallelism); under --framework all a published
         # curve times every framework's ranking, as yunchang and DeepSpeed call flash-attn 2 there.

@@ -61,6 +61,10 @@ class PlanQuestion(FrozenModel):
     # the user's --attention-kernel, which the flags then select (None where none was given: the
     # flags leave the framework's own).
     flag_choices: FlagChoices = FlagChoices()
+    # The profile as given, before sp-plan put its framework's kernel's curves in `hardware`
+    # (cli.plan_kernel.set_up_kernel; None: `hardware` is it): another framework's default kernel is
+    # read from it (cli.plan_file_out).
+    given_hardware: HardwareProfile | None = None
 
     @property
     def world_size(self) -> int:

@@ -7,20 +7,22 @@ from pathlib import Path
 
 import pytest
 
-from sp_planner.cli import report_cmd, simulate_cmd
+from sp_planner.catalog import load_hardware
+from sp_planner.cli import plan_file_out, report_cmd, simulate_cmd
+from sp_planner.cost.attention_kernels import with_attention_kernel
 from sp_planner.cost.runtime import DEEPSPEED_RUNTIME, MEGATRON_RUNTIME
 from sp_planner.planfile import read_plan_file
 from sp_planner.search import evaluate
 from tests.cli.conftest import README_QUESTION, notes_unwrapped
 
 
-def _written(sp_plan, tmp_path, *pins: str):
+def _written(sp_plan, tmp_path, *pins: str, question=README_QUESTION):
     """(plan file, sp-plan's notes) for the README's question under --framework all with `pins`,
     written as plan.json in the working directory `tmp_path` (a short path: the notes name it, and a
     long temporary folder's name would not fit 80 columns on one line)."""
     assert Path.cwd() == tmp_path
     out = Path("plan.json")
-    result = sp_plan(*README_QUESTION, *pins, "--framework", "all", "--top", "2", "--out", out)
+    result = sp_plan(*question, *pins, "--framework", "all", "--top", "2", "--out", out)
     assert result.exit_code == 0, result.stderr
     lines = [line for line in result.stderr.splitlines(keepends=True) if line != f"wrote {out}\n"]
     return read_plan_file(out), " ".join(notes_unwrapped("".join(lines)))
@@ -42,6 +44,45 @@ def test_a_plan_only_deepspeed_runs_is_written_as_deepspeeds_and_timed_so(sp_pla
     assert round(megatron.step_time_s, 2) == 220.02
     assert ("note: plan.json names deepspeed, the first framework whose flags run plan 1, and holds "
             "its time as deepspeed runs it, 221.40 s per step (Megatron's runtime ranked it at 220.02 s)") in notes
+
+
+def test_deepspeeds_plan_file_is_timed_with_deepspeeds_attention_kernel(sp_plan, tmp_path, monkeypatch):
+    # The same question on 2 x 8 H100s: --framework all ranks with Megatron's kernel there, cuDNN through
+    # TE (83.37 s); DeepSpeed-Ulysses runs HF's flash_attention_2, FA2 (cost.attention_kernels), as
+    # sp-plan --framework deepspeed times it. The file held DeepSpeed's runtime with cuDNN's curves
+    # (84.37 s, attention_kernel cudnn); it holds FA2's curves and its time, 120.48 s, and still fits.
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.chdir(tmp_path)
+    h100 = ["--model", "llama3-8b", "--hardware", "h100", "--nodes", "2", "--seq-len", "128k"]
+    pf, notes = _written(sp_plan, tmp_path, "--tp", "1", "--ulysses", "16", question=h100)
+    assert (pf.plan.ulysses, pf.plan.zero, pf.framework, pf.attention_kernel) == (16, 2, "deepspeed", "fa2")
+    where = dict(num_nodes=2, gpus_per_node=8)
+    fa2, cudnn = (with_attention_kernel(load_hardware("h100"), kernel) for kernel in ("fa2", "cudnn"))
+    assert pf.hardware == fa2
+    deepspeed = evaluate(pf.model, fa2, pf.workload, pf.plan, **where, runtime=DEEPSPEED_RUNTIME)
+    assert pf.estimate == deepspeed and deepspeed.fits and round(deepspeed.step_time_s, 2) == 120.48
+    megatron = evaluate(pf.model, cudnn, pf.workload, pf.plan, **where, runtime=MEGATRON_RUNTIME)
+    assert round(megatron.step_time_s, 2) == 83.37
+    was = evaluate(pf.model, cudnn, pf.workload, pf.plan, **where, runtime=DEEPSPEED_RUNTIME)
+    assert round(was.step_time_s, 2) == 84.37
+    assert ("holds its time as deepspeed runs it with its attention kernel fa2, 120.48 s per step (Megatron's "
+            "runtime and cudnn ranked it at 83.37 s)") in notes
+
+
+def test_a_plan_that_fits_as_no_runner_runs_it_names_none_and_says_why(sp_plan, tmp_path, monkeypatch):
+    # Where the plan does not fit as a framework whose flags run it runs it, the file names the next
+    # such framework, else none (timed as --framework all timed it), and the note names those it did
+    # not fit in. Here every re-timing is made not to fit.
+    real = plan_file_out.evaluate
+    monkeypatch.setattr(plan_file_out, "evaluate",
+                        lambda *args, **kwargs: real(*args, **kwargs).model_copy(update={"fits": False}))
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.chdir(tmp_path)
+    pf, notes = _written(sp_plan, tmp_path, "--tp", "1", "--ulysses", "16")
+    assert (pf.framework, pf.runtime, pf.attention_kernel) == (None, MEGATRON_RUNTIME, "fa2")
+    assert pf.estimate is not None and round(pf.estimate.step_time_s, 2) == 220.02
+    assert ("no framework's flags run plan 1 (each one's flags above are for another plan or none); deepspeed "
+            "runs it but it does not fit in memory as it runs it; sp-simulate") in notes
 
 
 def test_a_plan_no_framework_runs_names_none(sp_plan, run_main, tmp_path, monkeypatch):
