@@ -10,22 +10,27 @@ import numpy as np
 
 from sp_planner.cost.dp_exposure import DPTimes, Edges, hidden_behind, last_calls_s
 from sp_planner.cost.overlap import Overlap, chunk_gathers_ahead
+from sp_planner.pipeline_order import last_group, micro_batch_group
 
 
 def chunked_exposed_s(total_s, chunk_s, unhideable_s, window_s, *, pp, vpp, overlapped: bool,
-                      launched_whole: bool = False, chunk0_extra_s=0.0, rank=0, end_share=1.0, phases_s=None):
+                      launched_whole: bool = False, chunk0_extra_s=0.0, rank=0, end_share=1.0, phases_s=None,
+                      jobs=None):
     """Exposed seconds of a once-a-step data-parallel pass (ZeRO-0/1's gradient sync, ZeRO-1's
     parameter gather) on a stage of an interleaved pipeline. Each later model chunk is one call of
     chunk_s (cost.buckets._chunked), chunk 0 the rest (its buckets and the embedding's); window_s
     is one micro-batch's backward (forward) of the stage, a chunk's being 1/vpp of it. Gradients:
     Megatron syncs chunk c after its last micro-batch's backward (schedules.py
     forward_backward_pipelining_with_interleaving, backward_step_helper_postprocess ->
-    grad_sync_func[chunk]), and the cooldown then runs c x pp more chunk backwards (the last
-    group's chunks in reverse, pp micro-batches each). Parameters: chunk c >= 2 is gathered when
-    chunk c - 1 starts, pp chunk forwards before its use, chunks 0 and 1 at the step's start
+    grad_sync_func[chunk]), and the cooldown then runs c x J more chunk backwards (the last
+    group's chunks in reverse, J micro-batches each: `jobs`, pipeline_order.last_group, m % N or
+    N in groups of N, get_schedule_table lines 989-1016; pp where None, as in groups of pp with m
+    a multiple of pp). Parameters: chunk c >= 2 is gathered when
+    chunk c - 1 starts, J chunk forwards before its use (the first group's: `jobs` N,
+    pipeline_order.micro_batch_group), chunks 0 and 1 at the step's start
     (chunk_gathers_ahead). One stream holds them all, so a chunk's call queues behind the earlier
     ones: exposed is chunk 0's own pass behind its chunk's window (hidden_behind) or, worse, the
-    queue of chunk 0 and chunks 1..c, first + c (chunk_s - pp x window_s / vpp), worst at c = 1
+    queue of chunk 0 and chunks 1..c, first + c (chunk_s - J x window_s / vpp), worst at c = 1
     or c = vpp - 1. `launched_whole` (Overlap.aligned_grad_reduce): the schedule runs every
     backward with the bucket hooks' sync disabled and launches a chunk's buckets together after
     its last micro-batch (enable_grad_sync(), grad_sync_func[chunk], disable_grad_sync();
@@ -34,8 +39,8 @@ def chunked_exposed_s(total_s, chunk_s, unhideable_s, window_s, *, pp, vpp, over
     whole. Without virtual stages (or overlap) it is hidden_behind of the whole pass.
     `chunk0_extra_s`: a chunk-0 backward's work beyond its layers (the first stage's embedding
     backward, which runs with chunk 0 only: Megatron builds the embedding into chunk 0,
-    megatron/training/training.py lines 2390-2399 at d98e8a6), so the pp chunk-0 backwards between
-    chunk 1's call and chunk 0's hide pp x chunk0_extra_s more of the queue; the last rank's last
+    megatron/training/training.py lines 2390-2399 at d98e8a6), so the J chunk-0 backwards between
+    chunk 1's call and chunk 0's hide J x chunk0_extra_s more of the queue; the last rank's last
     chunk holds the output layer's calls (cost.buckets._chunked). `end_share`: a middle stage's
     last chunk's layers over a full chunk's where a layout split leaves that end chunk short
     (pipeline_chunks.chunk_shape: Llama-3-8B's 6-layer middle stages over vpp 4 hold 2 / 2 / 2 /
@@ -44,8 +49,9 @@ def chunked_exposed_s(total_s, chunk_s, unhideable_s, window_s, *, pp, vpp, over
     last chunk's first); 1 elsewhere (even chunks, the end stages). `phases_s`: the first stage's
     (D_1, D_full, D_top) of cost.pipeline_tails.first_stage_phases_s, its drain from its last
     backward of chunk k to its last of chunk k - 1 (k = 1, a middle k, vpp - 1), where it waits
-    for the stages above beyond its own pp chunk backwards: the queue drains that much longer."""
+    for the stages above beyond its own J chunk backwards: the queue drains that much longer."""
     vpp = np.asarray(vpp)
+    jobs = pp if jobs is None else jobs
     whole = hidden_behind(total_s, window_s, unhideable_s, overlapped)
     if not overlapped:
         return whole
@@ -57,8 +63,8 @@ def chunked_exposed_s(total_s, chunk_s, unhideable_s, window_s, *, pp, vpp, over
     first = np.maximum(0.0, total_s - (vpp - 1) * chunk_s - head)
     chunk_window = window_s / (vpp - 1 + np.asarray(end_share))  # a full chunk's (window_s / vpp: even)
     own = first if launched_whole else hidden_behind(first, chunk_window, unhideable_s, True)
-    behind = chunk_s - pp * chunk_window  # a later chunk's call beyond the chunk backwards after it
-    # Chunk c's call (c >= 1) leaves c - 1 chunks' pp backwards and chunk 0's before chunk 0's: the
+    behind = chunk_s - jobs * chunk_window  # a later chunk's call beyond the chunk backwards after it
+    # Chunk c's call (c >= 1) leaves c - 1 chunks' J backwards and chunk 0's before chunk 0's: the
     # queue's longest at c = 1, vpp - 2 (full chunks) or vpp - 1 (the last, with its head; alone at
     # vpp 2). Where head >= 0 the last's reads as max(behind, (vpp - 1) behind + head) did.
     lag = rank * chunk_window if launched_whole else 0.0
@@ -67,13 +73,13 @@ def chunked_exposed_s(total_s, chunk_s, unhideable_s, window_s, *, pp, vpp, over
     wait: np.ndarray | float = 0.0
     wait_top: np.ndarray | float = 0.0
     if phases_s is not None:
-        wait1, wait, wait_top = (np.maximum(0.0, phase - pp * own_s) for phase, own_s in
+        wait1, wait, wait_top = (np.maximum(0.0, phase - jobs * own_s) for phase, own_s in
                                  zip(phases_s, (chunk_window + chunk0_extra_s, chunk_window, chunk_window)))
         wait_top = np.where(vpp > 2, wait_top, 0.0)  # at vpp 2 chunk 1 is the top: its phase is D_1
     middle_waits = np.maximum(vpp - 3, 0) * wait
     full = np.where(vpp > 2, np.maximum(behind - wait1, (vpp - 2) * behind - wait1 - middle_waits), -np.inf)
     top = (vpp - 1) * behind + head - wait1 - middle_waits - wait_top
-    queued = first + np.maximum(full, top) + lag - pp * chunk0_extra_s
+    queued = first + np.maximum(full, top) + lag - jobs * chunk0_extra_s
     return np.where(vpp > 1, np.maximum(own, queued), whole)
 
 
@@ -129,17 +135,19 @@ def _top_wait_s(times: DPTimes, fwd_layer_s, share_s, chunk_layers):
 
 
 def once_a_step_s(overlap: Overlap, *, zero, layers, times: DPTimes, fwd_window_s, bwd_window_s, chunks=1, pp=1,
-                  edges: Edges | None = None, rank=0, end_share=1.0, phases_s=None):
+                  edges: Edges | None = None, rank=0, end_share=1.0, phases_s=None, micro_batches=None):
     """(ZeRO-0's all-reduce, ZeRO-1's reduce-scatter, ZeRO-1/2's parameter gather): the exposed
     seconds of a stage's once-a-step passes (cost.dp_passes.dp_exposed_s's arguments), each on every
     row; `end_share` a middle stage's short end chunk's, `phases_s` the first stage's drain phases
-    (chunked_exposed_s, its gradient syncs)."""
+    (chunked_exposed_s, its gradient syncs); `micro_batches`: m, whose last group's backwards follow
+    each chunk's sync and whose first group's forwards each chunk's gather (None: groups of pp)."""
     t = times
     # Interleaved (chunks > 1): each model chunk's sync and gather on its own (chunked_exposed_s).
     chunk = dict(pp=pp, vpp=chunks)
     # The first stage's chunk-0 backwards carry the embedding's (Edges.bwd_tail_s; 0 on the others).
     grads = dict(chunk, launched_whole=overlap.aligned_grad_reduce, rank=rank, end_share=end_share, phases_s=phases_s,
-                 chunk0_extra_s=0.0 if edges is None else edges.bwd_tail_s)
+                 chunk0_extra_s=0.0 if edges is None else edges.bwd_tail_s,
+                 jobs=None if micro_batches is None else last_group(pp, micro_batches))
     reduce0 = chunked_exposed_s(t.grad_all_reduce_s, t.chunk_all_reduce_s,
                                 last_calls_s(t.last_all_reduce_s, t.tail_all_reduce_s, edges), bwd_window_s,
                                 overlapped=overlap.grad_all_reduce, **grads)
@@ -154,7 +162,8 @@ def once_a_step_s(overlap: Overlap, *, zero, layers, times: DPTimes, fwd_window_
     after = after_last_gather_s(t, fwd_layer, lead, layers=layers, chunks=chunks)
     gather12 = np.where(chunk_gathers_ahead(overlap, zero, chunks),
                         chunked_exposed_s(t.param_all_gather_s, t.chunk_all_gather_s, t.first_all_gather_s,
-                                          fwd_window_s, overlapped=True, **chunk),
+                                          fwd_window_s, overlapped=True, **chunk,
+                                          jobs=None if micro_batches is None else micro_batch_group(pp, micro_batches)),
                         chunks_gather_s(t, fwd_window_s, layers, chunks, overlap.param_gather, lead_s=lead,
                                         after_s=after, before_s=before))
     return reduce0, reduce1, gather12

@@ -153,7 +153,8 @@ def dp_exposed_s(overlap: Overlap, *, zero, micro_batches, layers, times: DPTime
     """
     t = times
     reduce0, reduce1, gather12 = once_a_step_s(overlap, zero=zero, layers=layers, times=t, fwd_window_s=fwd_window_s,
-                                               bwd_window_s=bwd_window_s, chunks=chunks, pp=pp, edges=edges)
+                                               bwd_window_s=bwd_window_s, chunks=chunks, pp=pp, edges=edges,
+                                               micro_batches=micro_batches)
     per_micro_batch, per_micro_batch_busy = _own_micro_batch_dp_s(
         overlap, zero=zero, layers=layers, times=t, fwd_window_s=fwd_window_s, bwd_window_s=bwd_window_s,
         reshard=reshard, ahead_s=ahead_s, chunks=chunks, edges=edges, head_s=np.where(pp == 1, t.root_reduce_s, 0.0),

@@ -134,7 +134,8 @@ def stage_tails_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[S
                                                  fwd_window_s=s.layers * fwd_s[i], bwd_window_s=s.layers * bwd_s[i],
                                                  chunks=chunks, pp=pp[rows], edges=stage_edges(row_edges, i),
                                                  rank=(0, rank, pp[rows] - 1)[i], end_share=end_share[i],
-                                                 phases_s=phases if i == 0 else None)
+                                                 phases_s=phases if i == 0 else None,
+                                                 micro_batches=sub(micro_batches))
         tails.append(np.where(z == 0, reduce0, reduce1))
         grads_busy = np.where(z == 0, t.grad_all_reduce_s, t.grad_reduce_scatter_s)
         if i == 0:  # cost.dp_exposure's: before its first forward, or after the optimizer

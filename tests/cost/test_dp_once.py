@@ -33,6 +33,54 @@ def test_interleaved_sync_queue_drains_behind_the_embeddings_backward():
     assert chunked_exposed_s(1.9, 0.5, 0.1, 0.4, chunk0_extra_s=0.1, **kw) == pytest.approx(0.4)
 
 
+def test_interleaved_sync_queue_drains_behind_the_last_groups_backwards():
+    # pp 4, vpp 4, m 11: Megatron's groups of 6 + 5 (pipeline_order.micro_batch_group), so after
+    # each chunk's last backward the cooldown runs the last group's 5 backwards of each chunk below,
+    # not pp = 4. Chunks 3, 2, 1 one 0.6 s call each, chunk 0 the other 0.4 s; a chunk's backward
+    # 0.1 s. Chunk 3's call runs 0 to 0.6; chunk 2's (at 0.5) to 1.2; chunk 1's (at 1.0) to 1.8;
+    # chunk 0's five backwards end at 1.5, its call queues to 2.2: 0.7 s exposed. Read with pp
+    # backwards a chunk (the sync queue before this change), chunk 0's end at 1.2: 1.0 s.
+    kw = dict(pp=4, vpp=4, overlapped=True, launched_whole=True)
+    assert chunked_exposed_s(2.2, 0.6, 0.1, 0.4, jobs=5, **kw) == pytest.approx(0.7)
+    assert chunked_exposed_s(2.2, 0.6, 0.1, 0.4, jobs=4, **kw) == pytest.approx(1.0)
+    assert chunked_exposed_s(2.2, 0.6, 0.1, 0.4, **kw) == pytest.approx(1.0)  # m a multiple of pp
+
+
+def test_a_pipelines_syncs_follow_the_last_group_and_its_gathers_the_first(monkeypatch):
+    # Llama-3-8B pp 2 x vpp 4, 7 micro-batches (groups of 4 + 3), ZeRO-1 over dp 32: each stage's
+    # gradient queue reads the last group's 3 backwards a chunk (pipeline_order.last_group), its
+    # chunks' parameter gathers the first group's 4 forwards (micro_batch_group).
+    seen = []
+    real = chunked_exposed_s
+
+    def spy(*args, **kwargs):
+        seen.append(("grads" if "launched_whole" in kwargs else "gather", kwargs.get("jobs")))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("sp_planner.cost.dp_once.chunked_exposed_s", spy)
+    plan = ParallelPlan(dp=32, pp=2, vpp=4, tp=1, zero=1)
+    evaluate(load_model("Llama-3-8B"), load_hardware("H100"), Workload(seq_len=512, global_batch=7 * 32), plan,
+             num_nodes=8, gpus_per_node=8)
+    read = [(kind, jobs) for kind, jobs in seen if jobs is not None]
+    assert {kind for kind, _ in read} == {"grads", "gather"}
+    assert all(np.all(np.asarray(jobs) == (3 if kind == "grads" else 4)) for kind, jobs in read)
+
+
+@pytest.mark.parametrize(("zero", "step_s"), [(0, 0.21184), (1, 0.15924)])
+def test_once_a_step_passes_in_groups_of_n_time_as_the_simulator(zero, step_s):
+    # Llama-3-8B at 512 tokens on 8 x 8 H100s, pp 2 x vpp 4 x tp 2, dp 16, 7 micro-batches (groups
+    # of 4 + 3). ZeRO-0: the last stage's all-reduce queue binds the step; read with pp backwards a
+    # chunk it was 0.21586 s, 1.89% over the simulator's 0.21186 s. ZeRO-1: its reduce-scatter queue
+    # and its chunks' gathers (pp forwards ahead, not the first group's 4) were 0.16794 s, 5.46% over.
+    plan = ParallelPlan(dp=16, pp=2, vpp=4, tp=2, zero=zero)
+    workload = Workload(seq_len=512, global_batch=7 * 16)
+    where = dict(num_nodes=8, gpus_per_node=8)
+    est = evaluate(load_model("Llama-3-8B"), load_hardware("H100"), workload, plan, **where)
+    sim = simulate(load_model("Llama-3-8B"), load_hardware("H100"), workload, plan, **where, detail=False)
+    assert est.step_time_s == pytest.approx(sim.step_time_s, rel=0.001)
+    assert round(est.step_time_s, 5) == step_s
+
+
 def test_a_later_ranks_sync_queues_from_rank_backwards_later_and_the_output_layer_with_its_last_chunk():
     # pp 4, vpp 2, launched whole, a chunk's backward 0.2 s, 2.0 s of calls, chunk 1's 0.6 s.
     # Rank 0: chunk 1's call leaves 4 chunk backwards (0.8 s) before the end and is done by then,
