@@ -179,6 +179,7 @@ def _time_options(runtime: Runtime, domain: int) -> StepOptions:
                        cuda_graphs=runtime.cuda_graphs, ring_impl=runtime.ring, grad_sync=runtime.grad_sync,
                        loss_bytes_per_logit=runtime.loss_bytes_per_logit, sequence_parallel=runtime.sequence_parallel,
                        sums_sequence_parallel_grads=runtime.sums_sequence_parallel_grads,
+                       partial_tp_grads=runtime.partial_tp_grads,
                        tp_gathers=runtime.tp_gathers, unpads_attention=runtime.unpads_attention,
                        moe_router_dtype=runtime.moe_router_dtype, expert_row_padding=runtime.expert_row_padding)
 

@@ -73,12 +73,19 @@ def mla_tp_duplicated_params(model: ModelSpec) -> int:
     (tasks/models/transformer/multi_latent_attention.py lines 281, 293) and torchtitan b5bcd76c
     replicates wq_a, wkv_a and the norms (deepseek_v3/sharding.py lines 115-128). Under Megatron's
     sequence parallelism each rank runs its s/tp tokens through them (lines 641-661), so their
-    FLOPs per rank still split over tp (cost.flops)."""
+    FLOPs per rank still split over tp (cost.flops); torchtitan's run on the gathered input, whole
+    (cost.gemm_work, TpGathers.whole_mla_down_projections)."""
+    return sum(mla_tp_duplicated_param_sizes(model))
+
+
+def mla_tp_duplicated_param_sizes(model: ModelSpec) -> tuple[int, ...]:
+    """The elements of each parameter mla_tp_duplicated_params counts, one entry a parameter:
+    the KV down projection and its norm, then the Q ones where q_lora_rank; () without MLA."""
     if model.mla is None:
-        return 0
+        return ()
     a, h = model.mla, model.hidden_size
-    kv = h * (a.kv_lora_rank + a.qk_rope_head_dim) + a.kv_lora_rank
-    return kv + (h * a.q_lora_rank + a.q_lora_rank if a.q_lora_rank else 0)
+    kv = (h * (a.kv_lora_rank + a.qk_rope_head_dim), a.kv_lora_rank)
+    return kv + ((h * a.q_lora_rank, a.q_lora_rank) if a.q_lora_rank else ())
 
 
 def candidate_stage_layers(model: ModelSpec, c: Candidates) -> StageLayers:

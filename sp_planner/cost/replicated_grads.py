@@ -38,7 +38,7 @@ all-reduce only for 2D TP, features_manager/tensor_parallel/tp_2d.py lines 13-15
 (Runtime.sums_sequence_parallel_grads False) are priced without the SUM buffer: torchtitan's
 SequenceParallel norms hold a Partial gradient over TP that FSDP2 redistributes to Replicate, one
 all-reduce per parameter in each unit's post-backward (torch 2.13.0
-distributed/fsdp/_fully_shard/_fsdp_param.py FSDPParam._get_grad_inner_tensor), unpriced;
+distributed/fsdp/_fully_shard/_fsdp_param.py FSDPParam._get_grad_inner_tensor), cost.partial_tp_grads;
 DeepSpeed and yunchang have no TP.
 """
 

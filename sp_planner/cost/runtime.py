@@ -66,8 +66,12 @@ class Runtime(FrozenModel):
     sequence_parallel: bool = True
     # Whether its finalize_model_grads all-reduces the sequence-parallel parameters' (and QK norms')
     # gradients over TP once a step, a call of its own (cost.replicated_grads): Megatron's and
-    # MindSpeed's; torchtitan's FSDP2 reduces its norms' per parameter, unpriced.
+    # MindSpeed's; torchtitan's FSDP2 reduces its norms' per parameter (partial_tp_grads).
     sums_sequence_parallel_grads: bool = False
+    # Whether its norms' (and MLA's down projections') gradients are Partial DTensors over TP that
+    # FSDP2 all-reduces one parameter at a time in each unit's post-backward (cost.partial_tp_grads):
+    # torchtitan's.
+    partial_tp_grads: bool = False
     # The recipes whose TP all-gathers it moves in low precision, and whether backward gathers the
     # saved inputs again (cost.tp_gathers: regathers_saved_inputs; cost.saved_inputs): Transformer
     # Engine's quantize-then-gather and re-gather by default.
@@ -116,7 +120,8 @@ DEEPSPEED_RUNTIME = Runtime(overlap=DEEPSPEED_OVERLAP, states=DEEPSPEED_STATES,
 # runs in 8 sequence chunks, 0.2.x's on the whole logits, torch's loss_parallel under TP (cost.loss_memory).
 TORCHTITAN_RUNTIME = Runtime(overlap=TORCHTITAN_OVERLAP, states=TORCH_FSDP_STATES,
                              loss_memory=TORCHTITAN_CHUNKED_LOSS, grad_sync=TORCH_FSDP2_GRAD_SYNC,
-                             tp_gathers=BF16_TP_GATHERS, compiled_layers=TORCHTITAN_V03_COMPILED)
+                             tp_gathers=BF16_TP_GATHERS, compiled_layers=TORCHTITAN_V03_COMPILED,
+                             partial_tp_grads=True)
 TORCHTITAN_V02_RUNTIME = TORCHTITAN_RUNTIME.model_copy(update={"tp_gathers": TORCHAO_TENSORWISE_TP_GATHERS,
                                                              "loss_memory": TORCHTITAN_V02_LOSS,
                                                              "compiled_layers": TORCHTITAN_V02_COMPILED})

@@ -71,7 +71,7 @@ def time_parts(model: ModelSpec, hardware: HardwareProfile, workload: Workload, 
                cuda_graphs: frozenset[str] = NO_GRAPHS, ring_impl: RingImpl = TE_RING,
                grad_sync: GradSync | None = MEGATRON_GRAD_SYNC,
                loss_bytes_per_logit: int = LOSS_BYTES_PER_LOGIT, sequence_parallel: bool = True,
-               sums_sequence_parallel_grads: bool = True,
+               sums_sequence_parallel_grads: bool = True, partial_tp_grads: bool = False,
                tp_gathers: TpGathers = TE_TP_GATHERS, unpads_attention: bool = False,
                moe_router_dtype: str | None = None, expert_row_padding: str = NO_PADDING) -> StepParts:
     """The step's parts (StepParts) per candidate: those before the data-parallel passes
@@ -85,6 +85,8 @@ def time_parts(model: ModelSpec, hardware: HardwareProfile, workload: Workload, 
     `sequence_parallel`: TP with Megatron's sequence parallelism (cost.gemm_work; Runtime);
     `sums_sequence_parallel_grads`: its step-end TP all-reduce of the sequence-parallel parameters'
     gradients (cost.replicated_grads; Megatron's);
+    `partial_tp_grads`: its FSDP2's per-parameter TP all-reduces of Partial gradients
+    (cost.partial_tp_grads; torchtitan's);
     `tp_gathers`: the recipes whose TP all-gathers it moves in low precision (cost.tp_gathers);
     `unpads_attention`: its unpad and pad passes around the attention kernel (cost.unpad_passes);
     `moe_router_dtype`: its MoE router's GEMM dtype (Megatron --moe-router-dtype, cost.router);
@@ -117,7 +119,8 @@ def time_parts(model: ModelSpec, hardware: HardwareProfile, workload: Workload, 
     weight_cast, tied, replicated_ar = zero_read_terms(
         model, hardware, c, layers, m, gpus_per_node=gpn, seq_len=workload.seq_len, states=states,
         tp_gathers=tp_gathers, sequence_parallel=sequence_parallel,
-        sums_sequence_parallel_grads=sums_sequence_parallel_grads)
+        sums_sequence_parallel_grads=sums_sequence_parallel_grads, partial_tp_grads=partial_tp_grads,
+        overlap=overlap)
     by_stage = dp_stage_tables(model, hardware, c, stages=stages, gpus_per_node=gpn, seq_len=workload.seq_len,
                                states=states, which=("first", "middle", "last"))
     # ZeRO-3 gathers again in backward only when reshard_after_forward (cost.fsdp); HSDP's

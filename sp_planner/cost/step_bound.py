@@ -69,7 +69,8 @@ class StepBound(NamedTuple):
 
 
 def step_lower_bound(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
-                     *, sums_sequence_parallel_grads: bool = True, **options: Unpack[LayerOptions]) -> StepBound:
+                     *, sums_sequence_parallel_grads: bool = True, partial_tp_grads: bool = False,
+                     **options: Unpack[LayerOptions]) -> StepBound:
     """A lower bound of time_columns' step_time_s, per candidate, without the data-parallel passes
     (cost.dp_times, cost.dp_passes: most of a search's time), for search_prune. The step is the
     parts summed left to right, then the MFU ceiling's stretch (>= 0, cost.mfu_ceiling) added;
@@ -82,14 +83,16 @@ def step_lower_bound(model: ModelSpec, hardware: HardwareProfile, workload: Work
     bit, NaN where any kept part is (never taken for a bound by the comparisons that use it).
     The parts are priced once per distinct row of BOUND_COLUMNS (cost.step_layers works row by
     row), and the weight casts, the tied all-reduce and the replicated gradients' TP all-reduces
-    (cost.zero_read_terms; `sums_sequence_parallel_grads` theirs, which the layers do not read)
+    (cost.zero_read_terms; `sums_sequence_parallel_grads` and `partial_tp_grads` theirs, which the
+    layers do not read)
     added row by row as cost.step.time_parts adds them."""
     key = distinct_key(c, BOUND_COLUMNS)
     first, row = (np.arange(len(c)), np.arange(len(c))) if key is None else key
     priced = layer_parts(model, hardware, workload, c if key is None else c.take(first), walked=False, **options)
     parts, layers, micro_batches = take_rows((priced.compute, priced.layers, priced.micro_batches), row, len(first))
     cast, tied, replicated = zero_read_terms(model, hardware, c, layers, micro_batches, seq_len=workload.seq_len,
-                                             sums_sequence_parallel_grads=sums_sequence_parallel_grads, **options)
+                                             sums_sequence_parallel_grads=sums_sequence_parallel_grads,
+                                             partial_tp_grads=partial_tp_grads, **options)
     parts = parts._replace(gemm_s=parts.gemm_s + cast, pp_comm_s=parts.pp_comm_s + tied,
                            tp_comm_s=parts.tp_comm_s + replicated)
     bound = np.broadcast_to(np.asarray(reduce(np.add, parts), dtype=np.float64), np.shape(c.tp))

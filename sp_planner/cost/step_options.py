@@ -38,3 +38,4 @@ class StepOptions(LayerOptions, total=False):
     """time_parts' keyword options: gpus_per_node required, the rest at time_parts' defaults when left out."""
 
     sums_sequence_parallel_grads: bool
+    partial_tp_grads: bool

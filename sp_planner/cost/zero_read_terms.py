@@ -8,6 +8,8 @@ from typing import Any
 
 from sp_planner.candidates import Candidates
 from sp_planner.cost.fp8_params import weight_cast_s
+from sp_planner.cost.overlap import MEGATRON_OVERLAP, Overlap
+from sp_planner.cost.partial_tp_grads import partial_grad_all_reduce_s
 from sp_planner.cost.replicated_grads import replicated_all_reduce_s
 from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
 from sp_planner.cost.tied_embedding import tied_all_reduce_s
@@ -19,7 +21,8 @@ from sp_planner.specs.model import ModelSpec
 def zero_read_terms(model: ModelSpec, hardware: HardwareProfile, c: Candidates, layers, micro_batches, *,
                     gpus_per_node: int, seq_len: int, states: TrainingStates = MEGATRON_STATES,
                     tp_gathers: TpGathers = TE_TP_GATHERS, sequence_parallel: bool = True,
-                    sums_sequence_parallel_grads: bool = True, **_: Any) -> tuple:
+                    sums_sequence_parallel_grads: bool = True, partial_tp_grads: bool = False,
+                    overlap: Overlap = MEGATRON_OVERLAP, **_: Any) -> tuple:
     """(the weight casts' seconds, the tied table's all-reduce, the replicated gradients' TP
     all-reduces), per candidate: the only terms of cost.step.time_parts before the data-parallel
     passes that read c.zero (cost.step_bound).
@@ -33,9 +36,14 @@ def zero_read_terms(model: ModelSpec, hardware: HardwareProfile, c: Candidates, 
     parameters whole on every TP rank, the sequence-parallel ones' (where the framework sums them,
     `sums_sequence_parallel_grads`) and DSA's indexer's, are all-reduced over TP then too, exposed
     whole, Megatron-FSDP's shard under ZeRO-2/3 (cost.replicated_grads; `seq_len` places the MoE
-    layers)."""
+    layers). Where the framework's FSDP2 all-reduces Partial gradients one parameter at a time
+    (`partial_tp_grads`, torchtitan's), those calls, exposed whole on the compute stream, join
+    the last term (cost.partial_tp_grads; `overlap` says where PP syncs a stage once)."""
     return (weight_cast_s(hardware, model, states, c, layers, micro_batches, tp_gathers),
             tied_all_reduce_s(model, hardware, c, gpus_per_node=gpus_per_node, states=states),
             replicated_all_reduce_s(model, hardware, c, gpus_per_node=gpus_per_node, states=states, seq_len=seq_len,
                                     sums_sequence_parallel=sums_sequence_parallel_grads,
-                                    sequence_parallel=sequence_parallel))
+                                    sequence_parallel=sequence_parallel)
+            + (partial_grad_all_reduce_s(model, hardware, c, micro_batches, gpus_per_node=gpus_per_node,
+                                         pp_stage_grad_sync=overlap.pp_stage_grad_sync)
+               if partial_tp_grads else 0.0))

@@ -73,7 +73,7 @@ def analytic_step(model: ModelSpec, hardware: HardwareProfile, workload: Workloa
                         loss_bytes_per_logit=runtime.loss_bytes_per_logit,
                         sequence_parallel=runtime.sequence_parallel,
                         sums_sequence_parallel_grads=runtime.sums_sequence_parallel_grads,
-                        tp_gathers=runtime.tp_gathers,
+                        partial_tp_grads=runtime.partial_tp_grads, tp_gathers=runtime.tp_gathers,
                         unpads_attention=runtime.unpads_attention, moe_router_dtype=runtime.moe_router_dtype,
                         expert_row_padding=runtime.expert_row_padding)
     return AnalyticStep(float(step.step_time_s[0]), float(step.time.host_overhead_s[0]),

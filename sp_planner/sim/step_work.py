@@ -24,7 +24,10 @@ from sp_planner.pipeline import stage_layers
 from sp_planner.cost.kernels import memory_pass_time_s
 from sp_planner.cost.layer_kinds import distinct_kinds
 from sp_planner.cost.fp8_params import weight_cast_s
-from sp_planner.cost.fsdp import root_gathers_per_micro_batch, stage_synced
+from sp_planner.cost.collective_sizes import bus_factor
+from sp_planner.cost.fsdp import grad_reduces_per_step, root_gathers_per_micro_batch, stage_synced
+from sp_planner.cost.params import candidate_stage_layers
+from sp_planner.cost.partial_tp_grads import partial_grad_calls, partial_grad_elem_bytes
 from sp_planner.cost.gathered_transpose import layer_gather_bytes
 from sp_planner.cost.embedding_work import embedding_work
 from sp_planner.cost.gemm_work import gemm_work
@@ -204,6 +207,8 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     replicated = sum((phase(name, groups["tp"], float(sent[0]), "ring", "all_reduce", rounds=2)
                       for name, sent in (("sequence-parallel grad all-reduce (tp)", calls.summed),
                                          ("indexer grad all-reduce (tp)", calls.averaged)) if float(sent[0]) > 0), 0.0)
+    if runtime.partial_tp_grads and tp > 1:  # torchtitan's per-parameter calls, with it (cost.partial_tp_grads)
+        replicated += _partial_grad_all_reduces(phase, model, one, groups["tp"], m, runtime.overlap.pp_stage_grad_sync)
     tied_bytes = float(tied_grad_bytes(model, one, runtime.states)[0])
     tied = phase("embedding grad all-reduce (pipeline ends)", groups["pp"][:, [0, -1]], tied_bytes, "ring",
                  "all_reduce", rounds=2) if tied_bytes > 0 else 0.0
@@ -272,6 +277,18 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         dp_param_gather_s=after_step,
     )
     return work, phases
+
+
+def _partial_grad_all_reduces(phase, model: ModelSpec, one, tp_groups, m: int, pp_stage_grad_sync: bool) -> float:
+    """Seconds a step of FSDP2's per-parameter TP all-reduces of Partial gradients, exposed on the
+    compute stream (cost.partial_tp_grads): one phase per parameter size, times its calls."""
+    share = bus_factor("all_reduce", int(one.tp[0]))
+    elem = float(partial_grad_elem_bytes(one, pp_stage_grad_sync)[0])
+    rounds = float(grad_reduces_per_step(one, m, pp_stage_grad_sync)[0])
+    calls = partial_grad_calls(model, candidate_stage_layers(model, one).first, one.pp)
+    return rounds * sum(float(count[0]) * phase("norm grad all-reduce (tp, per parameter)", tp_groups,
+                                                share * n * elem, "ring", "all_reduce", rounds=2)
+                        for n, count in calls.items())
 
 
 def _ring_steps(att: AttentionSteps, ring_kv_s: float, ring_dkv_s: float,

@@ -185,7 +185,8 @@ def row_runtime(row: CorpusRow) -> Runtime:
     return Runtime(overlap=overlap, states=states, cuda_graphs=frozenset(row.cuda_graph_scope), ring=ring,
                    loss_memory=loss_memory, loss_bytes_per_logit=loss_bytes, grad_sync=sync,
                    sequence_parallel=row.sequence_parallel,
-                   sums_sequence_parallel_grads=runtime.sums_sequence_parallel_grads, tp_gathers=runtime.tp_gathers,
+                   sums_sequence_parallel_grads=runtime.sums_sequence_parallel_grads,
+                   partial_tp_grads=runtime.partial_tp_grads, tp_gathers=runtime.tp_gathers,
                    unpads_attention=unpads, moe_router_dtype=row.moe_router_dtype,
                    expert_row_padding=ROUTER_PADS if row.moe_router_padding else runtime.expert_row_padding)
 

@@ -20,8 +20,10 @@ def test_step_options_are_time_parts_options():
 def test_layer_options_are_layer_parts_options():
     # cost.step_bound hands LayerOptions to layer_parts (its own `walked` aside), and StepOptions
     # adds only what the layers do not read: the step-end TP all-reduce of the sequence-parallel
-    # parameters' gradients (cost.replicated_grads).
+    # parameters' gradients (cost.replicated_grads) and torchtitan's per-parameter ones
+    # (cost.partial_tp_grads).
     params = inspect.signature(layer_parts).parameters
     keyword = {name for name, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
     assert set(LayerOptions.__annotations__) == keyword - {"walked"}
-    assert set(StepOptions.__annotations__) - set(LayerOptions.__annotations__) == {"sums_sequence_parallel_grads"}
+    assert set(StepOptions.__annotations__) - set(LayerOptions.__annotations__) == {"sums_sequence_parallel_grads",
+                                                                                  "partial_tp_grads"}

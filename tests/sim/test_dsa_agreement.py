@@ -98,3 +98,23 @@ def test_a_dense_models_norms_all_reduce_agrees_and_slows_the_step(plan):
     faster = simulate(llama, H800, WORKLOAD, plan, num_nodes=8, gpus_per_node=8, detail=False, runtime=without)
     [phase] = [p for p in sim.phases if p.name == "sequence-parallel grad all-reduce (tp)"]
     assert sim.step_time_s - faster.step_time_s == pytest.approx(phase.duration_s, rel=0.05)
+
+
+@pytest.mark.parametrize("plan", [ParallelPlan(tp=8, dp=8, zero=3), ParallelPlan(tp=4, pp=2, dp=8, zero=3)])
+def test_torchtitans_per_parameter_all_reduces_agree(plan):
+    # cost.partial_tp_grads: FSDP2's per-parameter all-reduces of the norms' Partial gradients, the
+    # same seconds in both models' steps (Llama 3 8B: 2 micro-batches x 65 calls at pp 1; one
+    # synced round of 16 x 2 at pp 2).
+    from sp_planner.cost.runtime import TORCHTITAN_RUNTIME
+
+    llama = load_model("llama3-8b")
+    off = TORCHTITAN_RUNTIME.model_copy(update={"partial_tp_grads": False})
+    est, est_off = (evaluate(llama, H800, WORKLOAD, plan, num_nodes=8, gpus_per_node=8, runtime=rt)
+                    for rt in (TORCHTITAN_RUNTIME, off))
+    sim, sim_off = (simulate(llama, H800, WORKLOAD, plan, num_nodes=8, gpus_per_node=8, detail=False, runtime=rt)
+                    for rt in (TORCHTITAN_RUNTIME, off))
+    assert est.step_time_s == pytest.approx(sim.step_time_s, rel=0.005)
+    [phase] = [p for p in sim.phases if p.name == "norm grad all-reduce (tp, per parameter)"]
+    calls = 2 * 65 if plan.pp == 1 else 32
+    assert sim.step_time_s - sim_off.step_time_s == pytest.approx(calls * phase.duration_s, rel=1e-6)
+    assert est.step_time_s - est_off.step_time_s == pytest.approx(calls * phase.duration_s, rel=1e-6)
