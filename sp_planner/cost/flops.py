@@ -43,6 +43,16 @@ def layer_gemm_flops_per_token(model: ModelSpec) -> float:
     return float(attn + mlp_gemm_flops_per_token(model))
 
 
+def mla_down_proj_flops_per_token(model: ModelSpec) -> float:
+    """Forward FLOPs of MLA's down projections for one token, 0 without MLA: hidden x
+    (kv_lora_rank + qk_rope_head_dim), and hidden x q_lora_rank where q_lora_rank (cost.params
+    mla_tp_duplicated_param_sizes), 2 FLOPs per weight."""
+    if model.mla is None:
+        return 0.0
+    a = model.mla
+    return 2.0 * model.hidden_size * (a.kv_lora_rank + a.qk_rope_head_dim + (a.q_lora_rank or 0))
+
+
 def mlp_gemm_flops_per_token(model: ModelSpec) -> float:
     """Forward FLOPs of one layer's MLP GEMMs for one token (the experts a token runs through)."""
     return 2 * model.num_mlp_matrices * model.hidden_size * _active_ffn_width(model)

@@ -40,7 +40,12 @@ from sp_planner.cost.amax_reduce import amax_reduction_s
 from sp_planner.cost.axiswise_amax import axiswise_amax_reduction_s
 from sp_planner.cost.dropout import hidden_dropout_bytes_per_token
 from sp_planner.cost.attention_comm import kv_heads_per_tp_rank
-from sp_planner.cost.flops import _active_ffn_width, layer_gemm_flops_per_token, logits_gemm_flops_per_token
+from sp_planner.cost.flops import (
+    _active_ffn_width,
+    layer_gemm_flops_per_token,
+    logits_gemm_flops_per_token,
+    mla_down_proj_flops_per_token,
+)
 from sp_planner.cost.gathered_transpose import cast_after_gather_elements, gathered_transpose_s
 from sp_planner.cost.moe import routed_gemm_flops_per_token
 from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TpGathers, expert_precision
@@ -131,6 +136,11 @@ def gemm_work(model: ModelSpec, hardware: HardwareProfile, *, seq_len: int, tp, 
     kv_extra = 0.0 if model.mla is not None else (
         2 * model.hidden_size * 2 * model.head_dim * (kv_heads - model.num_kv_heads / np.asarray(tp)))
     gemm_flat = np.asarray((layer_gemm_flops_per_token(model) / tp + kv_extra) * tokens) / gemm_rate
+    # MLA's down projections on the whole gathered input where the framework runs them so
+    # (torchtitan, TpGathers.whole_mla_down_projections): the (1 - 1/tp) the split took off, back,
+    # at the flat rate (the shape slowdowns below weigh the rank's split GEMMs, not these whole ones).
+    whole_down_flat = (mla_down_proj_flops_per_token(model) * (1 - 1 / np.asarray(tp)) * tokens / gemm_rate
+                       if tp_gathers.whole_mla_down_projections else 0.0)
     # Routed experts the framework's converter leaves bf16 (torchtitan's, cost.tp_gathers) at the bf16 rate.
     experts_rate = gemm_peak_flops(hardware, expert_precision(precision, tp_gathers), fp8_blockwise)
     routed = routed_gemm_flops_per_token(model) * tokens / np.asarray(tp)
@@ -163,7 +173,7 @@ def gemm_work(model: ModelSpec, hardware: HardwareProfile, *, seq_len: int, tp, 
             return np.where(low != 0, (others_flat * (slow - low_term) / (1 - share) + routed_flat * bf16_term / share)
                             / gemm_flat, slow)
         slow_fwd, slow_bwd = mixed(slow_fwd, low_fwd, bf16_fwd), mixed(slow_bwd, low_bwd, bf16_bwd)
-    gemm_only = gemm_flat * slow_fwd
+    gemm_only = gemm_flat * slow_fwd + whole_down_flat
     ffn = _active_ffn_width(model)
     # Quantizing the GEMM inputs (forward) and output gradients (backward) by recipe (0 for bf16).
     quant = quantize_bytes_per_elem(precision, fp8_current, hardware.fp8_gemm_any_layout, fp8_blockwise)

@@ -134,6 +134,11 @@ class TpGathers(FrozenModel):
     fp8_weight_cast_bytes_kept: float | None = None
     # The same under full recompute (the recomputed forward casts again); None: fp8_weight_cast_bytes.
     fp8_weight_cast_bytes_full: float | None = None
+    # True: MLA's attention gathers its input whole (Shard(1) -> Replicate) before the down
+    # projections, Replicate weights, so each TP rank runs every token through them (torchtitan
+    # v0.2.2 deepseek_v3/infra/parallelize.py lines 259-273, 292; b5bcd76c deepseek_v3/sharding.py
+    # lines 96-133; cost.gemm_work); False: its s/tp tokens (Megatron's sequence parallelism).
+    whole_mla_down_projections: bool = False
     # True: every tensor a low-precision linear casts while TP-sharded reduces its amax over the TP
     # group, the weights too (torchao on DTensors); False: only those gathered quantized (TE).
     # cost.amax_reduce prices them where per-tensor FP8 is gathered in FP8 (`fp8`).
@@ -167,14 +172,14 @@ TORCHAO_TENSORWISE_TP_GATHERS = TpGathers(fp8=True, mxfp8=False, regathers_saved
                                           fp8_weight_cast_bytes_kept=TORCHAO_TENSORWISE_KEPT_WEIGHT_CAST_BYTES,
                                           fp8_weight_cast_bytes_full=TORCHAO_TENSORWISE_FULL_RECOMPUTE_WEIGHT_CAST_BYTES,
                                           mxfp8_weight_cast_bytes=TORCHAO_MX_WEIGHT_CAST_BYTES,
-                                          reduces_sharded_amaxes=True)
+                                          reduces_sharded_amaxes=True, whole_mla_down_projections=True)
 # torchtitan 0.3.x: rowwise float8, MXFP8; torchao's linears (its gathers are bf16 throughout, so
 # fp8_shared_expert_gathers is moot there)
 BF16_TP_GATHERS = TpGathers(fp8=False, mxfp8=False, regathers_saved_inputs=False, caches_weight_casts=False,
                             low_precision_experts=False, fp8_shared_expert_gathers=False,
                             fp8_weight_cast_bytes=TORCHAO_ROWWISE_WEIGHT_CAST_BYTES,
                             mxfp8_weight_cast_bytes=TORCHAO_MX_WEIGHT_CAST_BYTES, reduces_sharded_amaxes=True,
-                            reduces_axiswise_amaxes=True)
+                            reduces_axiswise_amaxes=True, whole_mla_down_projections=True)
 
 
 def expert_precision(precision, gathers: TpGathers):

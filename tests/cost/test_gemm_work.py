@@ -146,3 +146,27 @@ def test_torchaos_bf16_experts_take_bf16s_shape_ratios():
                      ep=np.array([8]), etp=np.array([1]), precision=np.array([fp8]), fp8_current=np.array([True]),
                      gpus_per_node=8, tp_gathers=TORCHAO_TENSORWISE_TP_GATHERS)
     assert work.gemm_only_s[0] == pytest.approx(4096 * (attention + experts / rate16), rel=1e-12)
+
+
+def test_torchtitan_runs_mlas_down_projections_on_every_token_of_each_tp_rank():
+    # torchtitan gathers MLA's input whole before wq_a and wkv_a (Replicate weights): DeepSeek-V3's
+    # 2 x 7168 x (512 + 64 + 1536) = 30,277,632 FLOPs a token, whole on each of tp 8 ranks, so
+    # 7/8 of them back on 4096 tokens at the bf16 rate, twice that backward; nothing at tp 1.
+    from sp_planner.catalog import load_hardware, load_model
+    from sp_planner.cost.precision import gemm_peak_flops
+    from sp_planner.cost.tp_gathers import BF16_TP_GATHERS, TORCHAO_TENSORWISE_TP_GATHERS
+
+    h100, v3 = load_hardware("h100"), load_model("deepseek-v3")
+    assert TORCHAO_TENSORWISE_TP_GATHERS.whole_mla_down_projections
+
+    def work(tp, gathers):
+        return gemm_work(v3, h100, seq_len=4096, tp=np.array([tp]), micro_batch=np.array([1]), cp=np.array([1]),
+                         ep=np.array([1]), etp=np.array([1]), precision=np.array([BF16]),
+                         fp8_current=np.array([False]), gpus_per_node=8, tp_gathers=gathers)
+
+    split = BF16_TP_GATHERS.model_copy(update={"whole_mla_down_projections": False})
+    extra = 30_277_632 * 7 / 8 * 4096 / float(gemm_peak_flops(h100, np.array([BF16]))[0])
+    whole, halves = work(8, BF16_TP_GATHERS), work(8, split)
+    assert whole.gemm_only_s[0] - halves.gemm_only_s[0] == pytest.approx(extra)
+    assert whole.bwd_s[0] - halves.bwd_s[0] == pytest.approx(2 * extra)
+    assert work(1, BF16_TP_GATHERS).fwd_s[0] == work(1, split).fwd_s[0]
