@@ -94,7 +94,9 @@ class CommBytes(FrozenModel):
     etp_all_gather: int = 0
     edp_reduce_scatter: int = 0
     edp_all_gather: int = 0
-    tp_all_reduce: int = 0  # step end: the sequence-parallel norms' and DSA indexer's gradients
+    # step end: the sequence-parallel parameters' and DSA indexer's gradients; torchtitan's
+    # per-parameter Partial-gradient all-reduces (cost.partial_tp_grads)
+    tp_all_reduce: int = 0
 
 
 class CommLinks(FrozenModel):

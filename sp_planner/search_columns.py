@@ -246,7 +246,8 @@ def explained_rows(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
                                          tp_gathers=runtime.tp_gathers,
                                          sums_sequence_parallel_grads=runtime.sums_sequence_parallel_grads,
                                          root_gathered_once=runtime.overlap.root_gathered_once,
-                                         pp_stage_grad_sync=runtime.overlap.pp_stage_grad_sync))
+                                         pp_stage_grad_sync=runtime.overlap.pp_stage_grad_sync,
+                                         partial_tp_grads=runtime.partial_tp_grads))
     return e._replace(reason=reason)
 
 

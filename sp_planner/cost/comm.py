@@ -57,6 +57,7 @@ from sp_planner.cost.fsdp import (
     shard_group_size,
 )
 from sp_planner.cost.links import LINK_NAMES, group_link
+from sp_planner.cost.partial_tp_grads import partial_grad_sent_bytes
 from sp_planner.cost.replicated_grads import replicated_sent_bytes
 from sp_planner.cost.ring_impl import TE_RING, RingImpl
 from sp_planner.cost.dsa_loss import indexer_loss_bytes
@@ -127,7 +128,7 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
                  states: TrainingStates = MEGATRON_STATES, ring_impl: RingImpl = TE_RING,
                  sequence_parallel: bool = True, tp_gathers: TpGathers = TE_TP_GATHERS,
                  sums_sequence_parallel_grads: bool = True, root_gathered_once: bool = False,
-                 pp_stage_grad_sync: bool = False) -> CommColumns:
+                 pp_stage_grad_sync: bool = False, partial_tp_grads: bool = False) -> CommColumns:
     """Bytes each GPU sends per step by collective, and the link each collective's group spans;
     gradients and gathered parameters in the framework's widths (cost.states); `sequence_parallel`
     False: TP's all-reduces (cost.tp_calls); `tp_gathers`: the recipes whose TP all-gathers the
@@ -136,7 +137,9 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
     the sequence-parallel parameters' gradients (cost.replicated_grads; Megatron's);
     `root_gathered_once`: ZeRO-3's root unit gathered once a step
     (cost.overlap.Overlap.root_gathered_once, cost.fsdp.root_gathers_per_micro_batch);
-    `pp_stage_grad_sync`: a pipeline's ZeRO-3 stages reduce once a step (cost.fsdp.stage_synced)."""
+    `pp_stage_grad_sync`: a pipeline's ZeRO-3 stages reduce once a step (cost.fsdp.stage_synced);
+    `partial_tp_grads`: FSDP2's per-parameter TP all-reduces of Partial gradients (cost.partial_tp_grads;
+    torchtitan's)."""
     grad_bytes = states.grad_bytes
     tp, u, r, pp = c.tp, c.ulysses, c.ring, c.pp
     b, recompute = c.micro_batch, c.recompute
@@ -242,6 +245,8 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
                                   sums_sequence_parallel=sums_sequence_parallel_grads,
                                   sequence_parallel=sequence_parallel)
     replicated = np.asarray(calls.summed + calls.averaged)
+    if partial_tp_grads:
+        replicated = replicated + partial_grad_sent_bytes(model, c, m, pp_stage_grad_sync=pp_stage_grad_sync)
     sent = PerCollective(
         ulysses_all_to_all=uly_layer * per_stage,
         ring_p2p=ring_layer * per_stage,

@@ -66,18 +66,34 @@ def partial_grad_elem_bytes(c, pp_stage_grad_sync: bool):
     return np.where(stage_synced(pp_stage_grad_sync, c.pp, c.zero), FP32_BYTES, BF16_BYTES)
 
 
-def partial_grad_all_reduce_s(model: ModelSpec, hardware: HardwareProfile, c, micro_batches, *,
-                              gpus_per_node: int, pp_stage_grad_sync: bool):
-    """Seconds a step of the per-parameter TP all-reduces (module docstring), per candidate (as
-    run, cost.fsdp.torch_fsdp_as_run); 0 at tp 1. Each rank sends 2 (tp - 1) / tp x a
-    gradient (cost.collective_sizes.bus_factor)."""
+def _calls(model: ModelSpec, c, micro_batches, pp_stage_grad_sync: bool):
+    """(bytes each rank sends per call by parameter size, {size: calls per reducing micro-batch},
+    reducing rounds a step), per candidate: each rank sends 2 (tp - 1) / tp x a gradient
+    (cost.collective_sizes.bus_factor)."""
     tp = np.asarray(c.tp)
     share = np.vectorize(lambda n: bus_factor("all_reduce", int(n)), otypes=[np.float64])(tp)
     elem = partial_grad_elem_bytes(c, pp_stage_grad_sync)
-    rounds = grad_reduces_per_step(c, micro_batches, pp_stage_grad_sync)
     calls = partial_grad_calls(model, candidate_stage_layers(model, c).first, c.pp)
+    return share * elem, calls, grad_reduces_per_step(c, micro_batches, pp_stage_grad_sync)
+
+
+def partial_grad_all_reduce_s(model: ModelSpec, hardware: HardwareProfile, c, micro_batches, *,
+                              gpus_per_node: int, pp_stage_grad_sync: bool):
+    """Seconds a step of the per-parameter TP all-reduces (module docstring), per candidate (as
+    run, cost.fsdp.torch_fsdp_as_run); 0 at tp 1."""
+    tp = np.asarray(c.tp)
+    sent_per_elem, calls, rounds = _calls(model, c, micro_batches, pp_stage_grad_sync)
     total = np.zeros(np.shape(tp))
     for n, count in calls.items():
-        t = ring_collective_time_s(hardware, "all_reduce", share * n * elem, tp, axis_stride(c, "tp"), gpus_per_node)
+        t = ring_collective_time_s(hardware, "all_reduce", sent_per_elem * n, tp, axis_stride(c, "tp"), gpus_per_node)
         total = total + count * t
     return np.where(tp > 1, rounds * total, 0.0)
+
+
+def partial_grad_sent_bytes(model: ModelSpec, c, micro_batches, *, pp_stage_grad_sync: bool):
+    """Bytes each rank sends a step in those all-reduces (cost.comm's tp_all_reduce), per candidate;
+    0 at tp 1."""
+    tp = np.asarray(c.tp)
+    sent_per_elem, calls, rounds = _calls(model, c, micro_batches, pp_stage_grad_sync)
+    elements = sum(count * n for n, count in calls.items())
+    return np.where(tp > 1, rounds * sent_per_elem * elements, 0.0)

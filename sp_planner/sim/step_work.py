@@ -94,7 +94,8 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
                         tp_gathers=runtime.tp_gathers,
                         sums_sequence_parallel_grads=runtime.sums_sequence_parallel_grads,
                         root_gathered_once=runtime.overlap.root_gathered_once,
-                        pp_stage_grad_sync=runtime.overlap.pp_stage_grad_sync).sent_bytes
+                        pp_stage_grad_sync=runtime.overlap.pp_stage_grad_sync,
+                        partial_tp_grads=runtime.partial_tp_grads).sent_bytes
     comm = CommBytes.model_validate({name: int(values[0]) for name, values in sent._asdict().items()})
     groups = {k: np.asarray(v, dtype=np.int64) for k, v in rank_groups(plan).items()}
     phases: list[PhaseResult] = []

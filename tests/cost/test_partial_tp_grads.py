@@ -12,10 +12,13 @@ from sp_planner.cost.partial_tp_grads import (
     partial_grad_calls,
     partial_grad_elem_bytes,
     partial_grad_layer_params,
+    partial_grad_sent_bytes,
 )
+from sp_planner.cost.comm import comm_columns
 from sp_planner.cost.runtime import FRAMEWORK_RUNTIME, TORCHTITAN_RUNTIMES
 from sp_planner.cost.zero_read_terms import zero_read_terms
 from sp_planner.plan import ParallelPlan
+from sp_planner.specs import Workload
 
 H800 = load_hardware("h800")
 LLAMA = load_model("llama3-8b")  # 32 layers, h 4096, RMSNorm
@@ -57,6 +60,23 @@ def test_a_synced_pipeline_stage_reduces_fp32_once():
     assert int(partial_grad_elem_bytes(c, True)[0]) == 4
     one = float(ring_collective_time_s(H800, "all_reduce", 24_576, 4, 1, 8))
     assert _seconds(LLAMA, c, 8) == pytest.approx(32 * one)
+
+
+def test_their_bytes_join_the_tp_all_reduce_column():
+    # The same calls' bytes: 4 x 65 x 14,336 B a step at tp 8 x dp 2, FSDP, 4 micro-batches; at pp 2
+    # 32 x 24,576 B once. cost.comm's tp_all_reduce adds them to the step-end calls' for torchtitan.
+    assert float(partial_grad_sent_bytes(LLAMA, _one(tp=8, dp=2, zero=3), 4, pp_stage_grad_sync=True)[0]) == (
+        4 * 65 * 14_336)
+    assert float(partial_grad_sent_bytes(LLAMA, _one(tp=4, pp=2, dp=8, zero=3), 8, pp_stage_grad_sync=True)[0]) == (
+        32 * 24_576)
+    assert float(partial_grad_sent_bytes(LLAMA, _one(tp=1, dp=16, zero=3), 4, pp_stage_grad_sync=True)[0]) == 0.0
+    c = _one(tp=8, dp=2, zero=3)
+    workload = Workload(seq_len=8192, global_batch=8)  # 4 micro-batches at dp 2
+
+    def sent(partial: bool) -> int:
+        return int(comm_columns(LLAMA, workload, c, gpus_per_node=8, pp_stage_grad_sync=True,
+                                partial_tp_grads=partial).sent_bytes.tp_all_reduce[0])
+    assert sent(True) - sent(False) == 4 * 65 * 14_336
 
 
 def test_no_fsdp_reduce_counts_once_and_tp_1_nothing():
