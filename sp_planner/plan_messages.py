@@ -109,8 +109,10 @@ def vpp_message(global_batch: int, plan: ParallelPlan) -> str:
                 f"micro-batch group size lies in [pp, m]); use {batches}")
     group = int(micro_batch_group(plan.pp, m))
     sizes = megatron_group_sizes(plan.pp, m)
+    # The first six sizes and the last (N = m always runs), so a long list still ends where it ends.
+    shown = ", ".join(map(str, sizes)) if len(sizes) <= 7 else ", ".join(map(str, sizes[:6])) + f", ..., {sizes[-1]}"
     accepted = ("one Megatron accepts" if plan.vpp_group in sizes else
-                f"Megatron refuses it (schedules.py: pp <= N <= m, and m % N zero or at least pp: {sizes[:6]})")
+                f"Megatron refuses it (schedules.py: pp <= N <= m, and m % N zero or at least pp: {shown})")
     return (f"vpp_group {plan.vpp_group} with m {m}: {accepted}, but sp-plan prices the interleaved schedule in "
             f"groups of {group} (Megatron's default pp where pp divides m, else the smallest N it accepts: the "
             f"fewest forwards before the first backward); set vpp_group {group} or leave it out")

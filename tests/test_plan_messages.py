@@ -67,7 +67,7 @@ def test_vpp_message_names_the_group_sp_plan_prices_and_the_nearest_batches():
     plan = ParallelPlan(tp=8, pp=2, vpp=2, vpp_group=2)
     assert vpp_message(3, plan) == (
         "vpp_group 2 with m 3: Megatron refuses it (schedules.py: pp <= N <= m, and m % N zero or at least pp: "
-        "(3,)), but sp-plan prices the interleaved schedule in groups of 3 (Megatron's default pp where pp divides "
+        "3), but sp-plan prices the interleaved schedule in groups of 3 (Megatron's default pp where pp divides "
         "m, else the smallest N it accepts: the fewest forwards before the first backward); set vpp_group 3 or "
         "leave it out")
     # dp 2 x pp 4 x vpp 4, 20 sequences: m 10, which Megatron runs with N 5, 6 or 10; sp-plan prices 5.
@@ -76,6 +76,10 @@ def test_vpp_message_names_the_group_sp_plan_prices_and_the_nearest_batches():
     assert text.startswith("vpp_group 10 with m 10: one Megatron accepts, but sp-plan prices the interleaved "
                            "schedule in groups of 5 ")
     assert vpp_message(20, ParallelPlan(dp=2, pp=1, vpp_group=4)).startswith("vpp_group 4 needs vpp > 1")
+    # pp 4 x vpp 2, 18 sequences: m 18, which Megatron runs with N 6, 7, 9-14 or 18 (the last group
+    # m % N zero or at least 4); the message lists six and the last, N = m, not six alone.
+    assert "m % N zero or at least pp: 6, 7, 9, 10, 11, 12, ..., 18), but sp-plan prices the interleaved schedule in " \
+        "groups of 6 " in vpp_message(18, ParallelPlan(tp=2, pp=4, vpp=2, vpp_group=5))
     # 6 sequences: m 3 < pp 4, which no group size runs; 8 is the smallest batch that does.
     assert vpp_message(6, wide) == (
         "vpp 4 (interleaved 1F1B) needs at least pp 4 micro-batches per step, has 3 (Megatron schedules.py: the "
