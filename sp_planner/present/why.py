@@ -152,10 +152,13 @@ def _runner_up_clause(best: PlanEstimate, other: PlanEstimate, hbm_bytes: float)
     elif mostly and faster and deltas[gain] < 0:
         clause += f", mostly from {TIME_LABELS.get(gain, gain)} (-{seconds(-deltas[gain])})"
     saved = best.memory_peak_bytes - other.memory_peak_bytes
+    # "though" where the memory goes against the time, "and" where both go the same way: a faster
+    # runner-up that also needs less memory is not said to need less "though" (sp-report).
     if saved > 0:
-        clause += f", though it needs {format_bytes_as(saved, hbm_bytes)} less memory per GPU"
+        clause += f", {'and' if faster else 'though it'} needs {format_bytes_as(saved, hbm_bytes)} less memory per GPU"
     elif saved < 0:
-        clause += f", and needs {format_bytes_as(-saved, hbm_bytes)} more memory per GPU"
+        clause += (f", {'though it' if faster else 'and'} needs {format_bytes_as(-saved, hbm_bytes)} more memory "
+                   "per GPU")
     return clause + "."
 
 

@@ -155,6 +155,11 @@ def test_a_runner_up_that_is_faster_is_said_to_be_faster():
     text = why_this_plan([RUNNER_UP, BEST], A800)
     assert "is 1.00 s (9.1%) faster per step, mostly from Ulysses all-to-all (-1.00 s)" in text
     assert "slower" not in text
+    # The faster one needs 48 GiB against 46 GiB: 2 GiB more goes against its time ("though"); a
+    # faster one that also needs 2 GiB less is "and" (was "though it needs ... less" either way).
+    assert text.endswith("(-1.00 s), though it needs 2.0 GiB more memory per GPU.")
+    lean = _estimate(ParallelPlan(ulysses=8), attention_s=6.0, ulysses_s=2.0, activations_gib=36.0)  # 44 GiB
+    assert why_this_plan([RUNNER_UP, lean], A800).endswith("(-1.00 s), and needs 2.0 GiB less memory per GPU.")
 
 
 def test_each_quantity_keeps_one_unit_through_the_paragraph():
