@@ -44,6 +44,9 @@ class RecordedPlan(NamedTuple):
     # Under --framework all with framework None: those whose flags run the plan, where it does not
     # fit as they run it.
     unfit: tuple[str, ...] = ()
+    # Under --framework all with framework None: those whose flags express the plan (sp-plan prints
+    # them for plan 1) but are for other chips than the profile's (cli.question.framework_device_note).
+    off_device: tuple[str, ...] = ()
 
 
 def framework_kernel_timing(question: PlanQuestion, name: str,
@@ -76,8 +79,12 @@ def recorded_plan(answer: Answer) -> RecordedPlan:
     request, version = answer.flag_request(best), answer.flag_choices.framework_version
     timed_with = release_runtime("all", version, model=q.model)
     unfit: list[str] = []
+    off_device: list[str] = []
     for name in FRAMEWORKS:
-        if framework_device_note(q.hardware, name) is not None or not render_flags(name, request).supported:
+        if not render_flags(name, request).supported:
+            continue
+        if framework_device_note(q.hardware, name) is not None:
+            off_device.append(name)
             continue
         if (timing := framework_kernel_timing(q, name, version)) is None:
             continue
@@ -90,7 +97,7 @@ def recorded_plan(answer: Answer) -> RecordedPlan:
         if estimate.fits:
             return RecordedPlan(name, estimate, hardware, kernel)
         unfit.append(name)
-    return RecordedPlan(None, best, q.hardware, q.attention_kernel, tuple(unfit))
+    return RecordedPlan(None, best, q.hardware, q.attention_kernel, tuple(unfit), tuple(off_device))
 
 
 def answer_plan_file(answer: Answer, *, full_rank_groups: bool = False) -> tuple[PlanFile, str | None]:
@@ -117,9 +124,15 @@ def answer_plan_file(answer: Answer, *, full_rank_groups: bool = False) -> tuple
         unfit = (f"; {' and '.join(recorded.unfit)} {'runs' if len(recorded.unfit) == 1 else 'run'} it but it "
                  "does not fit in memory as " + ("it runs" if len(recorded.unfit) == 1 else "they run") + " it"
                  if recorded.unfit else "")
-        return plan_file, ("names no framework (framework null): no framework's flags run plan 1 (each one's "
-                           f"flags above are for another plan or none){unfit}; sp-simulate and sp-report time it "
-                           "as --framework all did, with Megatron's runtime")
+        # The flags printed for plan 1 that cannot run it on these chips, named: "for another plan" would
+        # contradict the "<framework> flags for plan 1" above them.
+        off = recorded.off_device
+        others = ("each one's flags above are for another plan or none" if not off else
+                  f"{' and '.join(off)} {'expresses' if len(off) == 1 else 'express'} it, but for other chips "
+                  f"than {q.hardware.name}'s; the others' flags above are for another plan or none")
+        return plan_file, (f"names no framework (framework null): no framework's flags run plan 1 ({others})"
+                           f"{unfit}; sp-simulate and sp-report time it as --framework all did, with Megatron's "
+                           "runtime")
     kernel, ranked_kernel = "", ""
     if recorded.attention_kernel != q.attention_kernel:
         kernel = f" with its attention kernel {recorded.attention_kernel or 'the profile own'}"
