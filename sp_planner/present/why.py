@@ -11,7 +11,8 @@ from sp_planner.cost.families import profile_key
 from sp_planner.estimate import PlanEstimate
 from sp_planner.plan import ParallelPlan
 from sp_planner.present.advice import SUGGESTION_CANDIDATES, FitSuggestion
-from sp_planner.present.labels import FULL_SQUARE_MFU, MEMORY_LABELS, TIME_LABELS, peak_name, plan_name, reason_key
+from sp_planner.present.labels import (FULL_SQUARE_MFU, MEMORY_LABELS, TIME_LABELS, breaks_hard_rule, peak_name,
+                                       plan_name, reason_key)
 from sp_planner.present.uncertainty import band_clause, plan_band
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.units import format_bytes, format_bytes_as, format_seconds_as
@@ -208,8 +209,16 @@ def closest_and_fixes(
     hbm = hardware.hbm_bytes
     if pinned and ranked:
         text = "The pinned plan does not fit."
+    elif ranked and all(breaks_hard_rule(est.reason) for est in ranked):
+        # A rule, not memory, refuses every plan: the first plan's rule and its message (which names
+        # the fix), not a memory comparison that would make memory look like the reason.
+        first = ranked[0]
+        rule, _, message = str(first.reason).partition(":")
+        text = (f"No plan can run: each breaks a rule, whatever its memory. The first, {plan_name(first.plan)}, "
+                f"breaks the {rule.strip()} rule: {message.strip().rstrip('.')}.")
     elif ranked:
-        closest = ranked[0]
+        # The smallest-memory plan that a rule lets run: memory is what refuses it.
+        closest = next(est for est in ranked if not breaks_hard_rule(est.reason))
         over = closest.memory_peak_bytes - hbm
         text = (
             f"No plan fits. The closest is {plan_name(closest.plan)}: "

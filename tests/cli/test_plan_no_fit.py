@@ -146,3 +146,18 @@ def test_offloading_keeps_its_pins_in_the_fixes_it_checks(sp_plan):
         assert suggestion["plan"]["cpu_offload_layers"] == 40
         rerun = sp_plan(*_with_option(args, suggestion["option"]), "--format", "json", "--top", "1")
         assert rerun.exit_code == 0, suggestion
+
+
+def test_where_a_rule_refuses_every_plan_the_answer_names_the_rule_not_memory(sp_plan, monkeypatch):
+    # pp 4 x vpp 2 with 3 micro-batches: the vpp rule refuses all 15 plans at 26.5 GiB of 79.2; the
+    # answer said "26.5 GiB per GPU against 79.2 GiB" as if memory were why.
+    monkeypatch.setenv("COLUMNS", "80")
+    result = sp_plan("--model", "llama3-8b", "--hardware", "h100", "--nodes", "1", "--seq-len", "8k", "--pp", "4",
+                     "--vpp", "2", "--tp", "2", "--global-batch", "3")
+    assert result.exit_code == 1
+    text = " ".join(result.stdout.split())
+    assert "No plan can run: each breaks a rule, whatever its memory. The first, tp 2 x ulysses 1" in text
+    assert ("breaks the vpp rule: vpp 2 (interleaved 1F1B) needs at least pp 4 micro-batches per step, has 3 "
+            "(Megatron schedules.py: the micro-batch group size lies in [pp, m]); use a global batch of 4 or more "
+            "(m 4).") in text
+    assert "GiB per GPU against" not in text and "The closest" not in text

@@ -149,6 +149,27 @@ def test_closest_and_fixes_reports_the_overshoot_and_each_checked_fix():
     assert closest_and_fixes([over], A800, [fix], pinned=True).startswith("The pinned plan does not fit.")
 
 
+def test_closest_names_the_rule_where_every_plan_breaks_one_and_memory_where_it_refuses():
+    # pp 4 x vpp 2 at m 3 (sp-plan --pp 4 --vpp 2 --global-batch 3): the vpp rule refuses every plan,
+    # at 28 GiB of 80, so the closest was "28.0 GiB per GPU against 80.0 GiB (vpp: ...)": the rule, now.
+    plan = ParallelPlan(tp=2, pp=4, vpp=2)
+    rule = _estimate(plan, attention_s=1.0, ulysses_s=0.0, activations_gib=20.0, fits=False,
+                     reason="vpp: vpp 2 (interleaved 1F1B) needs at least pp 4 micro-batches per step, has 3; "
+                            "use a global batch of 4 or more (m 4)")
+    fix = FitSuggestion(change="global_batch", option="--global-batch 4", description="fills groups of pp",
+                        estimate=BEST)
+    assert closest_and_fixes([rule], A800, [fix]).splitlines()[0] == (
+        "No plan can run: each breaks a rule, whatever its memory. The first, tp 2 x ulysses 1 x ring 1 x dp 1 "
+        "x pp 4, ZeRO-1, no recompute, micro batch 1, 2 virtual stages per rank, breaks the vpp rule: vpp 2 "
+        "(interleaved 1F1B) needs at least pp 4 micro-batches per step, has 3; use a global batch of 4 or more (m 4).")
+    # Where a plan that breaks no rule is over memory, memory is the reason: that plan is the closest.
+    over = _estimate(ParallelPlan(ulysses=8), attention_s=6.0, ulysses_s=2.0, activations_gib=92.0, fits=False,
+                     reason="oom")
+    assert closest_and_fixes([rule, over], A800, [fix]).splitlines()[0] == (
+        "No plan fits. The closest is tp 1 x ulysses 8 x ring 1 x dp 1 x pp 1, ZeRO-1, no recompute, micro batch "
+        "1: 100.0 GiB per GPU against 80.0 GiB, 20.0 GiB over.")
+
+
 def test_a_runner_up_that_is_faster_is_said_to_be_faster():
     # sp-report compares the plan file's plan with the next one, which can be the faster (the plan
     # file's plan evaluated apart from the search): never "-1.00 s (-10.0%) slower".
