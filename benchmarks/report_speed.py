@@ -55,7 +55,8 @@ def main() -> None:
             total = timed(lambda: write_report(
                 Path(tmp) / "report", model=model, hardware=hardware, workload=workload, num_nodes=nodes,
                 gpus_per_node=per_node, result=result, summary=summary))
-            csv = timed(lambda: write_plans_csv(Path(tmp) / "plans.csv", result.frame))
+            csv = timed(lambda: write_plans_csv(Path(tmp) / "plans.csv", result.frame,
+                                                global_batch=workload.global_batch))
         heatmap = timed(lambda: plots_space.heatmap_svg(result.frame))
         pareto = timed(lambda: plots_space.pareto_svg(result.frame, hbm_bytes=hardware.hbm_bytes,
                                                       chosen_index=None))

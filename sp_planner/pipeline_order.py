@@ -114,11 +114,17 @@ def micro_batch_group(pp, num_micro_batches):
     return out
 
 
-def recorded_group(pp: int, vpp: int, num_micro_batches: int) -> int | None:
-    """The micro-batch group a plan file records (ParallelPlan.vpp_group): micro_batch_group where
-    it is not Megatron's default pp (its flag is then needed), else None."""
-    group = int(micro_batch_group(pp, num_micro_batches))
-    return group if vpp > 1 and group != pp else None
+def priced_group(pp: int, vpp: int, num_micro_batches: int) -> int | None:
+    """The micro-batch group an interleaved plan is priced with, as sp-plan's JSON, both plans.csv
+    files and plan.json carry it (ParallelPlan.vpp_group): micro_batch_group, Megatron's default pp
+    included, or None at vpp 1 (no interleaved schedule, no group)."""
+    return int(micro_batch_group(pp, num_micro_batches)) if vpp > 1 else None
+
+
+def priced_groups(pp, vpp, num_micro_batches) -> np.ndarray:
+    """priced_group over arrays (plans.csv's rows): N where vpp > 1, 0 (no group) at vpp 1."""
+    vpp = np.asarray(vpp)
+    return np.where(vpp > 1, micro_batch_group(pp, num_micro_batches), 0)
 
 
 def last_group(pp, num_micro_batches):

@@ -118,7 +118,7 @@ class ParallelPlan(FrozenModel):
     # Megatron's micro-batch group of the interleaved schedule, N
     # (--microbatch-group-size-per-virtual-pipeline-stage; pipeline_order.micro_batch_group): None, the
     # one sp-plan prices, Megatron's default pp where pp divides the micro-batches per step, else
-    # the smallest N Megatron accepts (sp-plan --out writes it there); an N given must be that one
+    # the smallest N Megatron accepts (sp-plan --out writes it for every interleaved plan); an N given must be that one
     # (the vpp rule).
     vpp_group: int | None = Field(default=None, ge=1, le=MAX_GLOBAL_BATCH)
     # Decoder layers on the first / last pipeline stage; None = the even split num_layers / pp

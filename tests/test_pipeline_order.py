@@ -1,12 +1,15 @@
 """pipeline_order: each stage's blocks in 1F1B and interleaved 1F1B order, their upstream
 blocks, and where Megatron dispatches a chunk's parameter all-gather."""
 
+import numpy as np
 import pytest
 
 from sp_planner.pipeline_order import (
     gather_dispatched,
     grad_sync_launches,
     megatron_group_sizes,
+    priced_group,
+    priced_groups,
     stage_order,
     upstream_stage,
 )
@@ -109,3 +112,10 @@ def test_aligned_grad_syncs_go_rank_backwards_after_the_chunks_last():
     assert grad_sync_launches(4, 4, 3, 4) == {6: (3,), 10: (2,), 14: (1,), 15: (0,)}
     assert grad_sync_launches(4, 8, 3, 4) == {22: (3,), 26: (2,), 30: (1,), 31: (0,)}
     assert grad_sync_launches(2, 2, 1, 2) == {2: (1,), 3: (0,)}
+
+
+def test_the_group_priced_is_megatrons_default_pp_or_the_smallest_it_accepts_and_none_at_vpp_1():
+    # pp 2, m 9: N = 2 leaves a last group of 1 < pp, refused; 3 divides 9. pp 4, m 8: the default 4.
+    assert priced_group(2, 8, 9) == 3 and priced_group(4, 2, 8) == 4
+    assert priced_group(4, 1, 8) is None and priced_group(2, 1, 9) is None
+    assert priced_groups(np.array([2, 4, 4]), np.array([8, 2, 1]), np.array([9, 8, 8])).tolist() == [3, 4, 0]

@@ -19,7 +19,7 @@ from sp_planner.flags import FRAMEWORKS, release_runtime, render_flags, torchtit
 from sp_planner.flags.flash_head_dim import flash_head_dim_problem
 from sp_planner.flags.torchtitan import resolve_version
 from sp_planner.layout import rank_groups
-from sp_planner.pipeline_order import recorded_group
+from sp_planner.pipeline_order import priced_group
 from sp_planner.planfile import PlanFile
 from sp_planner.planfile_layout import RankLayout
 from sp_planner.search import evaluate
@@ -106,8 +106,9 @@ def answer_plan_file(answer: Answer, *, full_rank_groups: bool = False) -> tuple
     q = answer.question
     recorded = recorded_plan(answer)
     framework, estimate = recorded.framework, recorded.estimate
-    # The micro-batch group the flags set, where not Megatron's default (ParallelPlan.vpp_group).
-    group = recorded_group(estimate.plan.pp, estimate.plan.vpp, estimate.plan.num_micro_batches(q.workload))
+    # The micro-batch group priced, Megatron's default pp included (ParallelPlan.vpp_group; the flags
+    # set it where it is not pp).
+    group = priced_group(estimate.plan.pp, estimate.plan.vpp, estimate.plan.num_micro_batches(q.workload))
     estimate = estimate.model_copy(update={"plan": estimate.plan.model_copy(update={"vpp_group": group})})
     plan_file = PlanFile(
         model=q.model, hardware=recorded.hardware, workload=q.workload, num_nodes=q.num_nodes,

@@ -130,11 +130,12 @@ def emit_answer(answer: Answer, *, output_format: str, explain: bool, wide: bool
         # says which), as the table ranks them; `rank` empty for a plan that does not fit, as in
         # plans.csv (report.csv.plans_table): the table lists those after the plans that fit.
         with delayed_progress(f"describing {plural(len(answer.ranked), 'plan')}"):
-            rows = [{"rank": i if est.fits else None, **estimate_row(est), EXPRESSIBLE_COLUMN: ok}
+            batch = answer.question.workload.global_batch
+            rows = [{"rank": i if est.fits else None, **estimate_row(est, global_batch=batch), EXPRESSIBLE_COLUMN: ok}
                     for i, (est, ok) in enumerate(zip(answer.ranked, expressible_column(answer), strict=True), 1)]
             frame = pd.DataFrame(rows)
             if rows:  # whole numbers beside the empty ones (a rule breaker's bytes are empty, as its rank)
-                whole = ["rank", *(name for name in frame.columns if name.endswith("_bytes"))]
+                whole = ["rank", "vpp_group", *(name for name in frame.columns if name.endswith("_bytes"))]
                 frame[whole] = frame[whole].astype("Int64")
             text = frame.to_csv(index=False)
         sys.stdout.write(text)

@@ -7,7 +7,8 @@ Layout (schema "sp-planner.summary/3"):
     (every rule and oom),
     plans[best first, whichever framework can express them]{the plan's fields
                       (sp_planner.plan.ParallelPlan: tp, pp, dp, ulysses, ring, zero, recompute,
-                      micro_batch, ...), fits, reason, memory_peak_bytes, memory{}, time{},
+                      micro_batch, ...; vpp_group: the micro-batch group priced, null at vpp 1),
+                      fits, reason, memory_peak_bytes, memory{}, time{},
                       step_time_s, tokens_per_s, *_tflops_per_gpu, mfu, hardware_mfu,
                       comm_bytes{}, comm_links{}, rank_layout{order, degrees, groups},
                       rank_groups{axis: [[rank, ...], ...]} (only when asked: sp-plan --rank-groups),
@@ -38,6 +39,7 @@ from sp_planner.cost.moe import router_imbalance
 from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.flags import FlagChoices, render_all
 from sp_planner.layout import rank_groups
+from sp_planner.pipeline_order import priced_group
 from sp_planner.plan import RULES, ParallelPlan
 from sp_planner.planfile_layout import RankLayout
 from sp_planner.present.advice import FitSuggestion
@@ -155,8 +157,11 @@ def plan_entry(
         framework: {name: _jsonable(getattr(rendered, name)) for name in FLAG_FIELDS}
         for framework, rendered in render_all(request).items()
     }
+    plan = estimate.plan
     entry: dict[str, Any] = {
-        **estimate.plan.model_dump(),
+        **plan.model_dump(),
+        # The micro-batch group priced (a candidate's vpp_group is None: the group priced), null at vpp 1.
+        "vpp_group": priced_group(plan.pp, plan.vpp, plan.num_micro_batches(workload)),
         **estimate.model_dump(exclude={"plan"}),
         "memory": estimate.memory.whole_bytes(),  # parts that sum to memory_peak_bytes
         "rank_layout": RankLayout.of(estimate.plan).model_dump(mode="json"),
@@ -179,11 +184,12 @@ def suggestion_entry(suggestion: FitSuggestion) -> dict[str, Any]:
     }
 
 
-def estimate_row(estimate: PlanEstimate) -> dict[str, Any]:
-    """One plan flattened to the plans.csv column names (see sp_planner.report.csv)."""
+def estimate_row(estimate: PlanEstimate, *, global_batch: int) -> dict[str, Any]:
+    """One plan flattened to the plans.csv column names (see sp_planner.report.csv); vpp_group is the
+    micro-batch group priced at `global_batch` (null at vpp 1), as plans.csv writes it."""
     plan: ParallelPlan = estimate.plan
-    # Not vpp_group, which plans.csv leaves out (report.csv.PLAN_COLUMNS: a candidate's is the group priced).
-    row: dict[str, Any] = {**plan.model_dump(exclude={"vpp_group"}), "cp": plan.cp, "world_size": plan.world_size}
+    row: dict[str, Any] = {**plan.model_dump(), "cp": plan.cp, "world_size": plan.world_size}
+    row["vpp_group"] = priced_group(plan.pp, plan.vpp, plan.num_micro_batches_of(global_batch))
     row.update(
         fits=estimate.fits,
         reason=estimate.reason,

@@ -18,13 +18,14 @@ import numpy as np
 import pandas as pd
 
 from sp_planner.estimate import CommBytes, CommLinks, MemoryBreakdown, PlanEstimate, TimeBreakdown, whole_byte_parts
+from sp_planner.pipeline_order import priced_groups
 from sp_planner.plan import ParallelPlan
 from sp_planner.present.expressible import EXPRESSIBLE_COLUMN
 from sp_planner.present.labels import breaks_hard_rule
 
-# The plan's fields but vpp_group, which every searched candidate leaves empty (the micro-batch
-# group priced: pipeline_order.micro_batch_group); plan.json names it where it is not pp.
-PLAN_COLUMNS: tuple[str, ...] = tuple(name for name in ParallelPlan.model_fields if name != "vpp_group")
+# The plan's fields; vpp_group is the micro-batch group priced (pipeline_order.priced_groups: the
+# search frame's is empty, a candidate's being the group priced), empty at vpp 1.
+PLAN_COLUMNS: tuple[str, ...] = tuple(ParallelPlan.model_fields)
 MEMORY_COLUMNS: tuple[str, ...] = tuple(f"mem_{name}" for name in MemoryBreakdown.model_fields)
 TIME_COLUMNS: tuple[str, ...] = tuple(f"time_{name}" for name in TimeBreakdown.model_fields)
 COMM_KINDS: tuple[str, ...] = tuple(CommBytes.model_fields)
@@ -62,13 +63,14 @@ ADDED_COLUMNS: tuple[str, ...] = ("rank", "cp", "world_size", "simulated_step_ti
 SIMULATED = "simulated_step_time_s"
 
 
-def plans_table(frame: pd.DataFrame) -> pd.DataFrame:
+def plans_table(frame: pd.DataFrame, *, global_batch: int) -> pd.DataFrame:
     """The search frame as plans.csv lays it out.
 
     Rows: plans that fit, fastest first (`rank` 1, 2, ...), then the rest in the frame's order
     with an empty `rank`. A plan that breaks a hard rule (any reason but 'oom') cannot run, so its
     metrics, bytes and links are left empty rather than printed as if they meant something.
     `simulated_step_time_s` is the frame's column of that name (with_simulated), else empty.
+    `vpp_group`: the micro-batch group each interleaved plan is priced with at `global_batch`.
     """
     table = frame.rename(columns={f"comm_{kind}": f"comm_{kind}_bytes" for kind in COMM_KINDS})
     missing = [c for c in CSV_COLUMNS if c not in table.columns and c not in ADDED_COLUMNS]
@@ -88,6 +90,10 @@ def plans_table(frame: pd.DataFrame) -> pd.DataFrame:
         cp=ordered["ulysses"] * ordered["ring"],
         world_size=ordered["dp"] * ordered["pp"] * ordered["tp"] * ordered["ulysses"] * ordered["ring"],
     )
+    m = global_batch // (ordered["dp"].to_numpy() * ordered["micro_batch"].to_numpy())
+    groups = pd.array(priced_groups(ordered["pp"].to_numpy(), ordered["vpp"].to_numpy(), m), dtype="Int64")
+    groups[groups == 0] = pd.NA  # vpp 1: no interleaved schedule, no group
+    ordered["vpp_group"] = groups
     if SIMULATED not in ordered:
         ordered[SIMULATED] = np.nan
     ordered["reason"] = ordered["reason"].fillna("")
@@ -127,9 +133,9 @@ def with_simulated(frame: pd.DataFrame, ranked: Sequence[PlanEstimate]) -> pd.Da
     return frame.assign(**{SIMULATED: column})
 
 
-def write_plans_csv(path: Path, frame: pd.DataFrame) -> None:
+def write_plans_csv(path: Path, frame: pd.DataFrame, *, global_batch: int) -> None:
     # Full float precision: the CSV is for analysis, the HTML rounds for reading.
-    write_csv(path, plans_table(frame))
+    write_csv(path, plans_table(frame, global_batch=global_batch))
 
 
 # Rows formatted, joined and written per block: the text of one block stays tens of MB whatever

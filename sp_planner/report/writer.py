@@ -90,6 +90,7 @@ def write_report(
     chosen = chosen if chosen is not None else result.ranked[0]
     # Every row, read by the figures and the CSV (with sp-plan --simulate K's simulated steps).
     frame = with_simulated(result.frame, result.ranked)
+    batch = workload.global_batch  # plans.csv's vpp_group: the micro-batch group priced (report.csv.plans_table)
     summary_text = json.dumps(summary, indent=2, allow_nan=False) + "\n"
     try:
         staging: Path | None = _new_folder(out_dir.parent, f".{out_dir.name}.tmp-")
@@ -101,7 +102,7 @@ def write_report(
         if staging is not None and len(frame) >= BACKGROUND_CSV_ROWS:
             csv_path = staging / "plans.csv"
             with interrupts.held_interrupts():  # a Ctrl-C comes once `csv` names the child, which _discard stops
-                csv = Background.start(lambda: write_plans_csv(csv_path, frame))
+                csv = Background.start(lambda: write_plans_csv(csv_path, frame, global_batch=batch))
         text = render_index(model=model, hardware=hardware, workload=workload, num_nodes=num_nodes,
                             gpus_per_node=gpus_per_node, result=result, runs=runs, framework=framework,
                             chosen=chosen, from_plan_file=plan_file_plan, frame=frame,
@@ -110,9 +111,9 @@ def write_report(
         _discard(staging, csv)
         raise
     if staging is None:
-        _write_failed(out_dir, failure, text=text, frame=frame, summary_text=summary_text)
+        _write_failed(out_dir, failure, text=text, frame=frame, summary_text=summary_text, global_batch=batch)
     try:
-        _fill(staging, text=text, frame=frame, summary_text=summary_text, csv=csv)
+        _fill(staging, text=text, frame=frame, summary_text=summary_text, csv=csv, global_batch=batch)
         try:
             interrupts.check()  # a Ctrl-C some finalizer swallowed stops the report here
             with interrupts.held_interrupts():  # the earlier report's files aside and the new ones in, whole
@@ -121,16 +122,17 @@ def write_report(
             shutil.rmtree(staging, ignore_errors=True)
             raise
     except OSError as err:
-        _write_failed(out_dir, err, text=text, frame=frame, summary_text=summary_text)
+        _write_failed(out_dir, err, text=text, frame=frame, summary_text=summary_text, global_batch=batch)
     return out_dir / "index.html"
 
 
-def _write_failed(out_dir: Path, err: OSError, *, text: str, frame: pd.DataFrame, summary_text: str) -> NoReturn:
+def _write_failed(out_dir: Path, err: OSError, *, text: str, frame: pd.DataFrame, summary_text: str,
+                  global_batch: int) -> NoReturn:
     """Raise WriteFailed for `err`, keeping the report in the temporary folder when it can be written
     there: the search behind it may have taken minutes."""
     try:
         kept = _stage(Path(tempfile.gettempdir()), "sp-planner-report-", text=text, frame=frame,
-                      summary_text=summary_text)
+                      summary_text=summary_text, global_batch=global_batch)
     except OSError:
         raise WriteFailed(f"could not write the report {out_dir}: {err.strerror or err}") from None
     raise WriteFailed(f"could not write the report {out_dir}: {err.strerror or err}; "
@@ -189,14 +191,15 @@ def _new_folder(parent: Path, prefix: str) -> Path:
     return folder
 
 
-def _fill(staging: Path, *, text: str, frame: pd.DataFrame, summary_text: str, csv: Background | None) -> None:
+def _fill(staging: Path, *, text: str, frame: pd.DataFrame, summary_text: str, csv: Background | None,
+          global_batch: int) -> None:
     """Write the report's files into `staging` (plans.csv: wait for `csv`, or write it here when None);
     on any failure the folder is removed, with anything half written in it."""
     try:
         (staging / "index.html").write_text(text, encoding="utf-8")
         (staging / "summary.json").write_text(summary_text, encoding="utf-8")
         if csv is None:
-            write_plans_csv(staging / "plans.csv", frame)
+            write_plans_csv(staging / "plans.csv", frame, global_batch=global_batch)
         else:
             csv.wait()
     except BaseException:
@@ -212,10 +215,11 @@ def _discard(staging: Path | None, csv: Background | None) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _stage(parent: Path, prefix: str, *, text: str, frame: pd.DataFrame, summary_text: str) -> Path:
+def _stage(parent: Path, prefix: str, *, text: str, frame: pd.DataFrame, summary_text: str,
+           global_batch: int) -> Path:
     """The report's three files in a new folder `parent`/`prefix`XXXX (removed again on failure)."""
     staging = _new_folder(parent, prefix)
-    _fill(staging, text=text, frame=frame, summary_text=summary_text, csv=None)
+    _fill(staging, text=text, frame=frame, summary_text=summary_text, csv=None, global_batch=global_batch)
     return staging
 
 

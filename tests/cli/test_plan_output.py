@@ -4,10 +4,12 @@ ranks and the runner-up under --top 1."""
 from __future__ import annotations
 
 import io
+import json
 
 import pandas as pd
+import pytest
 
-from sp_planner.cli import plan_output
+from sp_planner.cli import plan_output, simulate_cmd
 from sp_planner.flags import render_flags
 
 QUESTION = ["--model", "llama3-8b", "--hardware", "h100-sxm", "--nodes", "2", "--seq-len", "131000",
@@ -99,3 +101,32 @@ def test_heading_groups_the_node_count_like_its_other_counts(sp_plan):
                      "--top", "1")
     assert result.exit_code == 0, result.stderr
     assert " on 2,048 x 8 H100-SXM: " in result.stdout.splitlines()[0]
+
+
+@pytest.mark.parametrize(("pins", "group"), [
+    # m 9 at pp 2: Megatron's default N = pp leaves a last group of 1 < pp; sp-plan prices N = 3,
+    # the flag sets it, and JSON and CSV gave null.
+    (("--pp", "2", "--vpp", "8", "--tp", "4", "--global-batch", "9"), 3),
+    # m 8 at pp 4: N = pp, Megatron's default (no flag), named too.
+    (("--pp", "4", "--vpp", "2", "--tp", "2", "--global-batch", "8"), 4),
+])
+def test_every_interleaved_plan_carries_the_group_priced_in_json_csv_and_the_plan_file(
+        sp_plan, run_main, tmp_path, pins, group):
+    question = ("--model", "llama3-8b", "--hardware", "h100", "--nodes", "1", "--seq-len", "8k", "--dp", "1",
+                "--micro-batch", "1", *pins)
+    plan_file, report = tmp_path / "plan.json", tmp_path / "report"
+    result = sp_plan(*question, "--format", "json", "--out", plan_file, "--report", report)
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert {p["vpp_group"] for p in document["plans"] + document["framework_plans"]} == {group}
+    assert {p["vpp_group"] for p in json.loads((report / "summary.json").read_text())["plans"]} == {group}
+    assert pd.read_csv(report / "plans.csv")["vpp_group"].tolist() == [group] * 15
+    listed = sp_plan(*question, "--format", "csv")
+    assert listed.exit_code == 0, listed.stderr
+    assert pd.read_csv(io.StringIO(listed.stdout))["vpp_group"].tolist() == [group] * 10
+    assert json.loads(plan_file.read_text())["plan"]["vpp_group"] == group
+    # The plan file's group, pp included, is the one priced: sp-simulate takes it (plan rule vpp).
+    simulated = run_main(simulate_cmd, plan_file, "--out-dir", tmp_path / "sim")
+    assert simulated.exit_code == 0, simulated.stderr
+    flags = document["plans"][0]["flags"]["megatron"]["text"]
+    assert (f"--microbatch-group-size-per-virtual-pipeline-stage {group}" in flags) == (group != int(pins[1]))

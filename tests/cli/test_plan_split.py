@@ -63,8 +63,6 @@ def _rows_of(report_dir, plan: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     frame = pd.read_csv(report_dir / "plans.csv")
     mask = pd.Series(True, index=frame.index)
     for name, value in plan.items():
-        if name == "vpp_group":  # not in plans.csv (report.csv.PLAN_COLUMNS)
-            continue
         mask &= frame[name].isna() if value is None else frame[name] == value
     return frame, frame[mask]
 

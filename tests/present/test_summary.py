@@ -66,7 +66,7 @@ def test_byte_counts_are_whole_and_other_floats_stay():
 
 def test_estimate_row_flattens_with_units_in_the_names():
     est = search(MODEL, HARDWARE, WORKLOAD, num_nodes=1, gpus_per_node=8, top_k=1).ranked[0]
-    row = estimate_row(est)
+    row = estimate_row(est, global_batch=WORKLOAD.global_batch)
     assert row["cp"] == est.plan.ulysses * est.plan.ring and row["world_size"] == 8
     assert row["comm_ring_p2p_bytes"] == est.comm_bytes.ring_p2p
     assert row["time_attention_s"] == est.time.attention_s
@@ -75,7 +75,8 @@ def test_estimate_row_flattens_with_units_in_the_names():
     # The plans.csv columns, the simulated step included (None: not simulated).
     assert row["simulated_step_time_s"] is None
     assert ["rank", *row] == list(CSV_COLUMNS)
-    assert estimate_row(est.model_copy(update={"simulated_step_time_s": 2.5}))["simulated_step_time_s"] == 2.5
+    simulated = est.model_copy(update={"simulated_step_time_s": 2.5})
+    assert estimate_row(simulated, global_batch=WORKLOAD.global_batch)["simulated_step_time_s"] == 2.5
 
 
 def test_memory_parts_sum_to_the_peak_in_the_summary_and_the_csv_rows():
@@ -89,7 +90,7 @@ def test_memory_parts_sum_to_the_peak_in_the_summary_and_the_csv_rows():
     for entry, est in zip(doc["plans"], result.ranked):
         assert sum(round(v) for v in est.memory.model_dump().values()) != round(est.memory_peak_bytes)
         assert sum(entry["memory"].values()) == entry["memory_peak_bytes"] == round(est.memory_peak_bytes)
-        row = estimate_row(est)
+        row = estimate_row(est, global_batch=workload.global_batch)
         assert sum(row[f"mem_{k}"] for k in est.memory.model_dump()) == row["memory_peak_bytes"]
 
 
@@ -100,7 +101,7 @@ def test_estimate_row_of_a_plan_that_breaks_a_hard_rule_has_no_numbers():
                     top_k=3, pins=Pins(pp=1))
     est = result.ranked[0]
     assert est.reason.startswith("heads: ") and math.isfinite(est.step_time_s)
-    row = estimate_row(est)
+    row = estimate_row(est, global_batch=2)
     metrics = list(CSV_COLUMNS[CSV_COLUMNS.index("memory_peak_bytes"):])
     assert all(row[name] is None for name in metrics)
     assert row["tp"] == 3 and row["reason"] == est.reason and row["fits"] is False

@@ -37,7 +37,7 @@ def test_write_report_writes_the_three_files_and_returns_index(question, quick_p
 
 
 def test_failure_midway_leaves_neither_report_nor_temporary_folder(question, quick_page, tmp_path, monkeypatch):
-    def broken_csv(path, frame):
+    def broken_csv(path, frame, *, global_batch):
         path.write_text("half a csv")
         raise OSError("disk full")
 
@@ -51,7 +51,8 @@ def test_failure_midway_keeps_the_previous_report_whole(question, quick_page, tm
     out = tmp_path / "out"
     write_report(out, **question.report_args())
     before = {name: (out / name).read_bytes() for name in REPORT_FILES}
-    monkeypatch.setattr(writer, "write_plans_csv", lambda path, frame: (_ for _ in ()).throw(OSError("boom")))
+    monkeypatch.setattr(writer, "write_plans_csv",
+                        lambda path, frame, *, global_batch: (_ for _ in ()).throw(OSError("boom")))
     with pytest.raises(WriteFailed, match="boom"):
         write_report(out, **{**question.report_args(), "summary": _summary({"other": 1})})
     assert {name: (out / name).read_bytes() for name in REPORT_FILES} == before
@@ -154,7 +155,7 @@ def test_csv_written_in_background_is_the_csv_written_in_place(question, quick_p
 
 def test_background_csv_failure_leaves_neither_report_nor_temporary_folder(question, quick_page, csv_in_background,
                                                                           tmp_path, monkeypatch):
-    def broken_csv(path, frame):
+    def broken_csv(path, frame, *, global_batch):
         path.write_text("half a csv")
         raise OSError(28, "No space left on device")
 
