@@ -28,6 +28,7 @@ from sp_planner.cost.attention_kernels import UNFUSED, TimedKernel, with_attenti
 from sp_planner.cost.fp8_attention import fp8_attention_problem
 from sp_planner.cost.offload import check_host_link
 from sp_planner.cost.deepep import deepep_refusal
+from sp_planner.cost.families import on_npu
 from sp_planner.cost.dsa import dsa_untimed
 from sp_planner.cost.precision import check_blockwise, precision_problem
 from sp_planner.destination import deliver_text
@@ -96,11 +97,13 @@ class PlanFile(FrozenModel):
     @property
     def flag_choices(self) -> FlagChoices:
         """How sp-plan rendered the plan's flags: for its release, selecting the user's kernel choice,
-        else none (attention_kernel_chosen without a kernel named selects none), and whether
-        Transformer Engine runs the model's attention unfused on the file's GPU."""
+        else none (attention_kernel_chosen without a kernel named selects none), whether
+        Transformer Engine runs the model's attention unfused on the file's GPU, and whether its
+        chips are Ascend NPUs."""
         return FlagChoices(framework_version=self.framework_version,
                            attention_kernel=self.attention_kernel if self.attention_kernel_chosen else None,
-                           te_unfused_attention=te_runs_unfused(self.model, self.hardware))
+                           te_unfused_attention=te_runs_unfused(self.model, self.hardware),
+                           on_npu=on_npu(self.hardware))
 
     @property
     def runtime(self) -> Runtime:

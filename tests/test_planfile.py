@@ -350,6 +350,12 @@ def test_the_flags_of_a_plan_file_know_where_transformer_engine_runs_its_unfused
     assert _plan_file().flag_choices == FlagChoices()
 
 
+def test_the_flags_of_a_plan_file_know_when_its_chips_are_ascend_npus():
+    # sp-report renders MindSpeed's refusals with the advice sp-plan gave (flags.base._group_fix).
+    npu = _plan_file(hardware=load_hardware("ascend-910b"))
+    assert npu.flag_choices == FlagChoices(on_npu=True)
+
+
 def test_a_plan_timed_with_transformer_engines_unfused_attention_reads_back_timed_with_it(tmp_path):
     # No profile may hold efficiency.attention_unfused: the file records the kernel ("unfused") and
     # its profile without the setting, and reading it sets it again, so sp-simulate and sp-report

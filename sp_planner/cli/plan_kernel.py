@@ -16,6 +16,7 @@ from sp_planner.cost.attention_kernels import (
     timed_kernel,
     with_attention_kernel,
 )
+from sp_planner.cost.families import on_npu
 from sp_planner.cost.fp8_attention import with_fp8_attention
 from sp_planner.cost.grouped_gemm import with_framework_expert_gemm
 from sp_planner.errors import UserInputError
@@ -102,7 +103,7 @@ def set_up_kernel(question: PlanQuestion, *, framework: str, attention_kernel: s
                                                ring=ring)) is not None:
         raise UserInputError(problem)
     choices = FlagChoices(framework_version=framework_version, attention_kernel=attention_kernel,
-                          te_unfused_attention=te_unfused)
+                          te_unfused_attention=te_unfused, on_npu=on_npu(question.hardware))
     question = question.model_copy(update={"attention_kernel": timed, "flag_choices": choices})
     # Context parallelism is possible unless both its degrees are pinned to 1.
     timing = KernelTiming(framework, stack, attention_kernel, timed, runs,

@@ -26,7 +26,7 @@ from sp_planner.destination import (
     refuse_reading_file_as_output,
     same_destination,
 )
-from sp_planner.cost.families import gpu_generation, profile_key
+from sp_planner.cost.families import on_npu
 from sp_planner.errors import UserInputError
 from sp_planner.flags import FlagChoices
 from sp_planner.plan import CpComm, Fp8Recipe, Precision, Recompute
@@ -134,11 +134,6 @@ def node_size_note(profile: HardwareProfile, gpus_per_node: int) -> str | None:
         return (f"--gpus-per-node {gpus_per_node} is more than {profile.name}'s {own} GPUs per node: the plans "
                 f"assume its intra-node links ({link}) join all {gpus_per_node}")
     return None
-
-
-def on_npu(profile: HardwareProfile) -> bool:
-    """Whether the profile's chips are Ascend NPUs (the built-in or a profile naming it, or HCCS links)."""
-    return gpu_generation(profile_key(profile)) == "ascend" or profile.intra_node.kind == "hccs"
 
 
 def framework_device_note(profile: HardwareProfile, framework: str) -> str | None:

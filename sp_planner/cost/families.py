@@ -61,3 +61,8 @@ def gpu_generation(profile_name: str) -> str | None:
     if family is None:
         return None
     return "blackwell" if family in BLACKWELL_FAMILIES else family
+
+
+def on_npu(profile: HardwareProfile) -> bool:
+    """Whether the profile's chips are Ascend NPUs (the built-in or a profile naming it, or HCCS links)."""
+    return gpu_generation(profile_key(profile)) == "ascend" or profile.intra_node.kind == "hccs"

@@ -44,6 +44,9 @@ class FlagChoices(FrozenModel):
     # (flags.flash_head_dim.te_runs_unfused: Gemma-2's head dim 256 on sm89), which takes no context
     # parallelism, so Megatron's flags refuse ulysses x ring > 1; a fact of the GPU, not a choice.
     te_unfused_attention: bool = False
+    # Whether the plan's chips are Ascend NPUs (cost.families.on_npu), where only MindSpeed's flags
+    # run, so a refusal advises no GPU-only framework; a fact of the chips, not a choice.
+    on_npu: bool = False
 
     def request(self, plan: ParallelPlan, *, model: ModelSpec, workload: Workload, num_nodes: int,
                 gpus_per_node: int) -> FlagRequest:
@@ -152,8 +155,14 @@ def _group_failures(framework: str, request: FlagRequest) -> list[str]:
         return []
     return [f"vpp {p.vpp} with {m} micro-batches per step over pp {p.pp} cannot be expressed: sp-plan prices "
             f"Megatron's interleaved schedule in micro-batch groups of {int(micro_batch_group(p.pp, m))} "
-            "(--microbatch-group-size-per-virtual-pipeline-stage, Megatron-LM only); use --framework megatron or "
-            "a global batch whose micro-batches are a multiple of pp"]
+            f"(--microbatch-group-size-per-virtual-pipeline-stage, Megatron-LM only); use {_group_fix(request)}"]
+
+
+def _group_fix(request: FlagRequest) -> str:
+    """The fixes for _group_failures that run on the plan's chips: Megatron-LM's flags are for CUDA
+    GPUs and reach Ascend NPUs only through MindSpeed (cli.question.framework_device_note)."""
+    batch = "a global batch whose micro-batches are a multiple of pp"
+    return batch if request.on_npu else f"--framework megatron or {batch}"
 
 
 # FP8 core attention has no command-line flag: Megatron-LM builds its arguments from

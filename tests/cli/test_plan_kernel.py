@@ -52,6 +52,12 @@ def test_gemma2_on_l40s_says_te_runs_unfused_attention_and_refuses_a_pinned_cont
     assert not _setup(_question()).question.flag_choices.te_unfused_attention
 
 
+def test_the_flags_know_when_the_chips_are_ascend_npus():
+    # cost.families.on_npu, the one device check, set for the flags' refusals (flags.base._group_fix).
+    assert _setup(_question(hardware="ascend-910b"), framework="mindspeed").question.flag_choices.on_npu
+    assert not _setup(_question()).question.flag_choices.on_npu
+
+
 def test_fp8_attention_is_refused_outside_framework_all_and_off_cudnn():
     with pytest.raises(UserInputError, match="--fp8-attention: no command-line flag of megatron"):
         _setup(_question(hardware="b200"), fp8_attention=True)

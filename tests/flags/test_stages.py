@@ -39,3 +39,15 @@ def test_megatron_sets_the_micro_batch_group_where_it_is_not_pp():
     for framework in ("mindspeed", "torchtitan"):
         refused = render_flags(framework, odd)
         assert not refused.supported and "micro-batch groups of 6" in refused.reason
+
+
+def test_the_group_refusal_advises_megatron_only_on_gpus():
+    # The same 18 micro-batches over pp 4: on GPUs Megatron-LM's flags express it, so the refusal
+    # names it; on Ascend NPUs Megatron-LM runs only through MindSpeed (FlagChoices.on_npu), so the
+    # refusal offers the global batch alone (a user ran --framework mindspeed on ascend-910b).
+    odd = request(load_model("llama3-8b"), 8192, 36, pp=4, vpp=2, dp=2)
+    gpu = render_flags("mindspeed", odd).reason
+    assert gpu.endswith("use --framework megatron or a global batch whose micro-batches are a multiple of pp")
+    npu = render_flags("mindspeed", odd.model_copy(update={"on_npu": True})).reason
+    assert npu.endswith("Megatron-LM only); use a global batch whose micro-batches are a multiple of pp")
+    assert "--framework" not in npu
