@@ -5,7 +5,7 @@ a pure function of the question and the search result (report.sections holds the
 
 from __future__ import annotations
 
-from sp_planner.estimate import PlanEstimate, SearchResult
+from sp_planner.estimate import PlanEstimate, SearchResult, plan_of_row
 from sp_planner.flags import FRAMEWORKS, FlagRequest, render_flags
 from sp_planner.present.expressible import best_expressible
 from sp_planner.present.labels import FULL_SQUARE_MFU, peak_name, plan_name
@@ -34,11 +34,10 @@ def recommendation_section(*, chosen: PlanEstimate, result: SearchResult, hardwa
                               f"first, at {format_seconds(best.step_time_s)} per step "
                               f"({slower:+.1%} for {whose})"
                               + (f", which {framework} cannot express." if framework_choice else "."), class_="warn"))
-    heading = "Why it wins" if is_best else "Against the next slower plan"
-    parts.append(tag("h3", heading if chosen.fits else "The closest plan"))
     # why_this_plan compares its first plan with its second: give it the plan that ranks next, and
     # for the search's best the others it ranked too, whose ties it names (as sp-plan's text does).
-    following = list(result.ranked[1:]) if is_best else _next_slower(result, chosen)
+    following = list(result.ranked[1:]) if is_best else _ranked_next(result, chosen)
+    parts.append(tag("h3", _heading(chosen, following, is_best=is_best) if chosen.fits else "The closest plan"))
     parts.append(tag("p", why_this_plan([chosen, *following], hardware, moe=flag_request.model.moe is not None)))
     parts.append(_flags(flag_request, framework, result))
     return section("recommendation", "Recommended plan", *parts)
@@ -60,15 +59,29 @@ def why_it_does_not_fit(chosen: PlanEstimate, result: SearchResult, hardware: Ha
     return f"{lead}This plan cannot run: it breaks the hard rule {rule} ({values})."
 
 
-def _next_slower(result: SearchResult, chosen: PlanEstimate) -> list[PlanEstimate]:
-    """The plan ranked right after `chosen`, a plan the search does not rank first."""
+def _ranked_next(result: SearchResult, chosen: PlanEstimate) -> list[PlanEstimate]:
+    """The fitting plan ranked right after `chosen`, a plan the search does not rank first: in the
+    frame's rank order, which after the MFU bound (cost.mfu_ceiling) orders equal steps by their
+    time before it, so a plan of the same step can rank before `chosen`. Where the search does not
+    rank `chosen`, the first fitting plan of a step no faster than its own."""
     frame = result.frame
-    fitting = frame[frame["fits"].astype(bool) & (frame["step_time_s"] >= chosen.step_time_s)]
-    for _, row in fitting.sort_values("step_time_s", kind="stable").iterrows():
-        estimate = PlanEstimate.from_row(row)
-        if estimate.plan != chosen.plan:
-            return [estimate]
-    return []
+    rows = [row for _, row in frame[frame["fits"].astype(bool)].iterrows()]
+    at = next((i for i, row in enumerate(rows) if plan_of_row(row) == chosen.plan), None)
+    if at is not None:
+        return [PlanEstimate.from_row(rows[at + 1])] if at + 1 < len(rows) else []
+    return next(([PlanEstimate.from_row(row)] for row in rows if row["step_time_s"] >= chosen.step_time_s), [])
+
+
+def _heading(chosen: PlanEstimate, following: list[PlanEstimate], *, is_best: bool) -> str:
+    """The heading over why_this_plan's comparison, true of the plan it compares with: slower only
+    where its step is (a plan ranked next after the MFU bound can have the same step)."""
+    if is_best:
+        return "Why it wins"
+    if not following:
+        return "Why this plan"
+    if following[0].step_time_s > chosen.step_time_s:
+        return "Against the next slower plan"
+    return "Against the next plan ranked"
 
 
 def _headline(est: PlanEstimate, hardware: HardwareProfile) -> str:

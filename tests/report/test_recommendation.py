@@ -50,3 +50,35 @@ def test_the_reports_why_text_is_sp_plans_for_the_searchs_best(question):
     best = question.result.ranked[0]
     html = unescape(_recommendation(question, best, from_plan_file=False))
     assert why_this_plan(question.result.ranked, question.hardware) in html
+
+
+def _tied(question, steps_s):
+    """The search's first fitting plans in rank order, their steps set to `steps_s` (as the MFU bound
+    sets equal steps that its order before the bound keeps apart)."""
+    from sp_planner.estimate import SearchResult
+
+    frame = question.result.frame
+    frame = frame[frame["fits"].astype(bool)].head(len(steps_s)).copy()
+    frame["step_time_s"] = steps_s
+    return SearchResult(candidates_evaluated=len(frame), ranked=question.result.ranked[:len(steps_s)],
+                        prune_counts={}, frame=frame)
+
+
+def test_a_plan_not_ranked_first_is_compared_with_the_plan_ranked_right_after_it(question):
+    # A plan file's plan ranked second with the step of the first (ZeRO-3 beside ZeRO-2 at 199.01 s,
+    # Llama-3-8B 32K on 8 A800s, ulysses 2 x all-gather ring 2): the section compared it with the
+    # first, which the bound ties and which was faster before it, under "Against the next slower plan".
+    from sp_planner.estimate import PlanEstimate
+    from sp_planner.report.recommendation import _heading, _ranked_next
+
+    result = _tied(question, [10.0, 10.0, 10.0, 12.0])
+    first, second, third, fourth = (PlanEstimate.from_row(row) for _, row in result.frame.iterrows())
+    assert _ranked_next(result, second) == [third]
+    assert _heading(second, [third], is_best=False) == "Against the next plan ranked"
+    assert _ranked_next(result, third) == [fourth]
+    assert _heading(third, [fourth], is_best=False) == "Against the next slower plan"
+    assert _ranked_next(result, fourth) == [] and _heading(fourth, [], is_best=False) == "Why this plan"
+    # A plan the search does not rank: the first plan of a step no faster than its own.
+    unranked = first.model_copy(update={"plan": first.plan.model_copy(update={"micro_batch": 64}),
+                                        "step_time_s": 11.0})
+    assert _ranked_next(result, unranked) == [fourth]
