@@ -104,6 +104,13 @@ class LayerTimes(NamedTuple):
     # The recompute that runs before the MLP's backward GEMMs (cost.mlp_recompute, cost.module_recompute):
     # recompute_s but for mla_up_proj's up-projections, which run after them (backward_lead_s).
     recompute_mlp_s: np.ndarray | float = 0.0
+    # Of recompute_s, the collectives a full (TP, MoE dispatch/combine) or selective recompute's
+    # forward runs again (Ulysses' all-to-alls, exposed ring transfers): shown with their kind's
+    # communication, as the docs' TP and dispatch/combine rows and sp-simulate count them (cost.step_layers).
+    recompute_tp_s: np.ndarray | float = 0.0
+    recompute_moe_s: np.ndarray | float = 0.0
+    recompute_ulysses_s: np.ndarray | float = 0.0
+    recompute_ring_s: np.ndarray | float = 0.0
 
     @property
     def head_tp_s(self) -> np.ndarray:
@@ -158,8 +165,9 @@ def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
                                       tp_bwd_s=tp_bwd, all_to_all_s=moe.all_to_all_s, ep=c.ep,
                                       ep_stride=axis_stride(c, "ep"), gpus_per_node=gpn)
     recompute = c.recompute
+    full, selective = recompute == RECOMPUTE_FULL, recompute == RECOMPUTE_SELECTIVE
     recompute_layer = np.select(
-        [recompute == RECOMPUTE_FULL, recompute == RECOMPUTE_SELECTIVE],
+        [full, selective],
         [gemm_fwd + attn.fwd_s + tp_fwd + moe_fwd, attn.fwd_s],
         0.0,
     )
@@ -192,6 +200,9 @@ def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
         recompute_mlp_s=np.where(recomputes_mla_up_proj(recompute), mlp_again, recompute_layer),
         fwd_s=gemm_fwd + attn.fwd_s + tp_fwd + moe_fwd,
         bwd_s=gemm_bwd + attn.bwd_s + tp_bwd + recompute_layer + moe_bwd,
+        recompute_tp_s=np.where(full, tp_fwd, 0.0), recompute_moe_s=np.where(full, moe_fwd, 0.0),
+        recompute_ulysses_s=np.where(full | selective, attn.fwd_ulysses_s, 0.0),
+        recompute_ring_s=np.where(full | selective, attn.fwd_ring_exposed_s, 0.0),
     )
 
 

@@ -62,7 +62,8 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
                  priced: LayerParts | None = None, **options: Unpack[StepOptions]) -> StepColumns:
     """StepColumns of the candidates `c`: the parts (time_parts) summed and stretched to the MFU
     ceiling (cost.step_columns); `priced` and `options` as time_parts takes them (cost.step_options)."""
-    return step_columns(model, hardware, workload, c, time_parts(model, hardware, workload, c, priced, **options))
+    parts, lp = _time_parts(model, hardware, workload, c, priced, **options)
+    return step_columns(model, hardware, workload, c, parts, moved=lp.recompute_comm)
 
 
 def time_parts(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
@@ -91,6 +92,25 @@ def time_parts(model: ModelSpec, hardware: HardwareProfile, workload: Workload, 
     `unpads_attention`: its unpad and pad passes around the attention kernel (cost.unpad_passes);
     `moe_router_dtype`: its MoE router's GEMM dtype (Megatron --moe-router-dtype, cost.router);
     `expert_row_padding`: who pads each local expert's rows for FP8 (cost.expert_padding)."""
+    return _time_parts(model, hardware, workload, c, priced, gpus_per_node=gpus_per_node, overlap=overlap,
+                       states=states, cuda_graphs=cuda_graphs, ring_impl=ring_impl, grad_sync=grad_sync,
+                       loss_bytes_per_logit=loss_bytes_per_logit, sequence_parallel=sequence_parallel,
+                       sums_sequence_parallel_grads=sums_sequence_parallel_grads, partial_tp_grads=partial_tp_grads,
+                       tp_gathers=tp_gathers, unpads_attention=unpads_attention, moe_router_dtype=moe_router_dtype,
+                       expert_row_padding=expert_row_padding)[0]
+
+
+def _time_parts(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
+                priced: LayerParts | None = None, *, gpus_per_node: int, overlap: Overlap = MEGATRON_OVERLAP,
+                states: TrainingStates = MEGATRON_STATES,
+                cuda_graphs: frozenset[str] = NO_GRAPHS, ring_impl: RingImpl = TE_RING,
+                grad_sync: GradSync | None = MEGATRON_GRAD_SYNC,
+                loss_bytes_per_logit: int = LOSS_BYTES_PER_LOGIT, sequence_parallel: bool = True,
+                sums_sequence_parallel_grads: bool = True, partial_tp_grads: bool = False,
+                tp_gathers: TpGathers = TE_TP_GATHERS, unpads_attention: bool = False,
+                moe_router_dtype: str | None = None, expert_row_padding: str = NO_PADDING
+                ) -> tuple[StepParts, LayerParts]:
+    """time_parts, with the LayerParts it read."""
     gpn = gpus_per_node
     if priced is None:
         lp = layer_parts(model, hardware, workload, c, gpus_per_node=gpn, overlap=overlap, states=states,
@@ -171,8 +191,8 @@ def time_parts(model: ModelSpec, hardware: HardwareProfile, workload: Workload, 
                                                seq_len=workload.seq_len)
 
     compute = lp.compute
-    return compute._replace(gemm_s=compute.gemm_s + weight_cast, pp_comm_s=compute.pp_comm_s + tied,
-                            tp_comm_s=compute.tp_comm_s + replicated_ar,
-                            dp_comm_exposed_s=dp_exposed,
-                            optimizer_s=memory_pass_time_s(hardware, optimizer_bytes),
-                            host_overhead_s=m * lp.host_exposed_s - host_beside_dp)
+    return (compute._replace(gemm_s=compute.gemm_s + weight_cast, pp_comm_s=compute.pp_comm_s + tied,
+                             tp_comm_s=compute.tp_comm_s + replicated_ar,
+                             dp_comm_exposed_s=dp_exposed,
+                             optimizer_s=memory_pass_time_s(hardware, optimizer_bytes),
+                             host_overhead_s=m * lp.host_exposed_s - host_beside_dp), lp)

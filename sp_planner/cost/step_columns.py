@@ -70,9 +70,10 @@ class StepColumns(NamedTuple):
 
 
 def step_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
-                 parts: StepParts) -> StepColumns:
+                 parts: StepParts, moved: StepParts | None = None) -> StepColumns:
     """StepColumns of the candidates `c` from their StepParts (cost.step.time_columns), the MFU
-    ceiling's stretch added last."""
+    ceiling's stretch added last; `moved`: seconds the breakdown shows in another part than
+    `parts` counts them (cost.step_layers.recompute_comm_parts), after the step is summed."""
     recompute, tp = c.recompute, c.tp
     world = group_size(c, GRID_ORDER)
     model_flops = model_flops_per_step(model, seq_len=workload.seq_len, global_batch=workload.global_batch)
@@ -87,6 +88,8 @@ def step_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     held = (*parts, ceiling)
     time = TimeColumns(*(np.broadcast_to(np.asarray(v, dtype=np.float64), np.shape(tp)).copy() for v in held))
     step = reduce(np.add, time)
+    if moved is not None:  # the same step, its seconds shown where `moved` puts them
+        time = TimeColumns(*(np.asarray(v + d, dtype=np.float64) for v, d in zip(time, (*moved, 0.0))))
     model_tflops = model_flops / step / world / 1e12
     hardware_tflops = hw_flops / step / world / 1e12
     return StepColumns(

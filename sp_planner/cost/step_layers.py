@@ -82,6 +82,9 @@ class LayerParts:
     host_fwd_stall_s: np.ndarray  # host time per micro-batch beyond the GPU's (cost.host_stalls) ...
     host_bwd_stall_s: np.ndarray
     host_exposed_s: np.ndarray  # ... both
+    # What the step's breakdown moves from recompute_s to the collectives' own parts (the recomputed
+    # forward's, LayerTimes.recompute_tp_s): added after the sum, which it leaves as it was (cost.step_columns).
+    recompute_comm: StepParts
 
     def take(self, index: np.ndarray) -> LayerParts:
         """The rows at `index`, as layer_parts prices them alone (it works row by row), but the
@@ -237,4 +240,14 @@ def layer_parts(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
         tp_reduce_scatter_s=lt.tp_reduce_scatter_s, bwd_lead_s=backward_lead_s(lt, c.recompute), head_s=head,
         ahead_s=ahead, first_s=first, emb_bwd_s=emb_bwd, emb_fwd_s=average.emb_tp_fwd_s + emb.fwd_s,
         closed_path_s=closed_path, host_fwd_stall_s=host_fwd_stall, host_bwd_stall_s=host_bwd_stall,
-        host_exposed_s=host_fwd_stall + host_bwd_stall)
+        host_exposed_s=host_fwd_stall + host_bwd_stall, recompute_comm=recompute_comm_parts(lt, m * layers))
+
+
+def recompute_comm_parts(lt: LayerTimes, layer_steps) -> StepParts:
+    """The recomputed forward's collectives over a step's `layer_steps` (micro-batches x layers),
+    taken from recomputation and given to their kinds, every other part 0."""
+    tp, moe = layer_steps * lt.recompute_tp_s, layer_steps * lt.recompute_moe_s
+    ulysses, ring = layer_steps * lt.recompute_ulysses_s, layer_steps * lt.recompute_ring_s
+    return StepParts(gemm_s=0.0, attention_s=0.0, recompute_s=-(tp + moe + ulysses + ring), tp_comm_s=tp,
+                     ulysses_comm_s=ulysses, ring_comm_exposed_s=ring, pp_comm_s=0.0, dp_comm_exposed_s=0.0,
+                     bubble_s=0.0, optimizer_s=0.0, moe_comm_s=moe, host_overhead_s=0.0, offload_s=0.0)

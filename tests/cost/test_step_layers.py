@@ -57,3 +57,33 @@ def test_bound_layers_taken_back_time_as_priced_alone(model_name, framework):
             got, want = getattr(taken, field), getattr(alone, field)
             for g, w in zip(got, want) if field == "time" else [(got, want)]:
                 np.testing.assert_array_equal(g, w, err_msg=f"{name}: {field}")
+
+
+def test_the_recomputed_forwards_collectives_are_shown_as_communication_at_the_same_step():
+    # Full recompute re-runs a layer's TP collectives and MoE dispatch/combine, selective the attention's
+    # Ulysses all-to-alls: the breakdown shows them with their kind (as sp-simulate's critical path
+    # does), moved after the sum, so every step is bit for bit what the unmoved parts sum to.
+    from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_NONE
+    from sp_planner.cost.step import _time_parts
+    from sp_planner.cost.step_columns import step_columns
+
+    model, hardware = load_model("Qwen3-30B-A3B"), load_hardware("H100-SXM")
+    c = enumerate_candidates(WORKLOAD, 64, Pins(precision=None), 8, axes=search_axes(model, hardware))
+    parts, lp = _time_parts(model, hardware, WORKLOAD, c, gpus_per_node=8)
+    unmoved = step_columns(model, hardware, WORKLOAD, c, parts)
+    shown = time_columns(model, hardware, WORKLOAD, c, gpus_per_node=8)
+    assert np.array_equal(shown.step_time_s, unmoved.step_time_s)
+    np.testing.assert_allclose(sum(shown.time), shown.step_time_s, rtol=1e-12)
+    moved = {name: np.broadcast_to(np.subtract(getattr(shown.time, name), getattr(unmoved.time, name)), (len(c),))
+             for name in TimeColumns._fields}
+    none = np.asarray(c.recompute) == RECOMPUTE_NONE
+    assert none.any() and all(np.array_equal(v[none], np.zeros(none.sum())) for v in moved.values())
+    full = (np.asarray(c.recompute) == RECOMPUTE_FULL) & (np.asarray(c.ep) > 1) & (np.asarray(c.tp) > 1)
+    assert full.any()
+    # What recomputation gives up, its collectives take: dispatch/combine m x layers x its forward.
+    assert np.all(moved["moe_comm_s"][full] > 0) and np.all(moved["tp_comm_s"][full] > 0)
+    np.testing.assert_allclose(moved["moe_comm_s"][full],
+                               np.broadcast_to(lp.micro_batches * lp.layers * lp.stage.first.recompute_moe_s,
+                                               (len(c),))[full], rtol=1e-12)
+    given = moved["tp_comm_s"] + moved["moe_comm_s"] + moved["ulysses_comm_s"] + moved["ring_comm_exposed_s"]
+    np.testing.assert_allclose(-moved["recompute_s"][full], given[full], rtol=1e-9)
