@@ -67,14 +67,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
 
 
 def time_parts(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
-               priced: LayerParts | None = None, *, gpus_per_node: int, overlap: Overlap = MEGATRON_OVERLAP,
-               states: TrainingStates = MEGATRON_STATES,
-               cuda_graphs: frozenset[str] = NO_GRAPHS, ring_impl: RingImpl = TE_RING,
-               grad_sync: GradSync | None = MEGATRON_GRAD_SYNC,
-               loss_bytes_per_logit: int = LOSS_BYTES_PER_LOGIT, sequence_parallel: bool = True,
-               sums_sequence_parallel_grads: bool = True, partial_tp_grads: bool = False,
-               tp_gathers: TpGathers = TE_TP_GATHERS, unpads_attention: bool = False,
-               moe_router_dtype: str | None = None, expert_row_padding: str = NO_PADDING) -> StepParts:
+               priced: LayerParts | None = None, **options: Unpack[StepOptions]) -> StepParts:
     """The step's parts (StepParts) per candidate: those before the data-parallel passes
     (cost.step_layers.layer_parts, or `priced`: these candidates' priced already, cost.step_bound's
     taken at their rows, LayerParts.take), then the passes', the optimizer step's and the host
@@ -92,12 +85,7 @@ def time_parts(model: ModelSpec, hardware: HardwareProfile, workload: Workload, 
     `unpads_attention`: its unpad and pad passes around the attention kernel (cost.unpad_passes);
     `moe_router_dtype`: its MoE router's GEMM dtype (Megatron --moe-router-dtype, cost.router);
     `expert_row_padding`: who pads each local expert's rows for FP8 (cost.expert_padding)."""
-    return _time_parts(model, hardware, workload, c, priced, gpus_per_node=gpus_per_node, overlap=overlap,
-                       states=states, cuda_graphs=cuda_graphs, ring_impl=ring_impl, grad_sync=grad_sync,
-                       loss_bytes_per_logit=loss_bytes_per_logit, sequence_parallel=sequence_parallel,
-                       sums_sequence_parallel_grads=sums_sequence_parallel_grads, partial_tp_grads=partial_tp_grads,
-                       tp_gathers=tp_gathers, unpads_attention=unpads_attention, moe_router_dtype=moe_router_dtype,
-                       expert_row_padding=expert_row_padding)[0]
+    return _time_parts(model, hardware, workload, c, priced, **options)[0]
 
 
 def _time_parts(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
