@@ -2,15 +2,16 @@
 
 import inspect
 
-from sp_planner.cost.step import time_parts
+from sp_planner.cost.step import _time_parts
 from sp_planner.cost.step_layers import layer_parts
 from sp_planner.cost.step_options import LayerOptions, StepOptions
 
 
 def test_step_options_are_time_parts_options():
-    # Every keyword option time_parts takes (its `priced` layers are positional), gpus_per_node
-    # the one without a default, so time_columns(**options) can leave none out of the checks.
-    params = inspect.signature(time_parts).parameters
+    # Every keyword option time_parts and time_columns take (as StepOptions, handed to
+    # _time_parts, which spells them out; its `priced` layers are positional), gpus_per_node the
+    # one without a default, so time_columns(**options) can leave none out of the checks.
+    params = inspect.signature(_time_parts).parameters
     keyword = {name for name, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
     assert set(StepOptions.__annotations__) == keyword
     required = {name for name in keyword if params[name].default is inspect.Parameter.empty}
