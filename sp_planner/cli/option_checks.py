@@ -16,6 +16,7 @@ from sp_planner.flags import deepspeed
 from sp_planner.flags.base import (
     CAPACITY_FRAMEWORKS,
     FlagChoices,
+    MEGATRON_ONLY_OPTION_FRAMEWORKS,
     MLA_UP_PROJ_FRAMEWORKS,
     MODULE_RECOMPUTE_FRAMEWORKS,
     MTP_FRAMEWORKS,
@@ -142,44 +143,59 @@ def check_framework_version(framework: str, version: str | None) -> None:
                              "(the default, 0.3.x) or 0.2.2 (0.2.x)")
 
 
+def _use(frameworks: tuple[str, ...], instead: str, *, npu: bool) -> str:
+    """The advice for an option only `frameworks` take: those of them that run on the profile's
+    chips (Megatron-LM's flags are for CUDA GPUs and reach Ascend NPUs only through MindSpeed,
+    cli.question.framework_device_note; MindSpeed runs on NPUs alone), or that none does there;
+    `instead` is the other fix ("leave out --mtp-layers")."""
+    runs = tuple(f for f in frameworks if f == "mindspeed") if npu else frameworks
+    if runs:
+        return f"use --framework {' or '.join(runs)}, or {instead}"
+    return f"on Ascend NPUs only --framework mindspeed runs, and it does not take it: {instead}"
+
+
 def check_framework_options(framework: str, *, moe_dispatcher: MoEDispatcher, mtp_layers: int,
                             recompute: Recompute | None, bf16_adam_moments: bool, cpu_offload_layers: int,
-                            precision: str, moe_capacity_factor: float | None = None) -> None:
+                            precision: str, moe_capacity_factor: float | None = None, npu: bool = False) -> None:
     """Options whose flags only some frameworks emit, refused for the others (`framework` "all"
-    takes every one)."""
+    takes every one); the advice names only frameworks that run on the chips (`npu`: Ascend NPUs,
+    cost.families.on_npu)."""
     if moe_capacity_factor is not None and framework not in (*CAPACITY_FRAMEWORKS, "all"):
         # Every plan would be refused by the framework's flags after a whole search (exit 1).
         raise UserInputError(f"--moe-capacity-factor is Megatron's --moe-expert-capacity-factor, which sp-plan does "
-                             f"not emit for {framework}; use --framework megatron or "
-                             "mindspeed, or leave out --moe-capacity-factor")
+                             f"not emit for {framework}; "
+                             f"{_use(CAPACITY_FRAMEWORKS, 'leave out --moe-capacity-factor', npu=npu)}")
     if framework == "deepspeed" and precision != "auto" and deepspeed.precision_failure(precision) is not None:
         raise UserInputError(f"--precision {precision}: {deepspeed.NO_FP8}")
     if moe_dispatcher != "alltoall" and framework not in ("megatron", "all"):
         raise UserInputError(f"--moe-dispatcher {moe_dispatcher} is Megatron's flex dispatcher, and {framework} "
-                             "has no such backend; use --framework megatron, or leave out --moe-dispatcher")
+                             f"has no such backend; {_use(('megatron',), 'leave out --moe-dispatcher', npu=npu)}")
     if mtp_layers and framework not in (*MTP_FRAMEWORKS, "all"):
         raise UserInputError(f"--mtp-layers is Megatron's --mtp-num-layers, and {framework} has no multi-token "
-                             "prediction; use --framework megatron or mindspeed, or leave out --mtp-layers")
+                             f"prediction; {_use(MTP_FRAMEWORKS, 'leave out --mtp-layers', npu=npu)}")
     if recompute in MLA_UP_PROJ_RECOMPUTES and framework not in (*MLA_UP_PROJ_FRAMEWORKS, "all"):
         raise UserInputError(f"--recompute {recompute} is Megatron's --recompute-modules "
                              f"{' '.join(RECOMPUTE_MODULES[recompute])}, and {framework} "
-                             "has no recompute of MLA's up-projections alone; use --framework megatron or mindspeed, "
-                             "or --recompute selective or full")
+                             "has no recompute of MLA's up-projections alone; "
+                             f"{_use(MLA_UP_PROJ_FRAMEWORKS, '--recompute selective or full', npu=npu)}")
     if recompute in MOE_MODULE_RECOMPUTES and framework not in (*MODULE_RECOMPUTE_FRAMEWORKS, "all"):
         raise UserInputError(f"--recompute {recompute} is Megatron's --recompute-modules "
                              f"{' '.join(RECOMPUTE_MODULES[recompute])}, and {framework} has no recompute of the MoE "
-                             "activation or norms alone; use --framework megatron or mindspeed, or --recompute "
-                             "selective or full")
+                             "activation or norms alone; "
+                             f"{_use(MODULE_RECOMPUTE_FRAMEWORKS, '--recompute selective or full', npu=npu)}")
     if recompute in MLP_RECOMPUTES and framework not in (*MODULE_RECOMPUTE_FRAMEWORKS, "all"):
         raise UserInputError(f"--recompute {recompute} is Megatron's --recompute-modules "
                              f"{' '.join(RECOMPUTE_MODULES[recompute])}, and {framework} has no recompute of the "
-                             "dense MLP alone; use --framework megatron or mindspeed, or --recompute selective or full")
+                             "dense MLP alone; "
+                             f"{_use(MODULE_RECOMPUTE_FRAMEWORKS, '--recompute selective or full', npu=npu)}")
     if bf16_adam_moments and framework not in ("megatron", "all"):
         raise UserInputError(f"--bf16-adam-moments is Megatron's --use-precision-aware-optimizer, which sp-plan does "
-                             f"not emit for {framework}; use --framework megatron")
+                             f"not emit for {framework}; "
+                             f"{_use(MEGATRON_ONLY_OPTION_FRAMEWORKS, 'leave out --bf16-adam-moments', npu=npu)}")
     if cpu_offload_layers and framework not in ("megatron", "all"):
         raise UserInputError(f"--cpu-offload-layers is Megatron's --cpu-offloading-num-layers, which sp-plan does "
-                             f"not emit for {framework}; use --framework megatron")
+                             f"not emit for {framework}; "
+                             f"{_use(MEGATRON_ONLY_OPTION_FRAMEWORKS, 'leave out --cpu-offload-layers', npu=npu)}")
 
 
 def check_plan_file_framework(framework: str, *, writes_plan_file: bool, choices: FlagChoices, model: ModelSpec,

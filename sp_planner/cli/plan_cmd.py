@@ -23,6 +23,7 @@ from sp_planner.cli.plan_notes import plan_notes
 from sp_planner.cli.question import check_outputs, default_batch_note, resolve_question
 from sp_planner.cli.terminal import write_note
 from sp_planner.cost.attention_kernels import AttentionKernel
+from sp_planner.cost.families import on_npu
 from sp_planner.errors import UserInputError
 from sp_planner.flags.base import Framework as FrameworkName
 from sp_planner.flags.launch import Launcher
@@ -243,7 +244,8 @@ def plan(
     check_framework_version(framework, framework_version)
     check_framework_options(framework, moe_dispatcher=moe_dispatcher, mtp_layers=mtp_layers, recompute=recompute,
                             bf16_adam_moments=bf16_adam_moments, cpu_offload_layers=cpu_offload_layers,
-                            precision=precision, moe_capacity_factor=moe_capacity_factor)
+                            precision=precision, moe_capacity_factor=moe_capacity_factor,
+                            npu=on_npu(question.hardware))
     check_model_framework(framework, question.model)
     setup = set_up_kernel(question, framework=framework, attention_kernel=attention_kernel,
                           framework_version=framework_version, ulysses=ulysses, ring=ring, fp8_attention=fp8_attention)

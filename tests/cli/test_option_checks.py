@@ -6,6 +6,7 @@ import pytest
 
 from sp_planner.cli.option_checks import check_framework_options, resolve_fp8_recipe
 from sp_planner.errors import UserInputError
+from tests.cli.conftest import assert_one_line_error
 
 
 @pytest.mark.parametrize(("given", "framework", "precision", "expected"), [
@@ -65,6 +66,41 @@ def test_options_only_some_frameworks_emit(update, framework, message):
     if "moe_capacity_factor" in update:  # MindSpeed takes Megatron's flag
         check_framework_options("mindspeed", **options)
 
+
+@pytest.mark.parametrize(("update", "framework", "fix"), [
+    # Megatron-LM's flags are for CUDA GPUs: on Ascend NPUs the advice names MindSpeed alone, where
+    # MindSpeed takes the option (flags.base.MTP_FRAMEWORKS and the like) ...
+    ({"mtp_layers": 1}, "deepspeed", "use --framework mindspeed, or leave out --mtp-layers"),
+    ({"recompute": "mlp"}, "torchtitan", "use --framework mindspeed, or --recompute selective or full"),
+    ({"recompute": "moe_act"}, "yunchang", "use --framework mindspeed, or --recompute selective or full"),
+    ({"recompute": "mla_up_proj"}, "deepspeed", "use --framework mindspeed, or --recompute selective or full"),
+    ({"moe_capacity_factor": 1.0}, "torchtitan", "use --framework mindspeed, or leave out --moe-capacity-factor"),
+    # ... and else says no framework for NPUs takes it (sp-plan emits these for Megatron-LM alone).
+    ({"bf16_adam_moments": True}, "mindspeed", "on Ascend NPUs only --framework mindspeed runs, and it does not take "
+                                               "it: leave out --bf16-adam-moments"),
+    ({"cpu_offload_layers": 2}, "deepspeed", "on Ascend NPUs only --framework mindspeed runs, and it does not take "
+                                             "it: leave out --cpu-offload-layers"),
+    ({"moe_dispatcher": "deepep"}, "mindspeed", "on Ascend NPUs only --framework mindspeed runs, and it does not "
+                                                "take it: leave out --moe-dispatcher"),
+])
+def test_on_npus_the_advice_names_only_frameworks_for_npus(update, framework, fix):
+    options = {**PLAIN, **update}
+    with pytest.raises(UserInputError) as refused:
+        check_framework_options(framework, **options, npu=True)
+    assert str(refused.value).endswith(f"; {fix}")
+    assert "megatron" not in str(refused.value).split("; ")[-1]
+    with pytest.raises(UserInputError) as on_gpus:
+        check_framework_options(framework, **options)
+    assert "use --framework megatron" in str(on_gpus.value)
+
+
+def test_sp_plan_on_ascend_advises_no_gpu_framework(sp_plan):
+    # sp-plan read the chips: it advised --framework megatron, whose flags are for CUDA GPUs.
+    result = sp_plan("--model", "llama3-8b", "--hardware", "ascend-910b", "--nodes", "2", "--seq-len", "8k",
+                     "--framework", "mindspeed", "--bf16-adam-moments")
+    assert_one_line_error(result, "which sp-plan does not emit for mindspeed; on Ascend NPUs only --framework "
+                                  "mindspeed runs, and it does not take it: leave out --bf16-adam-moments")
+    assert "megatron" not in result.stderr.split("; ")[-1]
 
 
 @pytest.mark.parametrize("framework", ["deepspeed", "yunchang", "torchtitan", "mindspeed"])
