@@ -44,6 +44,9 @@ class FitSuggestion(FrozenModel):
     option: str  # the sp-plan option that makes the change, e.g. "--nodes 4"
     description: str
     estimate: PlanEstimate  # the best plan that fits with the change
+    # The global batch its search ran with (a change of nodes or length moves a default batch, and
+    # "global_batch" is one): its micro-batches per step price the interleaved group.
+    global_batch: int
 
 
 
@@ -91,9 +94,11 @@ def suggest_fits(
 
     found: list[FitSuggestion] = []
 
-    def offer(change: str, option: str, description: str, est: PlanEstimate | None) -> bool:
+    def offer(change: str, option: str, description: str, est: PlanEstimate | None,
+              global_batch: int = workload.global_batch) -> bool:
         if est is not None:
-            found.append(FitSuggestion(change=change, option=option, description=description, estimate=est))
+            found.append(FitSuggestion(change=change, option=option, description=description, estimate=est,
+                                       global_batch=global_batch))
         return est is not None
 
     # An unpinned option was already searched over, so only pinned ones are worth relaxing. Offloading
@@ -130,22 +135,26 @@ def suggest_fits(
         offer("unpin", "without " + " ".join(f"--{axis}" for axis in pinned),
               "letting the search choose " + ", ".join(pinned), best_fit(changes={axis: None for axis in pinned}))
 
+    def nodes_batch(count: int) -> int:
+        # As `--nodes count` alone would run: the default batch if it was the default.
+        return (default_global_batch(workload.seq_len, count * gpus_per_node) if batch_scales_with_gpus
+                else workload.global_batch)
+
     def on_nodes(count: int) -> PlanEstimate | None:
-        # As `--nodes count` alone would run: the same pins, and the default batch if it was the default.
-        batch = (default_global_batch(workload.seq_len, count * gpus_per_node) if batch_scales_with_gpus
-                 else workload.global_batch)
-        return best_fit(nodes=count, load=workload.model_copy(update={"global_batch": batch}))
+        # As `--nodes count` alone would run: the same pins and batch.
+        return best_fit(nodes=count, load=workload.model_copy(update={"global_batch": nodes_batch(count)}))
 
     nodes = _fewest_nodes(num_nodes, on_nodes)
     if nodes is not None:
         count, exhaustive, est = nodes
         fewest = "" if exhaustive else " (the fewest of the doublings of --nodes checked)"
-        offer("nodes", f"--nodes {count}", f"would fit on {count} nodes ({count * gpus_per_node} GPUs){fewest}", est)
+        offer("nodes", f"--nodes {count}", f"would fit on {count} nodes ({count * gpus_per_node} GPUs){fewest}", est,
+              nodes_batch(count))
     # Fewer nodes, where the count's awkward factors are what leave no plan: the nearest rounder count.
     for count in _rounder_counts(num_nodes):
         power = count & -count
         if offer("nodes", f"--nodes {count}", f"would fit on {count} nodes ({count * gpus_per_node} GPUs), a rounder "
-                 f"count ({power} x {count // power}) below {num_nodes}", on_nodes(count)):
+                 f"count ({power} x {count // power}) below {num_nodes}", on_nodes(count), nodes_batch(count)):
             break
     # Interleaving needs at least pp micro-batches (Megatron's micro-batch group lies in [pp, m]; plan
     # rule vpp): the batches that make m a multiple of pp.
@@ -156,13 +165,15 @@ def suggest_fits(
             if offer("global_batch", f"--global-batch {batch}",
                      f"with --global-batch {batch} the closest plan's {m} micro-batches fill groups of pp "
                      f"{closest.pp} (interleaved 1F1B)",
-                     best_fit(load=workload.model_copy(update={"global_batch": batch}))):
+                     best_fit(load=workload.model_copy(update={"global_batch": batch})), batch):
                 break
-    def at_length(length: int) -> PlanEstimate | None:
+    def length_batch(length: int) -> int:
         # As `--seq-len length` alone would run: a default batch is a token budget, so it follows.
-        batch = (default_global_batch(length, num_nodes * gpus_per_node) if batch_scales_with_gpus
-                 else workload.global_batch)
-        return best_fit(load=workload.model_copy(update={"seq_len": length, "global_batch": batch}))
+        return (default_global_batch(length, num_nodes * gpus_per_node) if batch_scales_with_gpus
+                else workload.global_batch)
+
+    def at_length(length: int) -> PlanEstimate | None:
+        return best_fit(load=workload.model_copy(update={"seq_len": length, "global_batch": length_batch(length)}))
 
     # A length the sequence splits cannot divide (100,001 tokens: none of 2 or more) rules out every
     # plan that shards the sequence: the nearest lengths below and above that more splits divide.
@@ -175,13 +186,14 @@ def suggest_fits(
                 label = format_tokens(length)
                 rounded_below = rounded_below or length < workload.seq_len
                 offer("seq_len", f"--seq-len {label.lower()}", f"a sequence of {label} tokens, a multiple of "
-                      f"{rounded.plan.seq_len_divisor()} (the best plan's sequence split), would fit", rounded)
+                      f"{rounded.plan.seq_len_divisor()} (the best plan's sequence split), would fit", rounded,
+                      length_batch(length))
                 break
     # The longest halving, where no rounding down fits (that one is longer).
     for shorter in () if rounded_below else _halvings(workload.seq_len):
         label = format_tokens(shorter)
         if offer("seq_len", f"--seq-len {label.lower()}", f"a sequence of {label} tokens would fit",
-                 at_length(shorter)):
+                 at_length(shorter), length_batch(shorter)):
             break
     return tuple(found)
 

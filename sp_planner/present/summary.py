@@ -178,7 +178,10 @@ def suggestion_entry(suggestion: FitSuggestion) -> dict[str, Any]:
         "change": suggestion.change,
         "option": suggestion.option,
         "description": suggestion.description,
-        "plan": est.plan.model_dump(),
+        # The micro-batch group priced at the suggestion's own global batch, as plan_entry's.
+        "plan": {**est.plan.model_dump(),
+                 "vpp_group": priced_group(est.plan.pp, est.plan.vpp,
+                                           est.plan.num_micro_batches_of(suggestion.global_batch))},
         "memory_peak_bytes": est.memory_peak_bytes,
         "step_time_s": est.step_time_s,
     }

@@ -161,3 +161,19 @@ def test_where_a_rule_refuses_every_plan_the_answer_names_the_rule_not_memory(sp
             "(Megatron schedules.py: the micro-batch group size lies in [pp, m]); use a global batch of 4 or more "
             "(m 4).") in text
     assert "GiB per GPU against" not in text and "The closest" not in text
+
+
+def test_interleaved_suggestions_carry_the_group_priced_at_their_own_batch(sp_plan):
+    # fit_suggestions[].plan.vpp_group was null for interleaved plans (every other plan entry carries
+    # the priced group). "--global-batch 4" changes m from 3 to 4: pp 4 prices groups of 4; "without
+    # --tp --pp" keeps batch 3 at dp 1: pp 2 prices m 3 in one group of 3 (pipeline_order.priced_group).
+    args = ["--model", "llama3-8b", "--hardware", "h100", "--nodes", "1", "--seq-len", "8k", "--pp", "4", "--vpp",
+            "2", "--tp", "2", "--global-batch", "3"]
+    result = sp_plan(*args, "--format", "json")
+    assert result.exit_code == 1
+    suggestions = json.loads(result.stdout)["fit_suggestions"]
+    assert [(s["option"], s["plan"]["pp"], s["plan"]["vpp"], s["plan"]["dp"], s["plan"]["vpp_group"])
+            for s in suggestions] == [("without --tp --pp", 2, 2, 1, 3), ("--global-batch 4", 4, 2, 1, 4)]
+    for suggestion in suggestions:  # the plan that sp-plan with the change prints, group and all
+        rerun = sp_plan(*_with_option(args, suggestion["option"]), "--format", "json", "--top", "1")
+        assert json.loads(rerun.stdout)["plans"][0]["vpp_group"] == suggestion["plan"]["vpp_group"]

@@ -127,3 +127,19 @@ def test_a_framework_plan_equal_to_a_ranked_one_is_described_once(monkeypatch):
     assert doc["framework_plans"] == [doc["plans"][0], doc["plans"][2], _finite(real(
         slower, model=MODEL, workload=WORKLOAD, num_nodes=1, gpus_per_node=8))]
     assert doc["framework_plans"][2]["step_time_s"] == 2 * doc["plans"][1]["step_time_s"]
+
+
+def test_a_suggestion_prices_its_group_at_its_own_global_batch():
+    # pp 2 x vpp 2 at dp 1: the question's 3 micro-batches are one group of 3, the suggestion's
+    # batch of 4 is groups of pp 2 (pipeline_order.priced_group); before, null.
+    from sp_planner.present.advice import FitSuggestion
+    from sp_planner.present.summary import suggestion_entry
+
+    pins = Pins(tp=4, pp=2, vpp=2, ulysses=1, ring=1)
+    load = Workload(seq_len=8 * 1024, global_batch=3)
+    est = search(MODEL, HARDWARE, load, num_nodes=1, gpus_per_node=8, pins=pins, top_k=1).ranked[0]
+    assert (est.plan.dp, est.plan.micro_batch) == (1, 1)
+    for batch, group in ((3, 3), (4, 2)):
+        fix = FitSuggestion(change="global_batch", option=f"--global-batch {batch}", description="",
+                            estimate=est, global_batch=batch)
+        assert suggestion_entry(fix)["plan"]["vpp_group"] == group

@@ -138,7 +138,7 @@ def test_closest_and_fixes_reports_the_overshoot_and_each_checked_fix():
     over = _estimate(ParallelPlan(ulysses=8), attention_s=6.0, ulysses_s=2.0, activations_gib=92.0, fits=False,
                      reason="oom")  # 100 GiB: 20 GiB over 80
     fix = FitSuggestion(change="nodes", option="--nodes 4", description="would fit on 4 nodes (32 GPUs)",
-                        estimate=BEST)
+                        estimate=BEST, global_batch=4)
     text = closest_and_fixes([over], A800, [fix])
     lines = text.splitlines()
     assert lines[0].startswith("No plan fits. The closest is tp 1 x ulysses 8 x ring 1 x dp 1 x pp 1")
@@ -157,7 +157,7 @@ def test_closest_names_the_rule_where_every_plan_breaks_one_and_memory_where_it_
                      reason="vpp: vpp 2 (interleaved 1F1B) needs at least pp 4 micro-batches per step, has 3; "
                             "use a global batch of 4 or more (m 4)")
     fix = FitSuggestion(change="global_batch", option="--global-batch 4", description="fills groups of pp",
-                        estimate=BEST)
+                        estimate=BEST, global_batch=4)
     assert closest_and_fixes([rule], A800, [fix]).splitlines()[0] == (
         "No plan can run: each breaks a rule, whatever its memory. The first, tp 2 x ulysses 1 x ring 1 x dp 1 "
         "x pp 4, ZeRO-1, no recompute, micro batch 1, 2 virtual stages per rank, breaks the vpp rule: vpp 2 "
