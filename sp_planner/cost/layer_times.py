@@ -45,7 +45,7 @@ from sp_planner.layout import CP_AXES, axis_stride, group_size
 from sp_planner.cost.activations import sequence_parallel_region_tokens
 from sp_planner.cost.mla_recompute import mla_up_proj_recompute_s
 from sp_planner.cost.module_recompute import module_recompute_s
-from sp_planner.cost.mlp_recompute import mlp_recompute_s
+from sp_planner.cost.mlp_recompute import mlp_recompute_comm_s, mlp_recompute_s
 from sp_planner.recompute import recomputes_mla_up_proj, recomputes_mlp, recomputes_moe_act
 from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_SELECTIVE
 from sp_planner.candidates import Candidates
@@ -104,7 +104,7 @@ class LayerTimes(NamedTuple):
     # The recompute that runs before the MLP's backward GEMMs (cost.mlp_recompute, cost.module_recompute):
     # recompute_s but for mla_up_proj's up-projections, which run after them (backward_lead_s).
     recompute_mlp_s: np.ndarray | float = 0.0
-    # Of recompute_s, the collectives a full (TP, MoE dispatch/combine) or selective recompute's
+    # Of recompute_s, the collectives a full (TP, MoE dispatch/combine), mlp (TP) or selective recompute's
     # forward runs again (Ulysses' all-to-alls, exposed ring transfers): shown with their kind's
     # communication, as the docs' TP and dispatch/combine rows and sp-simulate count them (cost.step_layers).
     recompute_tp_s: np.ndarray | float = 0.0
@@ -200,7 +200,9 @@ def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
         recompute_mlp_s=np.where(recomputes_mla_up_proj(recompute), mlp_again, recompute_layer),
         fwd_s=gemm_fwd + attn.fwd_s + tp_fwd + moe_fwd,
         bwd_s=gemm_bwd + attn.bwd_s + tp_bwd + recompute_layer + moe_bwd,
-        recompute_tp_s=np.where(full, tp_fwd, 0.0), recompute_moe_s=np.where(full, moe_fwd, 0.0),
+        recompute_tp_s=np.where(full, tp_fwd, 0.0) + mlp_recompute_comm_s(
+            model, tp_all_gather_s=ag, tp_reduce_scatter_s=rs, recompute=recompute),
+        recompute_moe_s=np.where(full, moe_fwd, 0.0),
         recompute_ulysses_s=np.where(full | selective, attn.fwd_ulysses_s, 0.0),
         recompute_ring_s=np.where(full | selective, attn.fwd_ring_exposed_s, 0.0),
     )

@@ -69,9 +69,20 @@ def mlp_recompute_s(model: ModelSpec, *, gemm_fwd_s, tp_all_gather_s, tp_reduce_
     """Seconds per layer and micro-batch backward spends re-running the dense MLP: its share of the
     layer's forward GEMM time (`gemm_fwd_s`, cost.gemm_work) and its TP all-gather and
     reduce-scatter again (0 without sequence parallelism is the caller's: pass the seconds it pays)."""
-    again = dense_mlp_gemm_share(model) * np.asarray(gemm_fwd_s) \
-        + dense_mlp_fraction(model) * (np.asarray(tp_all_gather_s) + np.asarray(tp_reduce_scatter_s))
+    tp_again = _tp_again_s(model, tp_all_gather_s, tp_reduce_scatter_s)
+    again = dense_mlp_gemm_share(model) * np.asarray(gemm_fwd_s) + tp_again
     return np.where(recomputes_mlp(recompute), again, 0.0)
+
+
+def mlp_recompute_comm_s(model: ModelSpec, *, tp_all_gather_s, tp_reduce_scatter_s, recompute):
+    """Of mlp_recompute_s, the TP all-gather and reduce-scatter run again: the breakdown shows them
+    with TP communication, as every recomputed collective (LayerTimes.recompute_tp_s)."""
+    return np.where(recomputes_mlp(recompute), _tp_again_s(model, tp_all_gather_s, tp_reduce_scatter_s), 0.0)
+
+
+def _tp_again_s(model: ModelSpec, tp_all_gather_s, tp_reduce_scatter_s):
+    """The dense layers' share of one TP all-gather and one reduce-scatter (cost.tp_calls)."""
+    return dense_mlp_fraction(model) * (np.asarray(tp_all_gather_s) + np.asarray(tp_reduce_scatter_s))
 
 
 def mlp_recompute_layers(model: ModelSpec, *, layers, recompute):

@@ -10,7 +10,8 @@ import pytest
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.activations import activation_bytes_per_layer, saved_activation_bytes_per_layer
 from sp_planner.cost.flops import hardware_flops_per_step
-from sp_planner.cost.mlp_recompute import dense_mlp_gemm_share, mlp_recompute_layers, mlp_recompute_s
+from sp_planner.cost.mlp_recompute import (dense_mlp_gemm_share, mlp_recompute_comm_s, mlp_recompute_layers,
+                                           mlp_recompute_s)
 from sp_planner.cost.tp_calls import tp_calls_per_step
 from sp_planner.plan import RECOMPUTE, RECOMPUTE_NONE, ParallelPlan, violations
 from sp_planner.recompute import RECOMPUTE_MLA_UP_PROJ, RECOMPUTE_MLA_UP_PROJ_MLP, RECOMPUTE_MLP
@@ -75,6 +76,42 @@ def test_rerun_is_the_mlp_gemm_share_and_one_tp_all_gather_and_reduce_scatter():
     # The hardware FLOPs count the dense MLP GEMMs again: 2 x 3 x 4096 x 14336 a token, 32 layers.
     none, mlp = hardware_flops_per_step(LLAMA, seq_len=4096, global_batch=1, causal=True, recompute=codes)
     assert mlp - none == pytest.approx(32 * 2 * 3 * 4096 * 14336 * 4096)
+
+
+def test_the_reruns_tp_collectives_are_its_communication_share():
+    # Of the rerun's share + 0.3 s, the 0.1 s all-gather and 0.2 s reduce-scatter (DeepSeek-V3: 3 of
+    # 61 layers' worth, under mla_up_proj+mlp only).
+    codes = np.array([RECOMPUTE_NONE, RECOMPUTE_MLP])
+    assert mlp_recompute_comm_s(LLAMA, tp_all_gather_s=0.1, tp_reduce_scatter_s=0.2,
+                                recompute=codes) == pytest.approx([0.0, 0.3])
+    dsv3 = mlp_recompute_comm_s(DSV3, tp_all_gather_s=0.1, tp_reduce_scatter_s=0.2,
+                                recompute=np.array([RECOMPUTE_MLA_UP_PROJ, RECOMPUTE_MLA_UP_PROJ_MLP]))
+    assert dsv3 == pytest.approx([0.0, 3 / 61 * 0.3])
+
+
+def test_the_breakdown_shows_the_reruns_tp_collectives_as_tp_communication_at_the_same_step():
+    # sp-plan counted them under recomputation (llama3-8b, a800, 1 node, 32k, tp 4, --recompute mlp:
+    # recomputation 31.00 s, TP 30.73 s; now 24.95 s and 36.78 s, the step 244.12 s either way), as
+    # every other recomputed collective moves since 8e244403 (LayerParts.recompute_comm).
+    from sp_planner.cost.step import _time_parts, time_columns
+    from sp_planner.cost.step_columns import step_columns
+
+    workload = Workload(seq_len=16384, global_batch=16)
+    c = Candidates.concat([Candidates.of_plan(p) for p in (ParallelPlan(tp=4, dp=2, recompute="mlp"),
+                                                           ParallelPlan(tp=4, dp=2, recompute="none"),
+                                                           ParallelPlan(tp=1, ulysses=8, recompute="mlp"))])
+    parts, lp = _time_parts(LLAMA, H100, workload, c, gpus_per_node=8)
+    unmoved = step_columns(LLAMA, H100, workload, c, parts)
+    shown = time_columns(LLAMA, H100, workload, c, gpus_per_node=8)
+    assert np.array_equal(shown.step_time_s, unmoved.step_time_s)
+    to_tp = np.asarray(shown.time.tp_comm_s) - np.asarray(unmoved.time.tp_comm_s)
+    from_recompute = np.asarray(unmoved.time.recompute_s) - np.asarray(shown.time.recompute_s)
+    # m x layers x the dense share (all of Llama's layers) of one all-gather and reduce-scatter; none
+    # without the recompute or without TP.
+    again = lp.micro_batches * lp.layers * (lp.stage.first.tp_all_gather_s + lp.stage.first.tp_reduce_scatter_s)
+    np.testing.assert_allclose(to_tp, [np.broadcast_to(again, (3,))[0], 0.0, 0.0], rtol=1e-12, atol=0.0)
+    assert to_tp[0] > 0
+    np.testing.assert_allclose(from_recompute, to_tp, rtol=1e-12)
 
 
 def test_each_recomputed_layer_calls_one_tp_all_gather_and_reduce_scatter_again():
