@@ -73,6 +73,11 @@ def bus_factor(collective: str, group_size: int) -> float:
     raise ValueError(f"unknown collective {collective!r}")
 
 
+def all_reduce_shares(group_sizes) -> np.ndarray:
+    """bus_factor("all_reduce", n) for each group size in `group_sizes` (candidate columns)."""
+    return np.vectorize(lambda n: bus_factor("all_reduce", int(n)), otypes=[np.float64])(np.asarray(group_sizes))
+
+
 def latency_steps(collective: str, group_size: int) -> int:
     """Link hops in sequence, as cost.links charges latency: a ring all-gather or reduce-scatter
     takes n-1 steps, an all-reduce 2(n-1), an all-to-all and a p2p step one."""

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sp_planner.cost.collective_sizes import bus_factor
+from sp_planner.cost.collective_sizes import all_reduce_shares
 from sp_planner.cost.dtypes import BF16_BYTES, FP32_BYTES
 from sp_planner.cost.fsdp import grad_reduces_per_step, stage_synced
 from sp_planner.cost.links import ring_collective_time_s
@@ -69,9 +69,8 @@ def partial_grad_elem_bytes(c, pp_stage_grad_sync: bool):
 def _calls(model: ModelSpec, c, micro_batches, pp_stage_grad_sync: bool):
     """(bytes each rank sends per call by parameter size, {size: calls per reducing micro-batch},
     reducing rounds a step), per candidate: each rank sends 2 (tp - 1) / tp x a gradient
-    (cost.collective_sizes.bus_factor)."""
-    tp = np.asarray(c.tp)
-    share = np.vectorize(lambda n: bus_factor("all_reduce", int(n)), otypes=[np.float64])(tp)
+    (cost.collective_sizes.all_reduce_shares)."""
+    share = all_reduce_shares(c.tp)
     elem = partial_grad_elem_bytes(c, pp_stage_grad_sync)
     calls = partial_grad_calls(model, candidate_stage_layers(model, c).first, c.pp)
     return share * elem, calls, grad_reduces_per_step(c, micro_batches, pp_stage_grad_sync)

@@ -48,7 +48,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from sp_planner.cost.collective_sizes import bus_factor
+from sp_planner.cost.collective_sizes import all_reduce_shares
 from sp_planner.cost.fsdp import shard_group_size
 from sp_planner.cost.links import ring_collective_time_s
 from sp_planner.cost.moe import mlp_layer_is_moe
@@ -121,8 +121,8 @@ def replicated_grad_bytes(model: ModelSpec, c, states: TrainingStates, *, seq_le
 def replicated_sent_bytes(model: ModelSpec, c, states: TrainingStates, *, seq_len: int,
                           sums_sequence_parallel: bool, sequence_parallel: bool) -> ReplicatedGrads:
     """Bytes each rank sends in each call: 2 (tp - 1) / tp x its buffer (a ring all-reduce,
-    cost.collective_sizes.bus_factor); the keywords replicated_grad_bytes'."""
-    share = np.vectorize(lambda n: bus_factor("all_reduce", int(n)), otypes=[np.float64])(np.asarray(c.tp))
+    cost.collective_sizes.all_reduce_shares); the keywords replicated_grad_bytes'."""
+    share = all_reduce_shares(c.tp)
     buffers = replicated_grad_bytes(model, c, states, seq_len=seq_len, sums_sequence_parallel=sums_sequence_parallel,
                                     sequence_parallel=sequence_parallel)
     return ReplicatedGrads(*(share * b for b in buffers))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from sp_planner.catalog import load_hardware, load_model
-from sp_planner.cost.collective_sizes import SIZED_COLLECTIVES, bus_factor, latency_steps, size_factor
+from sp_planner.cost.collective_sizes import SIZED_COLLECTIVES, all_reduce_shares, bus_factor, latency_steps, size_factor
 from sp_planner.cost.links import all_to_all_time_s, intra_sized, ring_alpha_beta_s, ring_collective_time_s
 from sp_planner.cost.moe import moe_times
 
@@ -110,3 +110,8 @@ def test_bus_factors_are_nccl_tests_conventions():
     assert bus_factor("all_to_all", 2) == 0.5
     assert bus_factor("p2p", 5) == 1.0
     assert [latency_steps(c, 8) for c in ("all_reduce", "all_gather", "all_to_all", "p2p")] == [14, 7, 1, 1]
+
+
+def test_all_reduce_shares_are_bus_factors_by_group():
+    # 2 (n - 1) / n of the tensor each rank sends in a ring all-reduce: 0, 1, 1.5 and 1.75.
+    assert all_reduce_shares([1, 2, 4, 8]).tolist() == [0.0, 1.0, 1.5, 1.75]
