@@ -5,7 +5,13 @@ import numpy as np
 import pytest
 
 from sp_planner.catalog import load_hardware, load_model
-from sp_planner.cost.collective_sizes import SIZED_COLLECTIVES, all_reduce_shares, bus_factor, latency_steps, size_factor
+from sp_planner.cost.collective_sizes import (
+    SIZED_COLLECTIVES,
+    all_reduce_shares,
+    bus_factor,
+    latency_steps,
+    size_factor,
+)
 from sp_planner.cost.links import all_to_all_time_s, intra_sized, ring_alpha_beta_s, ring_collective_time_s
 from sp_planner.cost.moe import moe_times
 
