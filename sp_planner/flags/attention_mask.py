@@ -27,8 +27,35 @@ generate_attention_mask builds a dense [mbs, 1, s, s] bool mask (lines 52-53), a
 MindSpeed-LLM's CustomDotProductAttention refuses to run (custom_dot_product_attention.py lines
 70-73); its CP algorithms bar all-gather set it themselves (mindspeed/features_manager/
 context_parallel/context_parallel_feature.py lines 51, 80; ulysses_context_parallel.py line 34).
-A non-causal plan (--attention-mask-type general) keeps MindSpeed-LLM's dense dataloader mask, which
-the plan does not count: a note says so.
+
+MindSpeed has no flag that trains a GPT model bidirectionally, so a non-causal plan is refused.
+--attention-mask-type (choices causal, general; default causal at every cp: MindSpeed-LLM
+context_parallel_feature.py lines 31-37) picks where the mask comes from, not whether it is causal:
+causal is the compressed mask above; general takes the dataloader's mask (training_basic.py lines
+26-31), which the GPT dataset builds as torch.tril(ones(s, s)) < 0.5, lower-triangular (Megatron-Core
+0.12.1's megatron/core/datasets/gpt_dataset.py lines 653-656, 692; MindSpeed-LLM's copy, lines
+321-324 and 358-360, the same), and hands to npu_fusion_attention as is at cp 1
+(custom_dot_product_attention.py lines 266-274, 409-426; sparse mode 0 with --next-tockens 0,
+fusion_attention_feature.py lines 14-19) and split per CP rank under CP
+(core/context_parallel/get_batch_utils.py lines 35-36, 59-67). MindSpeed's docs say both give the
+same result, general being the full-computation baseline (Ascend/MindSpeed
+docs/zh/features/eod-reset.md line 20; generate-mask.md lines 15 and 59: the masks are
+lower-triangular, other masks need code). Only a None mask runs npu_fusion_attention unmasked
+(docs/zh/ops/fusion_attention.md line 102), and no flag gives one to a causal layer spec.
+
+MLA keeps the compressed mask: sp-plan spells it as Megatron's --multi-latent-attention
+(flags.megatron.common_groups). MindSpeed's generate_mask.get_attention_mask, which its Transformer
+Engine and local attentions call at cp 1 (mindspeed/te/pytorch/attention/dot_product_attention/
+dot_product_attention.py lines 613-617; core/transformer/flash_attention/generate_mask/adaptor.py
+lines 26-31) and MindSpeed-LLM's all-gather CP (te_cp_dot_product_attention.py lines 250-256),
+builds an uncompressed s x s bool mask (s^2 bytes, 1 GiB at 32K) only when
+config.multi_head_latent_attention is set (generate_mask/generate_mask.py lines 44-56, 65-68): by
+MindSpeed's own spelling --multi-head-latent-attention (features_manager/transformer/
+multi_head_latent_attention/mla_feature.py lines 24-29; every arg is copied onto the config,
+core/transformer/transformer_config.py lines 185-197). MindSpeed-LLM stores that spelling as
+deprecated_multi_head_latent_attention (features_manager/arguments/deprecated_args.py lines 44,
+103-107), and its cp-1 CustomDotProductAttention takes mindspeed/model/transformer.py's mask,
+compressed for any causal run (lines 75-78).
 
 Megatron-DeepSpeed (deepspeedai/Megatron-DeepSpeed at 4efb479d) skips the mask only under a flash
 attention flag (pretrain_gpt.py line 116, skip_mask), else get_ltor_masks_and_position_ids builds it
@@ -63,24 +90,24 @@ def mask_groups(request: FlagRequest, *, mindspeed: bool = False) -> list[FlagGr
     s = request.workload.seq_len
     dense = f"{format_bytes(dense_mask_bytes(s))} a sample at {s}"
     if mindspeed:
+        # Causal: MindSpeed refuses a non-causal plan (mindspeed_non_causal_failures).
         compressed = format_bytes(dense_mask_bytes(COMPRESSED_MASK_TOKENS))
-        causal = (f", with MindSpeed's compressed {COMPRESSED_MASK_TOKENS}-by-{COMPRESSED_MASK_TOKENS} causal mask "
-                  f"({compressed}), not a dense s-by-s one ({dense})") if request.workload.causal else ""
-        return [(f"fused attention (npu_fusion_attention) as the plan times it{causal}", [USE_FLASH_ATTN])]
+        return [(f"fused attention (npu_fusion_attention) as the plan times it, with MindSpeed's compressed "
+                 f"{COMPRESSED_MASK_TOKENS}-by-{COMPRESSED_MASK_TOKENS} causal mask ({compressed}), not a dense "
+                 f"s-by-s one ({dense})", [USE_FLASH_ATTN])]
     return [(f"no dense s-by-s attention mask from the dataloader, which the plan does not count ({dense} "
              "on the GPU, 4x that in float32 on the host); the attention kernel masks causally itself",
              [NO_DATALOADER_MASK])]
 
 
-def mindspeed_mask_notes(request: FlagRequest) -> list[str]:
-    """MindSpeed-LLM's dataloader mask for a non-causal plan, whose flags say --attention-mask-type
-    general (with context parallelism: flags.mindspeed; training_basic.py lines 27-31)."""
-    if request.workload.causal or request.plan.cp == 1:
+def mindspeed_non_causal_failures(request: FlagRequest) -> list[str]:
+    """A non-causal plan, which MindSpeed's flags cannot express (module docstring)."""
+    if request.workload.causal:
         return []
-    s = request.workload.seq_len
-    return [f"With --attention-mask-type general MindSpeed-LLM builds a dense s x s mask in the dataloader "
-            f"({format_bytes(dense_mask_bytes(s))} a sample at {s}, bool), which the plan's memory does not "
-            "count."]
+    return ["a non-causal (bidirectional) plan cannot be expressed: MindSpeed trains a GPT model causally "
+            "under either --attention-mask-type (causal: its compressed causal mask; general: the "
+            "dataloader's mask, which MindSpeed-LLM's GPT dataset builds lower-triangular); plan a causal "
+            "workload (\"causal\": true)"]
 
 
 def megatron_deepspeed_mask_note(request: FlagRequest) -> str:

@@ -15,7 +15,7 @@ from sp_planner.flags.base import (
     refusal,
     supported,
 )
-from sp_planner.flags.attention_mask import mindspeed_mask_notes
+from sp_planner.flags.attention_mask import mindspeed_non_causal_failures
 from sp_planner.flags.experts import dispatcher_failures
 from sp_planner.flags.megatron import bash_array, common_failures, common_groups, common_notes, env_lines
 from sp_planner.flags.megatron_moe import expert_bias_failures, router_failures
@@ -47,8 +47,6 @@ def _algo(request: FlagRequest) -> tuple[list[str], list[str]]:
         if p.ulysses > 1:
             failures.append(f"all-gather CP under ulysses {p.ulysses} cannot be expressed: MindSpeed's "
                             "kvallgather_cp_algo is one level (no hybrid with Ulysses); use ulysses 1 or cp_comm p2p")
-        if not request.workload.causal:
-            failures.append("kvallgather_cp_algo supports only a causal mask")
         if s % (2 * p.cp) != 0:
             failures.append(f"seq_len {s} is not divisible by 2*cp = 2*{p.cp} (kvallgather_cp_algo)")
     else:
@@ -72,12 +70,11 @@ def _algo(request: FlagRequest) -> tuple[list[str], list[str]]:
         if algo[0] != "--context-parallel-algo megatron_cp_algo":
             failures.append(f"ALiBi under {algo[0].split()[-1]} cannot be expressed: MindSpeed runs ALiBi with "
                             "context parallelism only as megatron_cp_algo (ulysses 1, cp_comm p2p)")
-        elif not request.workload.causal:
-            failures.append("MindSpeed's megatron_cp_algo runs ALiBi only with a causal mask")
         else:
             algo.append("--alibi-fusion-attn-type 2")
-    mask = "causal" if request.workload.causal else "general"
-    algo.append(f"--attention-mask-type {mask}")
+    # MindSpeed-LLM's default (context_parallel_feature.py at c77308a1 lines 31-37), stated as its CP docs
+    # do; general is the same causal mask from the dataloader, not a bidirectional one (flags.attention_mask).
+    algo.append("--attention-mask-type causal")
     if p.ring > 1 and not p.allgather:
         # Recommended by the MindSpeed CP docs (docs/zh/features/hybrid-context-parallel.md).
         algo += ["--use-cp-send-recv-overlap", "--megatron-cp-in-bnsd"]
@@ -117,7 +114,8 @@ def _routing_failures(request: FlagRequest) -> list[str]:
 def render(request: FlagRequest) -> FrameworkFlags:
     algo, algo_failures = _algo(request)
     refused = refusal("mindspeed", request,
-                      lambda: common_failures(request, "MindSpeed") + algo_failures + _stage_failures(request)
+                      lambda: common_failures(request, "MindSpeed") + mindspeed_non_causal_failures(request)
+                      + algo_failures + _stage_failures(request)
                       + dispatcher_failures(request, "MindSpeed (Ascend NPUs)")
                       + _routing_failures(request) + expert_bias_failures(request)
                       + router_failures(request, "MindSpeed's Megatron-Core 0.12.1")
@@ -140,7 +138,6 @@ def render(request: FlagRequest) -> FrameworkFlags:
             *(["kvallgather_cp_algo (all-gather CP) is in MindSpeed's features path from 26.0.0 on; earlier "
                "versions have no all-gather CP."] if p.allgather and p.ring > 1 else []),
             "MindSpeed 1.0.RC2 spells --attention-mask-type as --cp-attention-mask-type.",
-            *mindspeed_mask_notes(request),
         ]
     kv_per_tp = kv_heads_per_tp_rank(m, p.tp)
     if p.ulysses > 1 and kv_per_tp % p.ulysses != 0:

@@ -35,10 +35,12 @@ def test_no_cp_has_no_algorithm_flags(build, bash_args):
     assert "--context-parallel-algo" not in args and "--attention-mask-type" not in args
 
 
-def test_non_causal_uses_general_mask(build, bash_args):
+def test_non_causal_is_refused_not_given_a_general_mask(build):
+    # general is the dataloader's lower-triangular mask, not a bidirectional one (flags.attention_mask).
     request = build.request(build.llama2_7b, 32768, 1, ulysses=2, ring=4, causal=False)
-    args = bash_args(render_flags("mindspeed", request).text, "MINDSPEED_ARGS")
-    assert args["--attention-mask-type"] == ["general"]
+    flags = render_flags("mindspeed", request)
+    assert not flags.supported and "--attention-mask-type general" not in flags.text
+    assert flags.reason.count("a non-causal (bidirectional) plan cannot be expressed") == 1
 
 
 def test_ring_algorithms_need_seq_divisible_by_2cp(build):
@@ -79,8 +81,8 @@ def test_alibi_runs_under_cp_only_as_megatron_cp_algo(build, bash_args):
     assert any("--position-embedding-type alibi" in note for note in ring.notes)
     usp = render_flags("mindspeed", build.request(alibi, 32768, 1, ulysses=2, ring=4))
     assert not usp.supported and "ALiBi under hybrid_cp_algo" in usp.reason
-    general = render_flags("mindspeed", build.request(alibi, 32768, 1, ring=8, causal=False))
-    assert not general.supported and "ALiBi only with a causal mask" in general.reason
+    bidirectional = render_flags("mindspeed", build.request(alibi, 32768, 1, ring=8, causal=False))
+    assert not bidirectional.supported and "a non-causal (bidirectional) plan" in bidirectional.reason
     # A RoPE model's flags carry none of it.
     rope = bash_args(render_flags("mindspeed", build.request(build.llama2_7b, 32768, 1, ring=8)).text, "MINDSPEED_ARGS")
     assert "--alibi-fusion-attn-type" not in rope
