@@ -84,7 +84,7 @@ def model_flops_per_step(model: ModelSpec, *, seq_len: int, global_batch: int) -
 
 
 def hardware_flops_per_step(model: ModelSpec, *, seq_len: int, global_batch: int, causal: bool,
-                            recompute) -> np.ndarray:
+                            recompute, tp=1, whole_mla_down_projections: bool = False) -> np.ndarray:
     """FLOPs actually executed: causal half of attention (DeepSeek Sparse Attention's indexer and
     sparse MLA, cost.dsa), plus the recomputed forward.
 
@@ -92,6 +92,10 @@ def hardware_flops_per_step(model: ModelSpec, *, seq_len: int, global_batch: int
     forward, full the whole layer forward, mla_up_proj MLA's up-projection GEMMs
     (cost.mla_recompute), mlp the dense layers' MLP GEMMs (cost.mlp_recompute). Counted in the
     same 3 x forward convention as the model FLOPs so the two are comparable.
+    `whole_mla_down_projections` (torchtitan, cost.tp_gathers.TpGathers): each of the `tp` ranks
+    runs MLA's down projections on every token of its TP group, as cost.gemm_work times them, so
+    the group executes them tp times, (tp - 1) x beyond the model's once, each way and again
+    under full recompute; Megatron's run each token once (cost.params.mla_tp_duplicated_params).
     """
     recompute = np.asarray(recompute)
 
@@ -110,6 +114,9 @@ def hardware_flops_per_step(model: ModelSpec, *, seq_len: int, global_batch: int
             extra = np.where(recomputes_mla_up_proj(recompute), mla_up_proj_flops_per_token(spec), extra)
         # The dense layers' fc1 and fc2 again (transformer_layer.py at d98e8a64 lines 992-1010).
         extra = extra + np.where(recomputes_mlp(recompute), dense_mlp_flops_per_token(spec), 0.0)
+        if whole_mla_down_projections:  # the other TP ranks' copies (docstring)
+            copies = (np.asarray(tp) - 1) * mla_down_proj_flops_per_token(spec)
+            extra = extra + copies * np.where(recompute == RECOMPUTE_FULL, 4.0, 3.0)
         return 3 * gemm + attn_steps + extra
 
     per_token = model.num_layers * layer(model) + 3 * logits_gemm_flops_per_token(model)

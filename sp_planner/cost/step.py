@@ -63,7 +63,9 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     """StepColumns of the candidates `c`: the parts (time_parts) summed and stretched to the MFU
     ceiling (cost.step_columns); `priced` and `options` as time_parts takes them (cost.step_options)."""
     parts, lp = _time_parts(model, hardware, workload, c, priced, **options)
-    return step_columns(model, hardware, workload, c, parts, moved=lp.recompute_comm)
+    whole_down = options.get("tp_gathers", TE_TP_GATHERS).whole_mla_down_projections
+    return step_columns(model, hardware, workload, c, parts, moved=lp.recompute_comm,
+                        whole_mla_down_projections=whole_down)
 
 
 def time_parts(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,

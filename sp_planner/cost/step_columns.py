@@ -70,15 +70,20 @@ class StepColumns(NamedTuple):
 
 
 def step_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
-                 parts: StepParts, moved: StepParts | None = None) -> StepColumns:
+                 parts: StepParts, moved: StepParts | None = None,
+                 whole_mla_down_projections: bool = False) -> StepColumns:
     """StepColumns of the candidates `c` from their StepParts (cost.step.time_columns), the MFU
     ceiling's stretch added last; `moved`: seconds the breakdown shows in another part than
-    `parts` counts them (cost.step_layers.recompute_comm_parts), after the step is summed."""
+    `parts` counts them (cost.step_layers.recompute_comm_parts), after the step is summed;
+    `whole_mla_down_projections`: the framework runs MLA's down projections whole on each TP rank
+    (cost.tp_gathers), which the executed FLOPs count as run (cost.flops.hardware_flops_per_step)
+    and the ceiling, bounding useful work, leaves out."""
     recompute, tp = c.recompute, c.tp
     world = group_size(c, GRID_ORDER)
     model_flops = model_flops_per_step(model, seq_len=workload.seq_len, global_batch=workload.global_batch)
     hw_flops = hardware_flops_per_step(model, seq_len=workload.seq_len, global_batch=workload.global_batch,
-                                       causal=workload.causal, recompute=recompute)
+                                       causal=workload.causal, recompute=recompute, tp=tp,
+                                       whole_mla_down_projections=whole_mla_down_projections)
     modelled = reduce(np.add, parts)  # left to right, as the parts are listed
     # The ceiling is per precision (a bf16 MFU record does not bound FP8 GEMMs) and bounds the
     # model's useful FLOPs as run, recompute left out as MFU leaves it out (cost.mfu_ceiling).

@@ -110,3 +110,33 @@ def test_pricing_distinct_rows_once_changes_no_bit(monkeypatch, model_name, runt
     for name, a, b in zip(deduplicated.time._fields, deduplicated.time, every_row.time):
         assert np.array_equal(a, b, equal_nan=True), name
     assert np.array_equal(deduplicated.step_time_s, every_row.step_time_s)
+
+
+def test_executed_tflops_count_torchtitans_whole_mla_down_projections():
+    # torchtitan runs MLA's down projections on every token of each TP rank (cost.tp_gathers), which
+    # its time counts; so do the executed FLOPs over that time, 7 extra copies at tp 8 (cost.flops;
+    # DeepSeek-V3 at 4k, 2 sequences: 3.18e14 FLOPs, 15.5% above the split count), and the model
+    # FLOPs not. Megatron's (TE_TP_GATHERS) are the count before.
+    from sp_planner.candidates import Candidates
+    from sp_planner.cost.flops import hardware_flops_per_step
+    from sp_planner.cost.tp_gathers import BF16_TP_GATHERS, TE_TP_GATHERS
+
+    v3, h100 = load_model("deepseek-v3"), load_hardware("h100")
+    workload = Workload(seq_len=4096, global_batch=2)
+    c = Candidates.of_plan(ParallelPlan(tp=8, dp=1, micro_batch=1))
+
+    def executed(gathers):
+        step = time_columns(v3, h100, workload, c, gpus_per_node=8, tp_gathers=gathers)
+        return float(step.hardware_tflops_per_gpu[0] * step.step_time_s[0] * 8 * 1e12), step
+
+    def counted(whole):
+        return float(hardware_flops_per_step(v3, seq_len=4096, global_batch=2, causal=True, recompute=c.recompute,
+                                             tp=c.tp, whole_mla_down_projections=whole)[0])
+
+    titan, titan_step = executed(BF16_TP_GATHERS)
+    megatron, megatron_step = executed(TE_TP_GATHERS)
+    assert titan == pytest.approx(counted(True), rel=1e-12)
+    assert megatron == pytest.approx(counted(False), rel=1e-12)
+    assert counted(True) - counted(False) == pytest.approx(61 * 7 * 30_277_632 * 3 * 4096 * 2, rel=1e-12)
+    model = model_flops_per_step(v3, seq_len=4096, global_batch=2) / 8 / 1e12
+    assert titan_step.model_tflops_per_gpu[0] * titan_step.step_time_s[0] == pytest.approx(model, rel=1e-12)
