@@ -6,10 +6,16 @@ Which: torchtitan (v0.2.2 models/llama3/infra/parallelize.py lines 181, 219, 233
 deepseek_v3/infra/parallelize.py lines 230-294; b5bcd76c models/common/decoder_sharding.py
 norm_config, "pending BWD AR handled by FSDP") makes its norms SequenceParallel (Replicate weights,
 Shard(1) inputs) and MLA's wq_a, q_norm, wkv_a, kv_norm NoParallel(use_local_output=False) on the
-gathered input. Under torch 2.13.0 DTensor all of their gradients come out Partial(sum) over TP
-(checked on 2 gloo ranks: attention_norm, wkv_a and kv_norm's grads Partial, the colwise and
-rowwise weights' Shard); the MoE router's gate (NoParallel on a local input) and the TP-sharded
-weights do not.
+gathered input. Qwen3's QK norms (RMSNorm over head_dim, ModelSpec.qk_norm) run on the rank's own
+heads with their weights whole: v0.2.2 models/qwen3/infra/parallelize.py lines 263-264 make q_norm
+and k_norm SequenceParallel(sequence_dim=2) on the colwise wq/wk output, sharded by heads (dim 2
+of (b, s, heads, head_dim)); b5bcd76c models/qwen3/sharding.py lines 82-91 give qk_norm's weight
+Replicate over TP (spmd.R) on the (tokens, heads, dim) layout sharded by heads. No collective
+forward (the input is already head-sharded). Under torch 2.13.0 DTensor all of their gradients
+come out Partial(sum) over TP (checked on 2 gloo ranks: attention_norm, wkv_a and kv_norm's
+grads Partial, the colwise and rowwise weights' Shard; q_norm behind a colwise wq, input and
+output Shard(2), weight grad Partial(sum), sp-plan's developers, stop 65); the MoE router's gate
+(NoParallel on a local input) and the TP-sharded weights do not.
 When: FSDPParamGroup.post_backward reads each parameter's unsharded_grad_data, whose
 FSDPParam._get_grad_inner_tensor redistributes Partial to Replicate (torch 2.13.0
 distributed/fsdp/_fully_shard/_fsdp_param.py lines 934-967): one funcol all_reduce per parameter,
@@ -46,9 +52,11 @@ from sp_planner.specs.model import ModelSpec
 def partial_grad_layer_params(model: ModelSpec) -> tuple[int, ...]:
     """Elements of each parameter of one decoder layer with a Partial gradient (module docstring),
     one entry a call: the two norms' weights (and biases, a LayerNorm's), then MLA's down
-    projections and latent norms (cost.params.mla_tp_duplicated_param_sizes)."""
+    projections and latent norms (cost.params.mla_tp_duplicated_param_sizes), then the QK norms'
+    weights (head_dim each, q_norm and k_norm) where the model has them."""
     h = model.hidden_size
-    return (h,) * (model.norm_params_per_layer // h) + mla_tp_duplicated_param_sizes(model)
+    qk_norms = (model.head_dim,) * 2 if model.qk_norm else ()
+    return (h,) * (model.norm_params_per_layer // h) + mla_tp_duplicated_param_sizes(model) + qk_norms
 
 
 def partial_grad_calls(model: ModelSpec, layers, pp) -> dict[int, np.ndarray]:

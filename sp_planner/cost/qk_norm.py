@@ -27,6 +27,16 @@ Costs added (a token's q_size query and kv_size key elements, all TP ranks toget
 Not counted: the norms' weights (2 x head_dim a layer, under 0.01% of any model here; their
 gradients' step-end all-reduce over tp is cost.replicated_grads'); keys replicated over tp ranks
 beyond the KV heads (the traffic counts each key head once).
+
+torchtitan runs them on the same layout: v0.2.2 models/qwen3/infra/parallelize.py lines 263-264
+(SequenceParallel(sequence_dim=2) on the colwise wq/wk output) and b5bcd76c models/qwen3/sharding.py
+lines 82-91 (weight Replicate, input and output sharded by heads) normalize each rank's own heads,
+with no collective, so the traffic and saved bytes above split over tp as Megatron's do (torch
+2.13's _fused_rms_norm saves the input and an fp32 rstd a row too). Its replicated weights'
+gradients are Partial over TP: FSDP2 all-reduces each, two calls a layer (cost.partial_tp_grads).
+The key's copy is counted for it too: b5bcd76c's fused QKV (Qwen3's default, fuse_qkv) copies q, k
+and v contiguous before the norm (models/common/attention.py lines 783-793); v0.2.2's separate wk
+copies none (4 bytes a key element high there, left).
 """
 
 from __future__ import annotations

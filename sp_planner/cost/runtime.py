@@ -68,7 +68,7 @@ class Runtime(FrozenModel):
     # gradients over TP once a step, a call of its own (cost.replicated_grads): Megatron's and
     # MindSpeed's; torchtitan's FSDP2 reduces its norms' per parameter (partial_tp_grads).
     sums_sequence_parallel_grads: bool = False
-    # Whether its norms' (and MLA's down projections') gradients are Partial DTensors over TP that
+    # Whether its norms' (QK norms', MLA's down projections') gradients are Partial DTensors over TP that
     # FSDP2 all-reduces one parameter at a time in each unit's post-backward (cost.partial_tp_grads):
     # torchtitan's.
     partial_tp_grads: bool = False

@@ -23,6 +23,7 @@ from sp_planner.specs import Workload
 H800 = load_hardware("h800")
 LLAMA = load_model("llama3-8b")  # 32 layers, h 4096, RMSNorm
 V3 = load_model("deepseek-v3")  # h 7168, q_lora_rank 1536, kv_lora_rank 512, rope head dim 64
+QWEN3 = load_model("qwen3-8b")  # 36 layers, h 4096, head_dim 128, QK norms
 
 
 def _one(**degrees) -> Candidates:
@@ -98,3 +99,20 @@ def test_only_torchtitan_runs_them_and_they_join_the_replicated_term():
     with_ = zero_read_terms(LLAMA, H800, c, layers, np.array([4]), partial_tp_grads=True, **kw)[2]
     assert float(without[0]) == 0.0
     assert float(with_[0]) == pytest.approx(_seconds(LLAMA, c, np.array([4])))
+
+
+def test_qwen3s_qk_norms_reduce_their_partial_gradients_too():
+    # q_norm and k_norm: RMSNorm weights of head_dim 128, whole on each TP rank, their gradients
+    # Partial over TP (module docstring): two more calls a layer, 36 x 2 = 72 of 128 elements at
+    # pp 1 beside the 36 x 2 + 1 = 73 of 4096.
+    assert partial_grad_layer_params(QWEN3) == (4096, 4096, 128, 128)
+    calls = partial_grad_calls(QWEN3, np.array([36]), np.array([1]))
+    assert {n: int(k[0]) for n, k in calls.items()} == {128: 72, 4096: 73}
+    # tp 8 x dp 2, FSDP, 4 micro-batches, bf16: each q/k norm call sends 2 x 7/8 x 128 x 2 B = 448 B,
+    # each hidden norm's 14,336 B; 4 x 72 latency-bound calls more than before.
+    c = _one(tp=8, dp=2, zero=3)
+    small = float(ring_collective_time_s(H800, "all_reduce", 448, 8, 1, 8))
+    big = float(ring_collective_time_s(H800, "all_reduce", 14_336, 8, 1, 8))
+    assert _seconds(QWEN3, c, 4) == pytest.approx(4 * (72 * small + 73 * big), rel=1e-12)
+    assert 4 * 72 * small > 0.2 * _seconds(QWEN3, c, 4)  # latency, not bytes: a fifth of the term or more
+    assert float(partial_grad_sent_bytes(QWEN3, c, 4, pp_stage_grad_sync=True)[0]) == 4 * (72 * 448 + 73 * 14_336)
