@@ -110,6 +110,17 @@ def mindspeed_non_causal_failures(request: FlagRequest) -> list[str]:
             "workload (\"causal\": true)"]
 
 
+def megatron_non_causal_failures(request: FlagRequest) -> list[str]:
+    """A non-causal plan, which Megatron-LM's flags cannot express: its GPT layer specs fix the
+    self-attention's attn_mask_type to AttnMaskType.causal, and no argument changes it
+    (megatron/core/models/gpt/gpt_layer_specs.py at d98e8a64, lines 120, 143, 269, 299, 322)."""
+    if request.workload.causal:
+        return []
+    return ["a non-causal (bidirectional) plan cannot be expressed: Megatron-LM's GPT layer specs fix "
+            "attn_mask_type to causal (gpt_layer_specs.py) and no flag changes it; plan a causal workload "
+            "(\"causal\": true), or run bidirectional attention with yunchang"]
+
+
 def megatron_deepspeed_mask_note(request: FlagRequest) -> str:
     """What keeps Megatron-DeepSpeed's dense mask out and runs the FA2 the plan times (module docstring)."""
     s = request.workload.seq_len

@@ -25,7 +25,7 @@ from sp_planner.flags.base import (
     plural,
     supported,
 )
-from sp_planner.flags.attention_mask import mask_groups
+from sp_planner.flags.attention_mask import mask_groups, megatron_non_causal_failures
 from sp_planner.flags.kernel_choice import megatron_backend_flags
 from sp_planner.flags.stages import pipeline_comment, pipeline_flags, pipeline_notes, precision_flags, precision_notes
 from sp_planner.flags.megatron_fsdp import data_parallel_flags, uses_fsdp
@@ -288,7 +288,7 @@ def render(request: FlagRequest) -> FrameworkFlags:
     dp_flags, dp_failures, dp_notes = data_parallel_flags(request)
     refused = refusal("megatron", request, lambda: megatron_tp_head_failures(request.model, request.plan.tp)
                       + dp_failures + cp_failures + position_failures(request) + expert_bias_failures(request)
-                      + router_failures(request))
+                      + router_failures(request) + megatron_non_causal_failures(request))
     if refused is not None:
         return refused
     # The kernel sp-plan --attention-kernel timed, where Megatron-LM has a backend for it (none by
