@@ -174,9 +174,21 @@ FP8_ATTENTION_NO_FLAG = ("fp8_attention cannot be expressed on the command line:
                          "as Megatron-Bridge's model.fp8_dot_product_attention does)")
 
 
+# yunchang's attention types with a backward are FA, FA3 (flash-attn, bf16/fp16) and NPU; its FP8
+# types (SAGE_FP8, SAGE_FP8_SM90: SageAttention) run forward only (yunchang/kernels/__init__.py at
+# 56118e0, reference/usp_yunchang_notes.md section 3.1), so it trains no FP8 attention.
+FP8_ATTENTION_YUNCHANG = ("fp8_attention cannot be expressed: yunchang's attention types that train (FA, FA3) run "
+                          "flash-attn in bf16 and its FP8 types (SAGE_FP8*) run forward only; plan without "
+                          "--fp8-attention")
+_FP8_ATTENTION_REFUSALS = {"megatron": FP8_ATTENTION_NO_FLAG, "mindspeed": FP8_ATTENTION_NO_FLAG,
+                           "yunchang": FP8_ATTENTION_YUNCHANG}
+
+
 def _fp8_attention_failures(framework: str, plan) -> list[str]:
-    """FP8 attention for the Megatron-based frameworks (torchtitan refuses it on its own)."""
-    return [FP8_ATTENTION_NO_FLAG] if plan.fp8_attention and framework in ("megatron", "mindspeed") else []
+    """FP8 attention for the Megatron-based frameworks and yunchang (torchtitan refuses it on its
+    own, DeepSpeed with its FP8 GEMMs)."""
+    refusal = _FP8_ATTENTION_REFUSALS.get(framework)
+    return [refusal] if plan.fp8_attention and refusal is not None else []
 
 
 # The Megatron family: Megatron-LM and MindSpeed, which takes Megatron's flags as they are. Only

@@ -6,6 +6,7 @@ import ast
 
 from sp_planner.catalog import load_model
 from sp_planner.flags import render_flags
+from sp_planner.flags.base import FP8_ATTENTION_YUNCHANG
 
 
 def calls(text: str) -> dict[str, ast.Call]:
@@ -141,3 +142,15 @@ def test_attn_type_is_fa3_only_where_yunchangs_fa3_computes_the_models_attention
     assert any(note.startswith("AttnType.FA3 needs flash-attn 3") for note in flags.notes)
     causal = build.cases["llama3_8b_128k_usp_dp2"].model_copy(update={"attention_kernel": "fa3"})
     assert render_flags("yunchang", causal) == render_flags("yunchang", build.cases["llama3_8b_128k_usp_dp2"])
+
+
+def test_fp8_attention_is_refused_and_bf16_attention_is_expressed(build):
+    # yunchang's attention types that train (FA, FA3) are flash-attn's bf16 kernels; its SAGE_FP8 types run
+    # forward only: a plan timed with FP8 attention is not one yunchang runs (flags.base.FP8_ATTENTION_YUNCHANG).
+    # Its FP8 GEMMs come from the training framework, so the same plan with bf16 attention is expressed.
+    fp8 = build.request(build.llama3_8b, 131072, 2, ulysses=8, dp=2, zero=1, precision="fp8", fp8_attention=True)
+    refused = render_flags("yunchang", fp8)
+    assert not refused.supported and refused.reason.endswith(FP8_ATTENTION_YUNCHANG)
+    bf16 = build.request(build.llama3_8b, 131072, 2, ulysses=8, dp=2, zero=1, precision="fp8")
+    flags = render_flags("yunchang", bf16)
+    assert flags.supported and "yunchang's attention stays bf16, as planned" in " ".join(flags.notes)
