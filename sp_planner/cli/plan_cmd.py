@@ -210,6 +210,7 @@ def plan(
     Pinned options narrow the search; with every degree pinned the plan is evaluated and shown even
     if it does not fit (exit 1, no plan file).
     """
+    fp8_recipe_given = fp8_recipe is not None
     fp8_recipe = resolve_fp8_recipe(fp8_recipe, framework, precision)
     question = resolve_question(
         model=model, hardware=hardware, num_nodes=nodes, gpus_per_node=gpus_per_node, seq_len=seq_len,
@@ -249,7 +250,7 @@ def plan(
     check_model_framework(framework, question.model)
     setup = set_up_kernel(question, framework=framework, attention_kernel=attention_kernel,
                           framework_version=framework_version, ulysses=ulysses, ring=ring, fp8_attention=fp8_attention)
-    question = setup.question
+    question = setup.question.model_copy(update={"fp8_recipe_given": fp8_recipe_given})
     check_plan_file_framework(framework, writes_plan_file=out is not None, choices=question.flag_choices,
                               model=question.model, hardware=question.hardware, timed=question.attention_kernel)
     # After every input check: a refused question prints only its error.

@@ -3,7 +3,10 @@ it. For one --framework, that framework. Under --framework all, which times ever
 Megatron's runtime (cost.runtime.framework_runtime), the first of flags.FRAMEWORKS that runs the
 plan: its flags express it, they are for the profile's chips (cli.question.framework_device_note:
 MindSpeed's for Ascend NPUs, the others' for CUDA GPUs) and it fits as that framework runs it,
-timed again with its runtime, which the file's readers time it with (PlanFile.runtime). Where none
+timed again as sp-plan --framework X times it: its runtime, which the file's readers time it with
+(PlanFile.runtime), its default attention kernel (PlanFile.hardware's curves), its expert GEMMs
+(the file's model, cost.grouped_gemm.with_framework_expert_gemm) and, where --fp8-recipe was not
+given, its FP8 recipe (the file's plan, cli.option_checks.resolve_fp8_recipe). Where none
 does, the file names none (framework null): no framework's flags run it, and it is timed as
 --framework all timed it."""
 
@@ -11,23 +14,32 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, NamedTuple, cast
 
+from sp_planner.cli.option_checks import resolve_fp8_recipe
 from sp_planner.cli.plan_kernel import stack_default_kernel
 from sp_planner.cli.question import PlanQuestion, framework_device_note
 from sp_planner.cost.attention_kernels import TimedKernel, timed_kernel, with_attention_kernel
+from sp_planner.cost.grouped_gemm import with_framework_expert_gemm
 from sp_planner.estimate import PlanEstimate
 from sp_planner.flags import FRAMEWORKS, release_runtime, render_flags, torchtitan
 from sp_planner.flags.flash_head_dim import flash_head_dim_problem
 from sp_planner.flags.torchtitan import resolve_version
 from sp_planner.layout import rank_groups
 from sp_planner.pipeline_order import priced_group
+from sp_planner.plan import ParallelPlan
 from sp_planner.planfile import PlanFile
 from sp_planner.planfile_layout import RankLayout
 from sp_planner.search import evaluate
 from sp_planner.specs.hardware import HardwareProfile
+from sp_planner.specs.model import ModelSpec
+from sp_planner.specs.moe import MoEExpertGemm
 from sp_planner.units import format_seconds
 
 if TYPE_CHECKING:  # plan_output writes the file this module builds
     from sp_planner.cli.plan_output import Answer
+
+
+# MoESpec.expert_gemm in the note on a plan file naming another framework.
+_EXPERT_GEMM_WORDS: dict[MoEExpertGemm, str] = {"grouped": "grouped expert GEMM", "per_expert": "per-expert GEMMs"}
 
 
 def recorded_release(framework: str | None, framework_version: str | None) -> str | None:
@@ -41,6 +53,7 @@ class RecordedPlan(NamedTuple):
     estimate: PlanEstimate  # the plan as `framework` runs it (Megatron's runtime for None)
     hardware: HardwareProfile  # the profile with the curves of the kernel that timed it
     attention_kernel: TimedKernel | None  # that kernel (PlanFile.attention_kernel)
+    model: ModelSpec  # the model with `framework`'s expert GEMMs (the question's for None)
     # Under --framework all with framework None: those whose flags run the plan, where it does not
     # fit as they run it.
     unfit: tuple[str, ...] = ()
@@ -70,12 +83,21 @@ def framework_kernel_timing(question: PlanQuestion, name: str,
     return hardware, cast("TimedKernel | None", timed)
 
 
+def framework_plan(plan: ParallelPlan, name: str, *, recipe_given: bool) -> ParallelPlan:
+    """The plan with `name`'s own FP8 recipe where the user gave none, as sp-plan --framework `name`
+    pins it (cli.option_checks.resolve_fp8_recipe: torchtitan's tensorwise for per-tensor FP8, where
+    --framework all pinned Megatron's delayed)."""
+    if recipe_given or plan.precision != "fp8":
+        return plan
+    return plan.model_copy(update={"fp8_recipe": resolve_fp8_recipe(None, name, plan.precision)})
+
+
 def recorded_plan(answer: Answer) -> RecordedPlan:
     """The framework plan.json names for the answer's plan and the plan's estimate in its runtime,
     with the attention kernel it runs."""
     best, q = answer.chosen, answer.question
     if answer.framework != "all":
-        return RecordedPlan(answer.framework, best, q.hardware, q.attention_kernel)
+        return RecordedPlan(answer.framework, best, q.hardware, q.attention_kernel, q.model)
     request, version = answer.flag_request(best), answer.flag_choices.framework_version
     timed_with = release_runtime("all", version, model=q.model)
     unfit: list[str] = []
@@ -89,15 +111,19 @@ def recorded_plan(answer: Answer) -> RecordedPlan:
         if (timing := framework_kernel_timing(q, name, version)) is None:
             continue
         hardware, kernel = timing
-        runtime = release_runtime(name, recorded_release(name, version), model=q.model)
-        if runtime == timed_with and kernel == q.attention_kernel:
-            return RecordedPlan(name, best, q.hardware, q.attention_kernel)
-        estimate = evaluate(q.model, hardware, q.workload, best.plan, num_nodes=q.num_nodes,
+        # Its expert GEMMs, as sp-plan --framework `name` sets them (cli.plan_kernel.set_up_kernel):
+        # torchtitan's grouped where --framework all timed Megatron's per-expert GEMMs.
+        model = with_framework_expert_gemm(q.given_model or q.model, name)
+        plan = framework_plan(best.plan, name, recipe_given=q.fp8_recipe_given)
+        runtime = release_runtime(name, recorded_release(name, version), model=model)
+        if runtime == timed_with and kernel == q.attention_kernel and model == q.model and plan == best.plan:
+            return RecordedPlan(name, best, q.hardware, q.attention_kernel, q.model)
+        estimate = evaluate(model, hardware, q.workload, plan, num_nodes=q.num_nodes,
                             gpus_per_node=q.gpus_per_node, runtime=runtime)
         if estimate.fits:
-            return RecordedPlan(name, estimate, hardware, kernel)
+            return RecordedPlan(name, estimate, hardware, kernel, model)
         unfit.append(name)
-    return RecordedPlan(None, best, q.hardware, q.attention_kernel, tuple(unfit), tuple(off_device))
+    return RecordedPlan(None, best, q.hardware, q.attention_kernel, q.model, tuple(unfit), tuple(off_device))
 
 
 def answer_plan_file(answer: Answer, *, full_rank_groups: bool = False) -> tuple[PlanFile, str | None]:
@@ -111,7 +137,7 @@ def answer_plan_file(answer: Answer, *, full_rank_groups: bool = False) -> tuple
     group = priced_group(estimate.plan.pp, estimate.plan.vpp, estimate.plan.num_micro_batches(q.workload))
     estimate = estimate.model_copy(update={"plan": estimate.plan.model_copy(update={"vpp_group": group})})
     plan_file = PlanFile(
-        model=q.model, hardware=recorded.hardware, workload=q.workload, num_nodes=q.num_nodes,
+        model=recorded.model, hardware=recorded.hardware, workload=q.workload, num_nodes=q.num_nodes,
         gpus_per_node=q.gpus_per_node, framework=framework,
         framework_version=recorded_release(framework, answer.flag_choices.framework_version),
         attention_kernel=recorded.attention_kernel,
@@ -134,10 +160,18 @@ def answer_plan_file(answer: Answer, *, full_rank_groups: bool = False) -> tuple
         return plan_file, (f"names no framework (framework null): no framework's flags run plan 1 ({others})"
                            f"{unfit}; sp-simulate and sp-report time it as --framework all did, with Megatron's "
                            "runtime")
-    kernel, ranked_kernel = "", ""
+    own, ranked = [], ["Megatron's runtime"]  # what the file's time runs with, where not what ranked it
     if recorded.attention_kernel != q.attention_kernel:
-        kernel = f" with its attention kernel {recorded.attention_kernel or 'the profile own'}"
-        ranked_kernel = f" and {q.attention_kernel or 'the profile own'}"
+        own.append(f"attention kernel {recorded.attention_kernel or 'the profile own'}")
+        ranked.append(f"{q.attention_kernel or 'the profile own'}")
+    if recorded.model.moe is not None and q.model.moe is not None and recorded.model != q.model:
+        own.append(_EXPERT_GEMM_WORDS[recorded.model.moe.expert_gemm])
+        ranked.append(_EXPERT_GEMM_WORDS[q.model.moe.expert_gemm])
+    if (recipe := estimate.plan.fp8_recipe) != answer.chosen.plan.fp8_recipe:
+        own.append(f"{recipe} FP8 scaling")
+        ranked.append(f"{answer.chosen.plan.fp8_recipe} FP8 scaling")
+    how = f" with its {' and its '.join(own)}" if own else ""
+    by = ranked[0] if len(ranked) == 1 else f"{', '.join(ranked[:-1])} and {ranked[-1]}"
     return plan_file, (f"names {framework}, the first framework whose flags run plan 1, and holds its time as "
-                       f"{framework} runs it{kernel}, {format_seconds(estimate.step_time_s)} per step (Megatron's "
-                       f"runtime{ranked_kernel} ranked it at {format_seconds(answer.chosen.step_time_s)})")
+                       f"{framework} runs it{how}, {format_seconds(estimate.step_time_s)} per step ({by} ranked "
+                       f"it at {format_seconds(answer.chosen.step_time_s)})")

@@ -73,7 +73,7 @@ def set_up_kernel(question: PlanQuestion, *, framework: str, attention_kernel: s
     framework cannot run; `ulysses`/`ring`: the pinned degrees (None where the search picks)."""
     stack = "megatron" if framework == "all" else framework
     question = question.model_copy(update={"model": with_framework_expert_gemm(question.model, stack),
-                                           "given_hardware": question.hardware})
+                                           "given_hardware": question.hardware, "given_model": question.model})
     # torchtitan's kernel follows the release its flags target (cost.attention_kernels.TORCHTITAN_KERNEL).
     interface = resolve_version(framework_version) if stack == "torchtitan" else None
     runs = framework_kernel(stack, question.hardware, interface)

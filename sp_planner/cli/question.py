@@ -65,6 +65,11 @@ class PlanQuestion(FrozenModel):
     # (cli.plan_kernel.set_up_kernel; None: `hardware` is it): another framework's default kernel is
     # read from it (cli.plan_file_out).
     given_hardware: HardwareProfile | None = None
+    # The model before sp-plan set its framework's expert GEMMs in `model` (None: `model` is it), and
+    # whether --fp8-recipe was given (else the pins hold the framework's, option_checks.resolve_fp8_recipe):
+    # a plan file naming another framework takes that one's (cli.plan_file_out).
+    given_model: ModelSpec | None = None
+    fp8_recipe_given: bool = False
 
     @property
     def world_size(self) -> int:

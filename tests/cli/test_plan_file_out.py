@@ -116,3 +116,77 @@ def test_a_plan_megatron_runs_is_written_as_before(sp_plan, tmp_path, monkeypatc
     pf, notes = _written(sp_plan, tmp_path, *pins)
     assert pf.framework == "megatron" and pf.runtime == MEGATRON_RUNTIME and "names" not in notes
     assert pf.estimate == evaluate(pf.model, pf.hardware, pf.workload, pf.plan, num_nodes=2, gpus_per_node=8)
+
+
+# Qwen3-30B-A3B on 2 x 8 H200s at 16K, FSDP without reshard after forward at ep 8: Megatron refuses it
+# (--torch-fsdp2-no-reshard-after-forward with expert parallelism), MindSpeed has ZeRO-1 only, DeepSpeed
+# and yunchang no expert parallelism beside their SP; torchtitan 0.2.2 runs it, micro batch 2 pinned so
+# that it fits as torchtitan runs it.
+TORCHTITAN_MOE = ["--model", "qwen3-30b-a3b", "--hardware", "h200", "--nodes", "2", "--seq-len", "16k",
+                  "--tp", "1", "--pp", "1", "--ulysses", "1", "--ring", "1", "--dp", "16", "--ep", "8", "--zero", "3",
+                  "--no-reshard-after-forward", "--micro-batch", "2", "--recompute", "full",
+                  "--framework-version", "0.2.2"]
+
+
+def _torchtitans(sp_plan, *pins: str):
+    """The plan file sp-plan --framework torchtitan writes for TORCHTITAN_MOE with `pins`."""
+    out = Path("torchtitan.json")
+    result = sp_plan(*TORCHTITAN_MOE, *pins, "--framework", "torchtitan", "--top", "2", "--out", out)
+    assert result.exit_code == 0, result.stderr
+    return read_plan_file(out)
+
+
+def test_torchtitans_plan_file_runs_its_grouped_expert_gemms(sp_plan, run_main, tmp_path, monkeypatch):
+    # --framework all times Megatron's per-expert GEMMs (TE GroupedLinear's loop, 38.30 s); torchtitan
+    # runs one torch._grouped_mm (cost.grouped_gemm.FRAMEWORK_EXPERT_GEMM). The file named torchtitan with
+    # the per-expert model and 38.30 s; it holds the grouped model and 37.87 s, as --framework torchtitan.
+    monkeypatch.chdir(tmp_path)
+    pf, notes = _written(sp_plan, tmp_path, question=TORCHTITAN_MOE)
+    titan = _torchtitans(sp_plan)
+    assert pf.model.moe is not None and (pf.framework, pf.model.moe.expert_gemm) == ("torchtitan", "grouped")
+    assert (pf.plan, pf.model, pf.hardware, pf.runtime) == (titan.plan, titan.model, titan.hardware, titan.runtime)
+    assert pf.estimate == titan.estimate and pf.estimate is not None
+    assert round(pf.estimate.step_time_s, 2) == 37.87
+    assert ("holds its time as torchtitan runs it with its grouped expert GEMM, 37.87 s per step (Megatron's "
+            "runtime and per-expert GEMMs ranked it at 38.30 s)") in notes
+    # sp-simulate times the file as it says: the grouped model's analytic step.
+    simulated = run_main(simulate_cmd, tmp_path / "plan.json", "--out-dir", tmp_path / "sim")
+    assert simulated.exit_code == 0, simulated.stderr
+    timeline = json.loads((tmp_path / "sim" / "timeline.json").read_text())
+    assert timeline["analytic_step_time_s"] == pf.estimate.step_time_s
+
+
+def test_torchtitans_plan_file_takes_its_fp8_recipe(sp_plan, tmp_path, monkeypatch):
+    # The same under --precision fp8 without --fp8-recipe: --framework all pins Megatron's delayed
+    # scaling (36.97 s); torchtitan's torchao float8 has only current (tensorwise) scaling, which
+    # sp-plan --framework torchtitan pins (cli.option_checks.resolve_fp8_recipe). The file held delayed
+    # at 37.63 s; it holds tensorwise and 37.33 s.
+    monkeypatch.chdir(tmp_path)
+    pf, notes = _written(sp_plan, tmp_path, "--precision", "fp8", question=TORCHTITAN_MOE)
+    titan = _torchtitans(sp_plan, "--precision", "fp8")
+    assert (pf.framework, pf.plan.fp8_recipe) == ("torchtitan", "tensorwise")
+    assert (pf.plan, pf.model, pf.estimate) == (titan.plan, titan.model, titan.estimate)
+    assert pf.estimate is not None and round(pf.estimate.step_time_s, 2) == 37.33
+    assert ("with its grouped expert GEMM and its tensorwise FP8 scaling, 37.33 s per step (Megatron's runtime, "
+            "per-expert GEMMs and delayed FP8 scaling ranked it at 36.97 s)") in notes
+
+
+def test_an_fp8_attention_plan_names_no_framework(sp_plan, tmp_path, monkeypatch):
+    # Llama-3-8B at 128K on 2 x 8 B200s, ulysses 8, FP8 GEMMs and attention: only --framework all times FP8
+    # attention (sp-plan --framework X refuses --fp8-attention), and no framework's flags run it:
+    # Megatron-LM and MindSpeed have no flag, DeepSpeed no FP8, torchtitan converts linear layers only,
+    # yunchang trains flash-attn's bf16 kernels. The file named yunchang with FA2's curves scaled by
+    # cuDNN's FP8 ratio, 83.83 s; it names none and holds --framework all's 31.47 s (cuDNN FP8 SDPA).
+    monkeypatch.chdir(tmp_path)
+    b200 = ["--model", "llama3-8b", "--hardware", "b200", "--nodes", "2", "--seq-len", "128k", "--tp", "1",
+            "--ulysses", "8", "--ring", "1", "--pp", "1"]
+    pf, notes = _written(sp_plan, tmp_path, "--precision", "fp8", "--fp8-attention", question=b200)
+    assert (pf.framework, pf.runtime, pf.attention_kernel, pf.plan.fp8_attention) == (None, MEGATRON_RUNTIME,
+                                                                                      "cudnn", True)
+    assert pf.hardware.efficiency.attention_fp8
+    where = dict(num_nodes=2, gpus_per_node=8)
+    assert pf.estimate == evaluate(pf.model, pf.hardware, pf.workload, pf.plan, **where)
+    assert round(pf.estimate.step_time_s, 2) == 31.47
+    assert "names no framework (framework null)" in notes
+    refused = sp_plan(*b200, "--precision", "fp8", "--fp8-attention", "--framework", "yunchang")
+    assert refused.exit_code == 2 and "--fp8-attention: no command-line flag of yunchang" in refused.stderr
