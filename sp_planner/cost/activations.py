@@ -7,7 +7,8 @@ terms), RMSNorm, GQA and gated MLPs. Stored per layer, with n = b*s/cp tokens on
   norms:     LN1 in, LN1 out, LN2 in, LN2 out, sequence-sharded over tp      4 * 2 * n*h/tp
   dropout:   the two hidden dropouts' bool masks where the model has them    2 * n*h/tp
              (cost.dropout; Llama recipes have none)
-  attention: Q, K, V as flash-attention saves them (K/V with the heads replicated for Ulysses),
+  attention: Q, K, V as flash-attention saves them (K/V with the heads replicated for Ulysses;
+             unfused attention's at the query heads under GQA, cost.unfused_gqa),
              O (twice when ulysses > 1: flash-attention's head-sharded copy and the
              out-projection's input), fp32 log-sum-exp; the QK norm's inputs where the model
              has one (cost.qk_norm)
@@ -47,6 +48,7 @@ from sp_planner.cost.dsa_loss import indexer_loss_saved_bytes
 from sp_planner.cost.dropout import has_attention_dropout, hidden_dropout_saved_bytes_per_token
 from sp_planner.cost.expert_padding import NO_PADDING, padding_align_rows, router_pad_load
 from sp_planner.cost.kernels import unfused_saved_bytes_per_score
+from sp_planner.cost.unfused_gqa import gqa_forward_input_bytes, gqa_saved_delta_bytes
 from sp_planner.cost.unfused_memory import unfused_saved_mask_bytes, unfused_transient_bytes
 from sp_planner.cost.moe import ROUTER_BYTES_PER_LOGIT, busiest_rank_load, moe_layer_fraction
 from sp_planner.cost.precision import BF16, fp8_activation_savings_per_layer, fp8_saving_per_element
@@ -129,7 +131,9 @@ def activation_bytes_per_layer(model: ModelSpec, workload: Workload, *, tp, ulys
     o_copies = np.where(ulysses > 1, 2, 1)
     # The QK norm's saved inputs, on the rank's heads before any Ulysses all-to-all (cost.qk_norm).
     kv_bytes = 2 * BF16_BYTES * n * kv * d
-    attn = q + kv_bytes + o_copies * q + lse + scores + qk_norm_saved_bytes(model, n, tp)
+    # Unfused GQA saves K and V expanded to the query heads, rebuilt by selective recompute (cost.unfused_gqa).
+    gqa = gqa_saved_delta_bytes(tokens=n, heads=heads, kv_heads=kv, head_dim=d) if unfused else 0.0
+    attn = q + kv_bytes + o_copies * q + lse + scores + gqa + qk_norm_saved_bytes(model, n, tp)
     if model.dsa is not None:  # sparse MLA's saved tensors in place of dense MLA's (cost.dsa)
         lse = 0.0  # recomputed in backward (ops/sparse_mla.py), so selective recompute frees none
         attn = dsa_saved_attention_bytes(model, queries=n, keys=micro_batch * workload.seq_len, heads=heads)
@@ -138,7 +142,7 @@ def activation_bytes_per_layer(model: ModelSpec, workload: Workload, *, tp, ulys
                                                seq_len=workload.seq_len)
     mlp = BF16_BYTES * model.num_mlp_matrices * n * _active_ffn_width(model) / tp
     full_layer = norms + attn + mlp + moe_activation_bytes(model, n, tp=tp, ep=ep, etp=etp, pad_load=pad_load) + masks
-    rebuilt_attention = lse + scores + np.where(ulysses > 1, q, 0.0)
+    rebuilt_attention = lse + scores + gqa + np.where(ulysses > 1, q, 0.0)
     selective = full_layer - rebuilt_attention
     layer_input = BF16_BYTES * region * h
     stored = np.select([recompute == RECOMPUTE_FULL, recompute == RECOMPUTE_SELECTIVE], [layer_input, selective],
@@ -155,7 +159,13 @@ def activation_bytes_per_layer(model: ModelSpec, workload: Workload, *, tp, ulys
     working = np.select([recompute == RECOMPUTE_FULL, recompute == RECOMPUTE_SELECTIVE],
                         [full_layer, rebuilt_attention], 0.0)
     if unfused:  # what its attention holds beyond the saved scores while it runs (cost.unfused_memory)
-        working = working + unfused_transient_bytes(has_attention_dropout(model), workload.seq_len, score_elements)
+        # Under GQA the kv-head K and V beside the expanded ones: held through the forward, or, under
+        # selective recompute, saved as the checkpoint's inputs and beside the rebuilt expanded ones
+        # (which `gqa` counts less their kv heads) each way (cost.unfused_gqa).
+        held = gqa_forward_input_bytes(tokens=n, heads=heads, kv_heads=kv, head_dim=d)
+        selective = recompute == RECOMPUTE_SELECTIVE
+        working = working + unfused_transient_bytes(has_attention_dropout(model), workload.seq_len, score_elements,
+                                                     np.where(selective, 0.0, held)) + np.where(selective, held, 0.0)
     return stored, working
 
 

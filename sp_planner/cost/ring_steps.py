@@ -7,7 +7,9 @@ Ring Attention (Liu et al. 2023) over R ranks of `block` = S/R tokens: step 0 ru
 (no mask, or the contiguous layout's last rank, which sets the pace). After each later forward
 step the partial output merges into the accumulator, whose conversions at the ends run once;
 every backward step accumulates dQ, dK, dV when R > 1; the bytes of each pass are the framework's
-ring's (cost.ring_impl).
+ring's (cost.ring_impl). Transformer Engine's unfused attention (no ring: step 0 only) first
+expands a GQA model's K and V to the query heads, forward, and reduces their gradients back,
+backward (cost.unfused_gqa): memory-bound passes in step 0's call.
 
 cost.attention sums the steps with their transfers, the simulator plays them one by one
 (sim.attention_steps), and benchmarks/ring_blocks_model.py sets them beside measured blocks.
@@ -21,6 +23,7 @@ import numpy as np
 
 from sp_planner.cost.kernels import flash_time_s, memory_pass_time_s
 from sp_planner.cost.ring_impl import RingImpl, half_copy_bytes
+from sp_planner.cost.unfused_gqa import gqa_copy_bytes
 from sp_planner.specs.hardware import HardwareProfile
 
 
@@ -63,9 +66,13 @@ def ring_step_compute(hardware: HardwareProfile, *, batch, heads, kv_heads, head
         return np.where(half, memory_pass_time_s(hardware, half_copy_bytes(
             ring_impl, q_elems=q_elems, kv_elems=kv_elems, elem_bytes=elem_bytes, backward=backward)), 0.0)
 
+    # Unfused GQA's K/V expansion and its gradient's reduction, the same bytes each way (cost.unfused_gqa).
+    expand = memory_pass_time_s(hardware, gqa_copy_bytes(q_elems=q_elems, kv_elems=kv_elems, heads=heads,
+                                                         kv_heads=kv_heads, elem_bytes=elem_bytes)
+                                ) if hardware.efficiency.attention_unfused else 0.0
     return RingStepCompute(
-        first_fwd_s=kernel(block, diag, False), later_fwd_s=kernel(later_kv, False, False),
-        first_bwd_s=kernel(block, diag, True), later_bwd_s=kernel(later_kv, False, True),
+        first_fwd_s=kernel(block, diag, False) + expand, later_fwd_s=kernel(later_kv, False, False),
+        first_bwd_s=kernel(block, diag, True) + expand, later_bwd_s=kernel(later_kv, False, True),
         copy_fwd_s=copy_s(False), copy_bwd_s=copy_s(True),
         merge_s=memory_pass_time_s(hardware, ring_impl.merge_bytes_per_elem * q_elems),
         ends_s=memory_pass_time_s(hardware, ring_impl.merge_ends_bytes_per_elem * q_elems),

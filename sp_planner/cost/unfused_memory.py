@@ -61,9 +61,11 @@ def unfused_saved_mask_bytes(seq_len):
     return np.where(te_torch_softmax(s), MASK_ELEMENT_BYTES * s * s, 0.0)
 
 
-def unfused_transient_bytes(attention_dropout: bool, seq_len, score_elements):
+def unfused_transient_bytes(attention_dropout: bool, seq_len, score_elements, forward_held_bytes=0.0):
     """Bytes one layer's unfused attention holds beyond its saved scores and mask while its forward
-    or backward runs (module docstring), for `score_elements` = b x heads/tp x s x s on the rank."""
+    or backward runs (module docstring), for `score_elements` = b x heads/tp x s x s on the rank;
+    `forward_held_bytes`: live beside the forward's scores, not saved (the kv-head K and V of a GQA
+    model, cost.unfused_gqa.gqa_forward_input_bytes)."""
     s = np.asarray(seq_len, dtype=np.float64)
     mask = s * s
     scores = np.asarray(score_elements, dtype=np.float64)
@@ -71,7 +73,7 @@ def unfused_transient_bytes(attention_dropout: bool, seq_len, score_elements):
     fused_fwd = FUSED_DROPOUT_FWD_LIVE_BYTES if attention_dropout else FUSED_FWD_LIVE_BYTES
     fused_bwd = FUSED_DROPOUT_BWD_LIVE_BYTES if attention_dropout else FUSED_BWD_LIVE_BYTES
     fwd = np.where(torch, TORCH_FWD_LIVE_BYTES * scores + TORCH_FWD_MASKS * mask,
-                   fused_fwd * scores + FUSED_FWD_MASKS * mask)
+                   fused_fwd * scores + FUSED_FWD_MASKS * mask) + forward_held_bytes
     bwd = np.where(torch, TORCH_BWD_LIVE_BYTES * scores + TORCH_BWD_MASKS * mask, fused_bwd * scores)
     live = np.maximum(np.maximum(fwd, bwd), MASK_BUILD_BYTES * mask)
     saved = unfused_saved_bytes_per_score(attention_dropout, s) * scores + unfused_saved_mask_bytes(s)

@@ -106,7 +106,9 @@ def test_transformer_engines_unfused_scores_of_gemma2_9b_by_hand():
         workload = Workload(seq_len=seq_len, global_batch=8)
         flash, _ = activation_bytes_per_layer(model, workload, **kw)
         unfused, _ = activation_bytes_per_layer(model, workload, unfused=True, **kw)
-        return float(unfused[0] - flash[0]) + 4 * seq_len * 2  # flash's fp32 log-sum-exp, 2 heads
+        # Flash's fp32 log-sum-exp (2 heads) back in; out, the unfused K and V expanded from the rank's
+        # 1 KV head to its 2 query heads of 256 (cost.unfused_gqa).
+        return float(unfused[0] - flash[0]) + 4 * seq_len * 2 - 2 * 2 * seq_len * 256
 
     assert scores_bytes(gemma, 8192) == 2 * 8192 * 8192 * 2 == 268_435_456
     assert scores_bytes(gemma, 16384) == 6 * 16384 * 16384 * 2 + 16384 * 16384 == 3_489_660_928
