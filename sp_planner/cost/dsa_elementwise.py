@@ -38,7 +38,7 @@ the weights' products and cast backward, and autograd's zero-filled gradients of
 select of q, k and the weights (cost.dsa_loss's SLICE_GRAD_BYTES_PER_ELEM convention: a zeroed
 full-size gradient added in place, per 8,192-query block and per sequence of the micro-batch), and
 over CP the reorder's backward (index_add into a zeroed gathered key gradient).
-Not counted: the launches (cost.host has no DSA term). With the loss, the sum of index_k's
+Their launches without the loss are cost.dsa_host's. With the loss, the sum of index_k's
 gradients over a sequence's 8,192-query blocks (each block's indexer backward returns a full one) is
 cost.dsa_loss's, beside the key gradient's zeroing and cast.
 """

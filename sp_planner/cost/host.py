@@ -65,6 +65,9 @@ SwiGLU, bias-dropout-add, gradient-accumulation, router, permute), TP 1:
   TP > 1: each TP collective of the layer is one more op (cost.tp_calls: none of the saved inputs'
     backward gathers where the framework keeps them gathered, torchtitan), etp > 1 likewise (cost.moe).
   QK norm (models with one): +3 forward, +2 backward, in the attention part (cost.qk_norm).
+  DeepSeek Sparse Attention (models with one): the indexer's, top-k's and sparse MLA's ops in
+    place of the core attention's kernel, in the attention part (cost.dsa_host; DeepSeek-V3.2 at
+    32K, b 1, tp 8: +84 forward, +11 backward).
   Not counted: the logits and loss (a few ops behind the largest GEMM of the step), the
   optimizer (multi-tensor kernels once per step), recompute of selected modules (full recompute
   re-issues the forward in the backward and is counted).
@@ -168,13 +171,14 @@ def current_scaling_pair_ops(tp, fp8_current):
 
 def layer_host_ops(model: ModelSpec, *, tp, ep, etp, low_precision, full_recompute,
                    cuda_graphs: frozenset[str] = NO_GRAPHS, ring_ops=(0, 0), fp8_current=False,
-                   sequence_parallel: bool = True, regathers_saved_inputs: bool = True):
+                   sequence_parallel: bool = True, regathers_saved_inputs: bool = True, dsa_ops=(0, 0)):
     """(forward, backward) host ops of the model's average layer per micro-batch, per candidate;
     `cuda_graphs`: the scopes the run graphs (cost.cuda_graphs), each layer's graphed parts
     costing one replay per direction instead of their ops; `fp8_current`: FP8 with current
     scaling (plan.fp8_recipe tensorwise; only where `low_precision`); `sequence_parallel` False:
     TP's two all-reduces each way, one call each (cost.tp_calls); `regathers_saved_inputs` False
-    (TpGathers.regathers_saved_inputs: torchtitan): no backward all-gathers of the saved inputs."""
+    (TpGathers.regathers_saved_inputs: torchtitan): no backward all-gathers of the saved inputs;
+    `dsa_ops`: a DSA layer's (forward, backward) ops beyond the dense count (cost.dsa_host)."""
     low = np.asarray(low_precision, dtype=bool)
     pair = current_scaling_pair_ops(tp, low & np.asarray(fp8_current, dtype=bool))
     zero = np.zeros(np.broadcast(np.asarray(tp), low, np.asarray(ep), np.asarray(etp)).shape)
@@ -193,11 +197,12 @@ def layer_host_ops(model: ModelSpec, *, tp, ep, etp, low_precision, full_recompu
     # The attention part (cost.cuda_graphs) and the rest, the dense MLP part.
     attn_fwd = ATTENTION_FORWARD_OPS + np.where(low, ATTENTION_FP8_FORWARD_OPS, 0) + tp_fwd / 2 + pair
     attn_bwd = ATTENTION_BACKWARD_OPS + np.where(low, ATTENTION_FP8_BACKWARD_OPS, 0) + tp_bwd / 2 + pair
-    # The ring's later steps (ring_host_ops), the QK norm (cost.qk_norm) and RoPE (the mean layer's
-    # share of its RoPE layers' launches, cost.rope), part of the attention a graph of it captures.
+    # The ring's later steps (ring_host_ops), the QK norm (cost.qk_norm), RoPE (the mean layer's
+    # share of its RoPE layers' launches, cost.rope) and DSA (cost.dsa_host), part of the attention
+    # a graph of it captures.
     qk_fwd, qk_bwd = qk_norm_host_ops(model)
     rope_fwd, rope_bwd = rope_host_ops(model)
-    own_fwd, own_bwd = qk_fwd + rope_fwd, qk_bwd + rope_bwd
+    own_fwd, own_bwd = qk_fwd + rope_fwd + dsa_ops[0], qk_bwd + rope_bwd + dsa_ops[1]
     fwd, bwd = fwd + ring_ops[0] + own_fwd, bwd + ring_ops[1] + own_bwd
     attn_fwd, attn_bwd = attn_fwd + ring_ops[0] + own_fwd, attn_bwd + ring_ops[1] + own_bwd
     attn = ATTN in cuda_graphs

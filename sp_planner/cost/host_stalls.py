@@ -5,6 +5,7 @@ overhead per call on top (cost.te_host), against the GPU time they issue (cost.h
 from __future__ import annotations
 
 from sp_planner.candidates import Candidates
+from sp_planner.cost.dsa_host import dsa_host_ops
 from sp_planner.cost.host import (exposed_host_parts_s, host_s_per_op, host_syncs_per_layer, layer_host_ops,
                                   ring_host_ops)
 from sp_planner.cost.precision import BF16
@@ -18,16 +19,20 @@ from sp_planner.specs.model import ModelSpec
 
 def pacing_host_stalls_s(model: ModelSpec, hardware: HardwareProfile, c: Candidates, *, fwd_layer_s, layer_s,
                          layers, ends_s, cuda_graphs: frozenset[str], sequence_parallel: bool,
-                         tp_gathers: TpGathers, ring_impl: RingImpl) -> tuple:
+                         tp_gathers: TpGathers, ring_impl: RingImpl, seq_len: int) -> tuple:
     """(forward, backward) host stall per micro-batch of the pacing stage's `layers` layers, each
     `layer_s` of GPU time of which `fwd_layer_s` forward (split as the CPU issues it), and its
-    ends' GPU work `ends_s` (logits, TP collectives, embedding); the options as cost.step_layers.layer_parts'."""
+    ends' GPU work `ends_s` (logits, TP collectives, embedding); the options as cost.step_layers.layer_parts';
+    `seq_len` the workload's, for a DSA layer's top-k blocks (cost.dsa_host)."""
     full = c.recompute == RECOMPUTE_FULL
+    dsa = dsa_host_ops(model, seq_len=seq_len, micro_batch=c.micro_batch, tp=c.tp, ring=c.ring,
+                       sequence_parallel=sequence_parallel)
     ops_fwd, ops_bwd = layer_host_ops(model, tp=c.tp, ep=c.ep, etp=c.etp, low_precision=c.precision != BF16,
                                       full_recompute=full, cuda_graphs=cuda_graphs, fp8_current=c.fp8_current,
                                       sequence_parallel=sequence_parallel,
                                       regathers_saved_inputs=tp_gathers.regathers_saved_inputs,
-                                      ring_ops=ring_host_ops(ring_impl, ring=c.ring, allgather=c.allgather))
+                                      ring_ops=ring_host_ops(ring_impl, ring=c.ring, allgather=c.allgather),
+                                      dsa_ops=dsa)
     per_op = host_s_per_op(hardware)
     # TE module calls cost TE's module overhead on top (cost.te_host).
     te_fwd, te_bwd = layer_te_calls(model, full_recompute=full, cuda_graphs=cuda_graphs)

@@ -48,9 +48,9 @@ forward: the cats' backward are views, and cos and sin take no gradient): the sa
 backward (cost.dsa_elementwise MLA_ROPE_BWD_BYTES_PER_ELEM) and the query split's (line 626's
 torch.split: a torch.cat of its nope and rope gradients, n (qk_nope + r)). As the fused kernels,
 in the forward: full recompute and mla_up_proj re-run it. The kv_compressed and k_pos_emb each TP
-rank holds whole are counted once, as above; the launches stay the fused count (cost.host has no DSA
-term). Not counted: the einsum's permuted output that q_absorbed.contiguous() copies (line 633; the
-GEMM's, not RoPE's).
+rank holds whole are counted once, as above; the launches stay the fused count (cost.dsa_host
+counts the indexer's, not these). Not counted: the einsum's permuted output that
+q_absorbed.contiguous() copies (line 633; the GEMM's, not RoPE's).
 
 Layers without RoPE in a rope model (ModelSpec.num_nope_layers: Llama 4's every 4th layer, HF
 Llama4TextAttention use_rope = config.no_rope_layers[layer_idx]; Megatron --no-rope-freq) run

@@ -196,7 +196,7 @@ def layer_parts(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
     host_fwd_stall, host_bwd_stall = pacing_host_stalls_s(
         model, hardware, c, fwd_layer_s=fwd_layer, layer_s=lt.per_layer_s, layers=layers,
         ends_s=paced_logits + paced_tp + paced_emb, cuda_graphs=cuda_graphs, sequence_parallel=sequence_parallel,
-        tp_gathers=tp_gathers, ring_impl=ring_impl)
+        tp_gathers=tp_gathers, ring_impl=ring_impl, seq_len=workload.seq_len)
 
     # Activation CPU offloading's copies each way beyond what the layers hide (cost.offload).
     offload_exposed = stage_offload_exposed_s(model, hardware, workload, c, fwd_layer_s=fwd_layer,

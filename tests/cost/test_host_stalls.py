@@ -15,7 +15,7 @@ DENSE = load_model("Llama-3-70B")
 
 def _stalls(hardware, plan, **kw):
     args = dict(fwd_layer_s=100e-6, layer_s=300e-6, layers=10, ends_s=0.5e-3, cuda_graphs=NO_GRAPHS,
-                sequence_parallel=True, tp_gathers=TE_TP_GATHERS, ring_impl=TE_RING) | kw
+                sequence_parallel=True, tp_gathers=TE_TP_GATHERS, ring_impl=TE_RING, seq_len=8192) | kw
     fwd, bwd = pacing_host_stalls_s(DENSE, hardware, Candidates.of_plan(plan), **args)
     return float(fwd[0]), float(bwd[0])
 
