@@ -64,6 +64,9 @@ class DPPasses(NamedTuple):
     # The first stage's chunk 0 and last chunk's layers' backward from their own kinds
     # (cost.stage_layer_times.first_chunks_bwd_s; None: the stage's mean layer's).
     first_chunks_bwd_s: tuple[np.ndarray, np.ndarray] | None = None
+    # One pipeline hop where the interleaved sends run beside the compute (0 elsewhere): the fill's
+    # and drain's hops ZeRO-2/3's path exposes beyond the compute's (cost.pipeline_sends.path_sends_s).
+    pp_hop_s: np.ndarray | float = 0.0
 
 
 def dp_over_passes(overlap: Overlap, p: DPPasses, fwd_stall_s, bwd_stall_s, *,
@@ -82,7 +85,7 @@ def dp_over_passes(overlap: Overlap, p: DPPasses, fwd_stall_s, bwd_stall_s, *,
                   bwd_layer_s=_plus(bwd_layer, stall_b), edges=p.edges)
     pipelined = pipelined_dp_s(overlap, c, micro_batches=p.micro_batches, reshard=c.reshard,
                                compute_path_s=compute_path_s, kinds=p.kinds, relay_times=p.relay_times,
-                               relay_share=p.relay_share, relay_rank=p.relay_rank, **passes)
+                               relay_share=p.relay_share, relay_rank=p.relay_rank, hop_s=p.pp_hop_s, **passes)
     exposed, hidden = dp_exposed_s(
         overlap, zero=c.zero, micro_batches=p.micro_batches, layers=layers, times=p.times[0].at(),
         fwd_window_s=layers * p.fwd_layer_s + fwd_stall_s, bwd_window_s=layers * p.bwd_layer_s + bwd_stall_s,

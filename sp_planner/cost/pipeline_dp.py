@@ -33,6 +33,7 @@ from sp_planner.cost.pipeline_stages import StageDP
 from sp_planner.cost.zero3_forwards import first_forward_fill_s, stage_zero3_gathers_s
 from sp_planner.cost.pipeline_groups import ridden_at
 from sp_planner.cost.pipeline_path import StageBlocks, critical_path_s
+from sp_planner.cost.pipeline_sends import path_sends_s
 from sp_planner.cost.pipeline_lags import finish_lags_s
 from sp_planner.cost.pipeline_tails import synced_syncs_s
 from sp_planner.pipeline import StageLayers, per_stage
@@ -46,7 +47,7 @@ def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[Sta
                    logits_s, ahead_s, first_s, fwd_layer_s, bwd_layer_s, micro_batches, reshard,
                    edges: Edges, compute_path_s=None, kinds: KindPasses | None = None,
                    relay_times: DPTimes | None = None, relay_share=0.0,
-                   relay_rank=None) -> tuple[np.ndarray, np.ndarray]:
+                   relay_rank=None, hop_s=0.0) -> tuple[np.ndarray, np.ndarray]:
     """(exposed, hidden) seconds per step of ZeRO-2/3's per-micro-batch traffic: exposed on the
     pipeline's critical path (module docstring), hidden on the first stage, whose drain ends the
     step; NaN where it is the stage's own m x e (a single stage, ZeRO-0/1).
@@ -66,7 +67,9 @@ def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[Sta
     one's (cost.pipeline_path.critical_path_s `relay`; Llama-4-Maverick's middle stages hold two MoE
     layers a chunk and one in turn, sim.pipeline runs each its own). `relay_rank`: the rank of the
     heaviest middle stage the middle path rides (cost.stage_params.dp_ridden_middle_stage; None:
-    the last middle one), the middle stages above it at the lightest's blocks."""
+    the last middle one), the middle stages above it at the lightest's blocks. `hop_s`: one
+    pipeline hop where the interleaved sends run beside the compute (0 elsewhere): the path's
+    exposed fill hops beyond the compute's (cost.pipeline_sends.path_sends_s)."""
     pp, zero, vpp = np.asarray(c.pp), np.asarray(c.zero), np.asarray(c.vpp)
     n = len(pp)
     out, hidden = np.full(n, np.nan), np.full(n, np.nan)
@@ -103,7 +106,7 @@ def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[Sta
               root_gathers=np.where(synced, once, root_gathers_per_micro_batch(overlap.root_gathered_once, zero[rows],
                                                                                row_reshard, m)),
               fwd_gathers=np.where(synced, once, 1.0), synced=synced, sync_times=calls,
-              kinds=None if kinds is None else take_rows(kinds, rows, n))
+              kinds=None if kinds is None else take_rows(kinds, rows, n), hop_s=sub(hop_s))
     share = sub(relay_share)
     if relay_times is not None and np.any(share > 0):
         # The lightest middle stage's calls and layers (its compute the heaviest's: only its traffic differs).
@@ -181,7 +184,7 @@ def _group_exposed_s(overlap: Overlap, *, zero: int, interleaved: bool, micro_ba
                      stages: tuple[StageDP, ...], fwd_layer_s, bwd_layer_s, reshard, edges: Edges,
                      gathers=(0.0, 0.0, 0.0), bare_path_s=None, root_gathers=1.0, fwd_gathers=1.0, synced=False,
                      sync_times=None, kinds: KindPasses | None = None, relay_stage: StageDP | None = None,
-                     relay_share=0.0, relay_gather=0.0, relay_rank=None):
+                     relay_share=0.0, relay_gather=0.0, relay_rank=None, hop_s=0.0):
     """The critical path's exposed seconds per step (module docstring) and the first stage's
     (exposed, busy) seconds of one micro-batch's traffic, of candidates of one ZeRO stage `zero`
     (2 or 3) and one schedule (`interleaved`: every vpp > 1; else every vpp 1). `bare_path_s`: the
@@ -198,7 +201,7 @@ def _group_exposed_s(overlap: Overlap, *, zero: int, interleaved: bool, micro_ba
     stages' own layers walked (pipelined_dp_s). `relay_stage`, `relay_share`, `relay_gather`: the
     lightest middle stage, the middle stages' mean's share towards it and its ZeRO-2 gathers
     (pipelined_dp_s; None: the middle stages all alike); `relay_rank` the heaviest middle stage's
-    rank the middle path rides (pipelined_dp_s)."""
+    rank the middle path rides (pipelined_dp_s); `hop_s` pipelined_dp_s'."""
     pp = sum(np.asarray(s.num_stages, dtype=np.float64) for s in stages)
     root_once, fwd_once = np.asarray(root_gathers) < 1, np.asarray(fwd_gathers) < 1
     held_root, held_fwd = np.where(root_once, 0.0, 1.0), np.where(fwd_once, 0.0, 1.0)
@@ -236,6 +239,9 @@ def _group_exposed_s(overlap: Overlap, *, zero: int, interleaved: bool, micro_ba
             middles = np.asarray(stages[1].num_stages, dtype=np.float64)
             ridden = ridden_at(rank, middles, light)
     exposed = critical_path_s(blocks, micro_batches, pp, vpp, relay, ridden) - bare_path_s
+    if np.any(np.asarray(hop_s) > 0):
+        # The hops the traffic's path exposes beyond those cost.step's sends count (over the compute).
+        exposed = exposed + path_sends_s(blocks, bare, pp, vpp, hop_s, micro_batches)
     if zero == 3 and np.any(root_once | fwd_once):
         fill = first_forward_fill_s(overlap, stages, zero=zero, vpp=vpp, interleaved=interleaved,
                                     fwd_layer_s=fwd_layer_s, edges=edges, root_gathers=held_root, fwd_gathers=held_fwd,

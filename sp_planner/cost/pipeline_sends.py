@@ -120,13 +120,14 @@ def kinds_edge_sends_s(model: ModelSpec, seq_len: int, c: Candidates, kinds: Kin
     return out
 
 
-def wrap_sends_s(fwd, bwd, pp, vpp, transfer_s, micro_batches=None):
+def wrap_sends_s(fwd, bwd, pp, vpp, transfer_s, micro_batches=None, *, fwd_round=None):
     """interleaved_edge_sends_s over each stage kind's (first, middle, last) forward `fwd` and
     backward `bwd` blocks of its (chunk 0, a chunk between, last chunk). In micro-batch groups of
     N (pipeline_order.micro_batch_group of `micro_batches`; None: pp) p runs the first group's N - 1
     others of a chunk beside a fill's wrap and the last group's r - 1 (pipeline_order.last_group)
     beside a drain's, rather than pp - 1 (get_schedule_table, schedules.py lines 989-1016 at
-    d98e8a6)."""
+    d98e8a6). `fwd_round`: the other stages' forward blocks a fill's wrap goes round, micro-batch
+    0's (ZeRO-2's with each chunk's parameter gather, path_sends_s); None: `fwd`."""
     pp, vpp = np.asarray(pp), np.asarray(vpp)
     hops = pp * transfer_s
     middles = np.maximum(pp - 2, 0)
@@ -135,16 +136,19 @@ def wrap_sends_s(fwd, bwd, pp, vpp, transfer_s, micro_batches=None):
         fill_jobs = micro_batch_group(pp, micro_batches)
         drain_jobs = pp if fill_jobs is pp else last_group(pp, micro_batches)
 
-    def waits(x, own, ahead, past, jobs=fill_jobs):
+    def waits(x, own, ahead, past, jobs=fill_jobs, rounds=None):
         """One wrap's exposed hops: p's chunk `own`, the stages above p in chunk `ahead` and
-        those below it in chunk `past` (forward: c, c, c + 1; backward: c - 1, c - 1, c)."""
-        return np.clip(hops - _slack_s(x, own, ahead, past, middles, jobs), 0.0, hops)
+        those below it in chunk `past` (forward: c, c, c + 1; backward: c - 1, c - 1, c), theirs
+        of `rounds` (None: x)."""
+        return np.clip(hops - _slack_s(x, own, ahead, past, middles, jobs, x if rounds is None else rounds), 0.0,
+                       hops)
 
     between = np.maximum(vpp - 3, 0)  # wraps between two chunks between, each way
     # Forward wraps: chunk 0 -> 1, between -> between, into the last chunk (vpp 2: 0 -> last).
-    fwd_wraps = np.where(vpp == 2, waits(fwd, CHUNK0, CHUNK0, LAST),
-                         waits(fwd, CHUNK0, CHUNK0, BETWEEN) + between * waits(fwd, BETWEEN, BETWEEN, BETWEEN)
-                         + waits(fwd, BETWEEN, BETWEEN, LAST))
+    fwd_wraps = np.where(vpp == 2, waits(fwd, CHUNK0, CHUNK0, LAST, rounds=fwd_round),
+                         waits(fwd, CHUNK0, CHUNK0, BETWEEN, rounds=fwd_round)
+                         + between * waits(fwd, BETWEEN, BETWEEN, BETWEEN, rounds=fwd_round)
+                         + waits(fwd, BETWEEN, BETWEEN, LAST, rounds=fwd_round))
     # Backward wraps: out of the last chunk, between -> between, into chunk 0 (vpp 2: last -> 0),
     # each the last micro-batch's, which goes round while p runs the chunk it enters for the last
     # group's others: p's blocks of chunk c - 1, those below p in chunk c, those above in c - 1.
@@ -154,6 +158,31 @@ def wrap_sends_s(fwd, bwd, pp, vpp, transfer_s, micro_batches=None):
                          + waits(bwd, CHUNK0, CHUNK0, BETWEEN, drain_jobs))
     wraps = np.where(vpp > 1, fwd_wraps + bwd_wraps, 0.0)
     return np.where(pp > 1, 2 * (pp - 1) * transfer_s + wraps, 0.0)
+
+
+def path_sends_s(blocks: tuple[StageBlocks, StageBlocks, StageBlocks],
+                 bare: tuple[StageBlocks, StageBlocks, StageBlocks], pp, vpp, transfer_s, micro_batches):
+    """The fill's hops exposed over the blocks ZeRO-2/3's traffic lengthens (cost.pipeline_dp)
+    beyond those over the same stages' compute blocks `bare`, which cost.step's sends count
+    (interleaved_edge_sends_s); `transfer_s` one hop where the sends run beside the compute (0
+    elsewhere). A fill's wrap goes round the other stages' forwards of micro-batch 0, each its
+    chunk's first, with its share of ZeRO-2's overlapped parameter gathers (StageBlocks.gather_s,
+    as cost.pipeline_path reads them), while p runs its group's N - 1 other forwards of its chunk
+    without (ZeRO-3's gathers, in every forward block, both alike): each receive is waited for
+    before its block (schedules.py forward_backward_pipelining_with_interleaving,
+    recv_prev_wait_handle.wait(), line 1588 at d98e8a6), so the gathers take the slack that hid
+    the hops. The drain's wraps are the compute's: every micro-batch's reduce-scatters lengthen
+    p's backwards and the others' alike. Llama-3-8B at 4K on 8 x 8 H100, pp 4 x vpp 4 x tp 2,
+    ZeRO-2, m 9 (groups of 5 + 4): p's 4 other chunk-c forwards hid a wrap's 4 hops behind 3
+    stages' plain forwards, not behind 3 gathering ones; the simulator's path holds all 15 of the
+    fill's hops (26 in all against 14 without the traffic)."""
+    vpp = np.asarray(vpp)
+    fwd = _chunk_blocks(blocks, vpp)[0]
+    bare_fwd, bare_bwd = _chunk_blocks(bare, vpp)
+    share = [np.asarray(s.gather_s) / vpp for s in blocks]  # a chunk's first forward's gathers
+    fwd_round = [tuple(x + extra for x in chunks) for chunks, extra in zip(fwd, share)]
+    traffic = wrap_sends_s(fwd, bare_bwd, pp, vpp, transfer_s, micro_batches, fwd_round=fwd_round)
+    return traffic - wrap_sends_s(bare_fwd, bare_bwd, pp, vpp, transfer_s, micro_batches)
 
 
 def _chunk_blocks(blocks, vpp):
@@ -170,15 +199,15 @@ def _chunk_blocks(blocks, vpp):
     return fwd, bwd
 
 
-def _slack_s(x, own, ahead, past, middles, jobs):
+def _slack_s(x, own, ahead, past, middles, jobs, rounds):
     """The most slack any one stage p has at a wrap (module docstring): the first (every other
     stage ahead of it), the last (every other one past), or a middle one at rank j (the first,
     j - 1 middle ones past; pp - 2 - j middle ones and the last ahead), linear in j, so at j = 1
-    or j = pp - 2; p runs `jobs` - 1 blocks of its own meanwhile (the group's others: pp - 1, or
-    N - 1 and r - 1, wrap_sends_s)."""
-    first, mid, last = x
-    at_first = (jobs - 1) * first[own] - middles * mid[ahead] - last[ahead]
-    at_last = (jobs - 1) * last[own] - first[past] - middles * mid[past]
-    lead = (jobs - 1) * mid[own] - first[past] - last[ahead]
+    or j = pp - 2; p runs `jobs` - 1 blocks of its own (of `x`) meanwhile (the group's others:
+    pp - 1, or N - 1 and r - 1, wrap_sends_s), the others the wrapping micro-batch's (`rounds`)."""
+    first, mid, last = rounds
+    at_first = (jobs - 1) * x[0][own] - middles * mid[ahead] - last[ahead]
+    at_last = (jobs - 1) * x[2][own] - first[past] - middles * mid[past]
+    lead = (jobs - 1) * x[1][own] - first[past] - last[ahead]
     at_mid = np.maximum(lead - (middles - 1) * mid[ahead], lead - (middles - 1) * mid[past])
     return np.maximum(np.maximum(at_first, at_last), np.where(middles > 0, at_mid, -np.inf))

@@ -159,7 +159,8 @@ def _time_parts(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
                       middle_rank=middle_rank,
                       middle_drain_s=middle_drain_s(model, workload.seq_len, c, stage_lt.kinds, middle_rank),
                       relay_times=relay_times, relay_share=relay_share, relay_rank=relay_rank,
-                      first_chunks_bwd_s=first_chunks_bwd_s(model, workload.seq_len, c, stage_lt.kinds))
+                      first_chunks_bwd_s=first_chunks_bwd_s(model, workload.seq_len, c, stage_lt.kinds),
+                      pp_hop_s=lp.edge_hop_s)
     # Without host stalls the passes' compute path is the bubble's closed forms, priced once
     # (above), where every stage runs the model's average layer (its walked path, above, aside:
     # the passes' traffic lengthens the closed forms' blocks); where the stages' layers differ the

@@ -79,6 +79,7 @@ class LayerParts:
     emb_bwd_s: np.ndarray  # the embedding's backward after the first layer's
     emb_fwd_s: np.ndarray  # the embedding's forward (its TP collective and its work)
     closed_path_s: np.ndarray  # the pipeline's compute path in closed form (cost.pipeline_path)
+    edge_hop_s: np.ndarray  # one pipeline hop where the interleaved sends run beside the compute, else 0
     host_fwd_stall_s: np.ndarray  # host time per micro-batch beyond the GPU's (cost.host_stalls) ...
     host_bwd_stall_s: np.ndarray
     host_exposed_s: np.ndarray  # ... both
@@ -239,8 +240,9 @@ def layer_parts(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
         per_layer_s=lt.per_layer_s, fwd_layer_s=fwd_layer, bwd_layer_s=bwd_layer, tp_all_gather_s=lt.tp_all_gather_s,
         tp_reduce_scatter_s=lt.tp_reduce_scatter_s, bwd_lead_s=backward_lead_s(lt, c.recompute), head_s=head,
         ahead_s=ahead, first_s=first, emb_bwd_s=emb_bwd, emb_fwd_s=average.emb_tp_fwd_s + emb.fwd_s,
-        closed_path_s=closed_path, host_fwd_stall_s=host_fwd_stall, host_bwd_stall_s=host_bwd_stall,
-        host_exposed_s=host_fwd_stall + host_bwd_stall, recompute_comm=recompute_comm_parts(lt, m * layers))
+        closed_path_s=closed_path, edge_hop_s=np.where(beside, pp_step, 0.0), host_fwd_stall_s=host_fwd_stall,
+        host_bwd_stall_s=host_bwd_stall, host_exposed_s=host_fwd_stall + host_bwd_stall,
+        recompute_comm=recompute_comm_parts(lt, m * layers))
 
 
 def recompute_comm_parts(lt: LayerTimes, layer_steps) -> StepParts:

@@ -6,7 +6,7 @@ import pytest
 
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.pipeline_path import StageBlocks
-from sp_planner.cost.pipeline_sends import interleaved_edge_sends_s
+from sp_planner.cost.pipeline_sends import interleaved_edge_sends_s, path_sends_s
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate
 from sp_planner.sim import simulate
@@ -139,3 +139,21 @@ def test_groups_of_n_hide_the_wraps_behind_the_groups_other_micro_batches():
     assert sends(8) == pytest.approx(14e-3) == _sends(*even, pp=4, vpp=2)
     assert sends(10) == pytest.approx(6e-3)
     assert sends(9) == pytest.approx(10e-3)
+
+
+def test_zero2_gathers_on_micro_batch_0s_forwards_take_the_fills_slack():
+    # pp 4, vpp 2, equal stages of 10 ms chunk forwards, 20 ms backwards, 1 ms hops, m 9 (groups
+    # of 5 + 4): over the compute the fill's wrap hides (p's 4 others, 40 ms, against 30 ms
+    # round). ZeRO-2's gathers ride each chunk's first forward, micro-batch 0's, the one going
+    # round: 5 ms a chunk (gather_s 10 ms over 2 chunks) make it 45 ms, and the wrap's 4 hops
+    # wait; 2.5 ms a chunk leave 40 - 37.5 = 2.5 ms of slack and 1.5 ms of hops. Backwards the
+    # traffic lengthens (30 ms) move nothing: the drain's wraps are the compute's.
+    bare = tuple(_stage(0.01, 0.02, 2) for _ in range(3))
+
+    def extra(gather_s, bwd_s=0.02):
+        blocks = tuple(_stage(0.01, bwd_s, 2)._replace(gather_s=np.array([gather_s])) for _ in range(3))
+        return float(path_sends_s(blocks, bare, np.array([4]), np.array([2]), 1e-3, np.array([9]))[0])
+    assert extra(0.010) == pytest.approx(4e-3)
+    assert extra(0.005) == pytest.approx(1.5e-3)
+    assert extra(0.0, bwd_s=0.03) == 0.0
+    assert extra(0.010, bwd_s=0.03) == pytest.approx(4e-3)
