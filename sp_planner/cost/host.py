@@ -87,13 +87,22 @@ cuda_dtoh_point "before_permutation_1") and waits on that copy (self.d2h_event.s
 the all-to-all and the grouped GEMM take their split sizes as host integers. The backward reuses
 them (no sync). Padded to capacity (drop_and_pad) the sizes are static and nothing syncs. Graphs
 of the router and preprocess keep the sync (the copies move out of the graph, cost.cuda_graphs);
-a full-iteration graph has none. Hence,
+a full-iteration graph has none. HybridEP without a token budget syncs likewise, reading the
+received-token count inside its dispatch before sizing the output (Megatron-LM b1c2006cf
+fused_a2a.py lines 636-656; token_dispatcher.py lines 1174-1175, 1237-1240). A sync drains the GPU
+queue, so the GPU idles until the host issues the next kernel: in every dispatcher the dispatch
+itself (the all-to-all right after the wait at "before_ep_alltoall", token_dispatcher.py lines
+731-740 at b1c2006cf; HybridEP's and DeepEP's dispatch kernels), a long one behind which the host
+runs ahead again, so OPS_AFTER_SYNC = 1 op (h_s) is exposed a sync however GPU-bound the layer
+(the thread's wake-up not counted). Hence,
 per micro-batch on the pacing stage with L layers, per-layer host times h_f, h_b and GPU times
-g_f, g_b (fwd, bwd), and the logits' GPU time g_o:
+g_f, g_b (fwd, bwd), the logits' GPU time g_o and the host time h_s of the op after a sync:
   no sync:  exposed = max(0, L (h_f + h_b) - (L (g_f + g_b) + g_o))
-  MoE sync: exposed = L max(0, h_f - g_f) + max(0, L h_b - (L g_b + g_o))
-            (the forward in stretches of one layer; the backward one stretch, or one per layer
-            under full recompute, whose recomputed forward syncs again).
+  MoE sync: exposed = L max(h_s, h_f - g_f) + max(0, L h_b - (L g_b + g_o))
+            (the forward in stretches of one layer; the backward one stretch, or L max(h_s,
+            h_b - g_b) under full recompute, whose recomputed forward syncs again).
+(Qwen3-30B-A3B, 32 H100s, ep 8, 4K, micro batch 1: 79 forward ops, 1.06 ms, against ~2 ms of GPU a
+layer: max(0, h_f - g_f) exposed nothing, h_s 48 x 8 x 13.48 us = 5.2 ms a step.)
 The layer is the model's average layer (MoE ops x the share of MoE layers), as elsewhere in the
 cost model. The pipeline bubble is timed from GPU work only, so host time that stretches the
 other stages' micro-batches is not in it.
@@ -149,6 +158,8 @@ MOE_FORWARD_OPS, MOE_BACKWARD_OPS = 32, 13
 EXPERT_FORWARD_OPS, EXPERT_BACKWARD_OPS = 2, 4  # per local expert: fc1 and fc2 GEMMs
 EXPERT_FP8_FORWARD_OPS, EXPERT_FP8_BACKWARD_OPS = 2, 2  # per local expert: quantize the inputs
 SHARED_EXPERT_FORWARD_OPS, SHARED_EXPERT_BACKWARD_OPS = 3, 5
+# Host ops between a per-layer sync's return and the next kernel, the dispatch (module docstring).
+OPS_AFTER_SYNC = 1
 # FP8 current scaling: the amax and scale kernels of each quantized tensor, two tensors per GEMM
 # pair each way (QKV and projection; FC1 and FC2) (module docstring).
 CURRENT_SCALING_OPS_PER_CAST = 2
@@ -264,26 +275,29 @@ def host_syncs_per_layer(model: ModelSpec, cuda_graphs: frozenset[str] = NO_GRAP
 
 
 def exposed_host_s(*, host_fwd_s, host_bwd_s, gpu_fwd_s, gpu_bwd_s, layers, logits_s, syncs: bool,
-                   full_recompute):
+                   full_recompute, after_sync_s=0.0):
     """Host seconds per micro-batch the GPU work does not hide (module docstring's timing rule);
-    per-layer times, `layers` on the pacing stage, `logits_s` its logits' GPU time."""
+    per-layer times, `layers` on the pacing stage, `logits_s` its logits' GPU time, `after_sync_s`
+    the host time from a sync's return to the next kernel's launch."""
     fwd, bwd = exposed_host_parts_s(host_fwd_s=host_fwd_s, host_bwd_s=host_bwd_s, gpu_fwd_s=gpu_fwd_s,
                                     gpu_bwd_s=gpu_bwd_s, layers=layers, logits_s=logits_s, syncs=syncs,
-                                    full_recompute=full_recompute)
+                                    full_recompute=full_recompute, after_sync_s=after_sync_s)
     return fwd + bwd
 
 
 def exposed_host_parts_s(*, host_fwd_s, host_bwd_s, gpu_fwd_s, gpu_bwd_s, layers, logits_s, syncs: bool,
-                         full_recompute):
+                         full_recompute, after_sync_s=0.0):
     """exposed_host_s as (forward, backward) seconds per micro-batch: the stalls that lengthen each
     pass beyond its GPU work. Without a host sync the CPU runs ahead across the passes, so the one
-    exposed total is shared out in proportion to each pass's host time."""
+    exposed total is shared out in proportion to each pass's host time. With one, each synced
+    stretch exposes at least `after_sync_s`, the GPU idling from the sync until the host issues
+    the next kernel (module docstring)."""
     if not syncs:
         total = np.maximum(0.0, layers * (host_fwd_s + host_bwd_s - gpu_fwd_s - gpu_bwd_s) - logits_s)
         host = np.asarray(host_fwd_s + host_bwd_s, dtype=np.float64)
         share = np.divide(host_fwd_s, host, out=np.zeros(np.broadcast(host, total).shape), where=host > 0)
         return total * share, total * (1 - share)
-    fwd = layers * np.maximum(0.0, host_fwd_s - gpu_fwd_s)
-    bwd = np.where(full_recompute, layers * np.maximum(0.0, host_bwd_s - gpu_bwd_s),
+    fwd = layers * np.maximum(after_sync_s, host_fwd_s - gpu_fwd_s)
+    bwd = np.where(full_recompute, layers * np.maximum(after_sync_s, host_bwd_s - gpu_bwd_s),
                    np.maximum(0.0, layers * (host_bwd_s - gpu_bwd_s) - logits_s))
     return fwd, bwd

@@ -115,6 +115,23 @@ def test_full_recompute_syncs_again_in_the_backward():
     assert exposed_host_s(full_recompute=True, **kw) == pytest.approx(5e-3)
 
 
+def test_a_sync_exposes_the_op_after_it_however_busy_the_gpu():
+    # GPU-bound layers (1 ms host vs 2 ms GPU forward): the queue drains at each layer's sync and the
+    # GPU idles until the host issues the dispatch, 13.48 us: 10 x 13.48 us, none without syncs.
+    from sp_planner.cost.host import OPS_AFTER_SYNC, exposed_host_parts_s
+
+    after = OPS_AFTER_SYNC * 13.48e-6
+    kw = {"host_fwd_s": 1e-3, "host_bwd_s": 1e-3, "gpu_fwd_s": 2e-3, "gpu_bwd_s": 4e-3, "layers": 10,
+          "logits_s": 0.0, "after_sync_s": after}
+    assert exposed_host_parts_s(syncs=True, full_recompute=False, **kw) == pytest.approx((10 * after, 0.0))
+    assert exposed_host_parts_s(syncs=False, full_recompute=False, **kw) == (0.0, 0.0)
+    # Full recompute syncs again in each layer's recomputed forward.
+    assert exposed_host_parts_s(syncs=True, full_recompute=True, **kw) == pytest.approx((10 * after, 10 * after))
+    # Host-bound layers pay their excess, which already covers the op after the sync.
+    kw |= {"host_fwd_s": 3e-3}
+    assert exposed_host_parts_s(syncs=True, full_recompute=False, **kw)[0] == pytest.approx(10e-3)
+
+
 def test_moe_layers_sync_unless_padded_to_capacity():
     assert host_syncs_per_layer(QWEN3_MOE)
     capped = QWEN3_MOE.model_copy(update={"moe": QWEN3_MOE.moe.model_copy(update={"capacity_factor": 1.0})})
@@ -136,15 +153,16 @@ def test_a_large_dense_layer_hides_its_host_time():
 def test_small_moe_micro_batches_are_host_bound():
     # Qwen3-30B-A3B on 8 GB200s (two trays of 4), ep 8, MXFP8: at two 4K sequences a micro-batch a
     # layer's 113 + 135 ops on Grace (37.08 us each, 9.2 ms) outlast its GPU work; at four the GPU work
-    # hides them. The host time per micro-batch is fixed, the GPU's doubles.
+    # hides them but the op after each layer's sync: 512 / 8 / 4 = 16 micro-batches x 48 layers x
+    # 37.08 us. The host time per micro-batch is fixed, the GPU's doubles.
     hw, workload = load_hardware("gb200-nvl72"), Workload(seq_len=4096, global_batch=512)
 
     def host_s(micro_batch):
         plan = ParallelPlan(dp=8, ep=8, micro_batch=micro_batch, zero=1, precision="mxfp8")
         return evaluate(QWEN3_MOE, hw, workload, plan, num_nodes=2, gpus_per_node=4).time.host_overhead_s
 
-    assert host_s(2) > 0.0
-    assert host_s(4) == 0.0
+    assert host_s(2) > 16 * 48 * 37.08e-6
+    assert host_s(4) == pytest.approx(16 * 48 * 37.08e-6)
 
 
 def test_ring_steps_add_their_host_ops():
