@@ -29,7 +29,9 @@ class Candidates:
     recipe per search, as the ring layout), and
     `fp8_attention` FP8 core attention (one choice per search; its curves are the profile's);
     `cpu_offload_layers` the layers whose activations go to host memory (cost.offload; one choice
-    per search).
+    per search); `vpp_group` the plan's own micro-batch group N of the interleaved schedule
+    (ParallelPlan.vpp_group, sp-plan --vpp-group; one choice per search), 0 where it is the one
+    sp-plan prices (pipeline_order.micro_batch_group).
     """
 
     dp: np.ndarray
@@ -55,6 +57,7 @@ class Candidates:
     cpu_offload_layers: np.ndarray
     fp8_blockwise: np.ndarray
     adam_moments_bf16: np.ndarray
+    vpp_group: np.ndarray
 
     @property
     def master_as_remainder(self) -> np.ndarray:
@@ -103,8 +106,8 @@ class Candidates:
     def plan(self, i: int) -> ParallelPlan:
         """Candidate `i` as a ParallelPlan."""
         ints: dict[str, int | None] = {name: int(getattr(self, name)[i]) for name in _INT_FIELDS}
-        for name in ("first_stage_layers", "last_stage_layers"):
-            ints[name] = ints[name] or None  # 0 = the even split
+        for name in ("first_stage_layers", "last_stage_layers", "vpp_group"):
+            ints[name] = ints[name] or None  # 0 = the even split, the micro-batch group priced
         return ParallelPlan(**ints, recompute=RECOMPUTE[int(self.recompute[i])],
                             ring_layout="zigzag" if self.zigzag[i] else "contiguous",
                             cp_comm="allgather" if self.allgather[i] else "p2p",
@@ -117,4 +120,4 @@ class Candidates:
 
 
 _INT_FIELDS: tuple[str, ...] = (*DEGREES, "zero", "micro_batch", "vpp", "first_stage_layers", "last_stage_layers",
-                                *EXPERT_DEGREES)
+                                *EXPERT_DEGREES, "vpp_group")

@@ -147,13 +147,14 @@ def interleave_breaks(pp, vpp, num_micro_batches):
     return (vpp > 1) & ((pp == 1) | (m < pp))
 
 
-def stage_in_flight(pp, vpp, num_micro_batches, rank):
+def stage_in_flight(pp, vpp, num_micro_batches, rank, pinned=None):
     """Micro-batches' worth of pipeline rank `rank`'s activations stored at its peak: the chunk
     forwards it runs before its first backward (forwards_before_backward), each holding 1/vpp of
     the stage's layers. 1F1B: min(pp - rank, m) (Narayanan 2021 section 2.2.1); the last rank of
     an interleaved pipeline holds ((vpp - 1) * N + 1) / vpp micro-batches when the loss runs, not
-    one (N: pipeline_order.micro_batch_group)."""
-    return forwards_before_backward(pp, vpp, num_micro_batches, rank) / np.asarray(vpp)
+    one (N: pipeline_order.micro_batch_group, the plans' own where `pinned` names them)."""
+    group = None if pinned is None else micro_batch_group(pp, np.maximum(np.asarray(num_micro_batches), 1), pinned)
+    return forwards_before_backward(pp, vpp, num_micro_batches, rank, group) / np.asarray(vpp)
 
 
 def forwards_before_backward(pp, vpp, num_micro_batches, rank, group=None):
@@ -230,9 +231,9 @@ def rank_running(pp, vpp, num_forwards, group=None):
     return np.where(vpp > 1, pp - 1 - (num_forwards - 1 - (vpp - 1) * group) / 2, pp - num_forwards)
 
 
-def first_stage_in_flight(pp, vpp, num_micro_batches):
+def first_stage_in_flight(pp, vpp, num_micro_batches, pinned=None):
     """stage_in_flight of the first rank, which holds the most."""
-    return stage_in_flight(pp, vpp, num_micro_batches, 0)
+    return stage_in_flight(pp, vpp, num_micro_batches, 0, pinned)
 
 
 class StagePace(NamedTuple):

@@ -94,14 +94,20 @@ def grad_sync_launches(pp: int, m: int, stage: int, vpp: int, group: int | None 
     return launches
 
 
-def micro_batch_group(pp, num_micro_batches):
+def micro_batch_group(pp, num_micro_batches, pinned=None):
     """N, the micro-batch group of Megatron's interleaved schedule as sp-plan runs it
-    (--microbatch-group-size-per-virtual-pipeline-stage): Megatron's default pp
-    (model_parallel_config.py lines 567-568 at d98e8a6) where m % pp == 0, else the smallest N
+    (--microbatch-group-size-per-virtual-pipeline-stage): the plan's own N where `pinned` names one
+    (ParallelPlan.vpp_group, sp-plan --vpp-group; per row, 0 or None: none), else Megatron's default
+    pp (model_parallel_config.py lines 567-568 at d98e8a6) where m % pp == 0, else the smallest N
     that Megatron accepts (megatron_group_sizes: the fewest forwards before the first backward,
     2(pp - rank - 1) + (vpp - 1) N, so the least memory); pp where none does (m < pp, refused by
-    interleave_breaks). Vectorized; the common case, every m a multiple of pp, returns `pp` itself
-    (the same object: callers tell that case by identity)."""
+    interleave_breaks). Vectorized; the common case, no N pinned but pp and every m a multiple of
+    pp, returns `pp` itself (the same object: callers tell that case by identity)."""
+    if pinned is not None and np.any(np.asarray(pinned) > 0):
+        own, priced = np.asarray(pinned), micro_batch_group(pp, num_micro_batches)
+        differs = (own > 0) & (own != priced)
+        # A pin equal to the group priced (a plan file's, which records it) prices as no pin.
+        return np.where(differs, own, priced) if np.any(differs) else priced
     given, pp, m = pp, np.asarray(pp), np.asarray(num_micro_batches)
     per = m / np.maximum(pp, 1)  # whole where pp divides m: floor, not np.mod's slower remainder (chunk_counts)
     odd = (per != np.floor(per)) & (per > 1) & (pp > 1)
@@ -114,24 +120,25 @@ def micro_batch_group(pp, num_micro_batches):
     return out
 
 
-def priced_group(pp: int, vpp: int, num_micro_batches: int) -> int | None:
+def priced_group(pp: int, vpp: int, num_micro_batches: int, pinned: int | None = None) -> int | None:
     """The micro-batch group an interleaved plan is priced with, as sp-plan's JSON, both plans.csv
-    files and plan.json carry it (ParallelPlan.vpp_group): micro_batch_group, Megatron's default pp
-    included, or None at vpp 1 (no interleaved schedule, no group)."""
-    return int(micro_batch_group(pp, num_micro_batches)) if vpp > 1 else None
+    files and plan.json carry it (ParallelPlan.vpp_group): the plan's own `pinned` N, else
+    micro_batch_group, Megatron's default pp included, or None at vpp 1 (no interleaved schedule,
+    no group)."""
+    return int(micro_batch_group(pp, num_micro_batches, pinned)) if vpp > 1 else None
 
 
-def priced_groups(pp, vpp, num_micro_batches) -> np.ndarray:
+def priced_groups(pp, vpp, num_micro_batches, pinned=None) -> np.ndarray:
     """priced_group over arrays (plans.csv's rows): N where vpp > 1, 0 (no group) at vpp 1."""
     vpp = np.asarray(vpp)
-    return np.where(vpp > 1, micro_batch_group(pp, num_micro_batches), 0)
+    return np.where(vpp > 1, micro_batch_group(pp, num_micro_batches, pinned), 0)
 
 
-def last_group(pp, num_micro_batches):
+def last_group(pp, num_micro_batches, pinned=None):
     """Micro-batches in the schedule's last group (get_schedule_table, schedules.py lines 989-1016
-    at d98e8a6): m % N, or N where that is 0 (N: micro_batch_group)."""
+    at d98e8a6): m % N, or N where that is 0 (N: micro_batch_group, `pinned` as there)."""
     m = np.asarray(num_micro_batches)
-    n = micro_batch_group(pp, m)
+    n = micro_batch_group(pp, m, pinned)
     rest = m % np.maximum(n, 1)
     return np.where(rest == 0, n, rest)
 

@@ -89,9 +89,9 @@ def rule_message(rule: str, f: RuleFacts, plan: ParallelPlan) -> str:
 
 def vpp_message(global_batch: int, plan: ParallelPlan) -> str:
     """The vpp rule's message: interleaving needs a pipeline and at least pp micro-batches (the
-    micro-batch group N Megatron accepts lies in [pp, m]); a plan's own N (vpp_group) must be the
-    one sp-plan prices (pipeline_order.micro_batch_group), with the nearest global batches that make m a
-    multiple of pp where m is too small."""
+    micro-batch group N Megatron accepts lies in [pp, m]); a plan's own N (vpp_group, sp-plan
+    --vpp-group) must be one Megatron accepts (pipeline_order.megatron_group_sizes), with the nearest
+    global batches that make m a multiple of pp where m is too small."""
     head = f"vpp {plan.vpp} (interleaved 1F1B)"
     if plan.vpp == 1:  # the rule breaks at vpp 1 for a micro-batch group alone
         return (f"vpp_group {plan.vpp_group} needs vpp > 1: the micro-batch group is the interleaved schedule's; "
@@ -107,15 +107,13 @@ def vpp_message(global_batch: int, plan: ParallelPlan) -> str:
     if m < plan.pp:
         return (f"{head} needs at least pp {plan.pp} micro-batches per step, has {m} (Megatron schedules.py: the "
                 f"micro-batch group size lies in [pp, m]); use {batches}")
-    group = int(micro_batch_group(plan.pp, m))
     sizes = megatron_group_sizes(plan.pp, m)
     # The first six sizes and the last (N = m always runs), so a long list still ends where it ends.
     shown = ", ".join(map(str, sizes)) if len(sizes) <= 7 else ", ".join(map(str, sizes[:6])) + f", ..., {sizes[-1]}"
-    accepted = ("one Megatron accepts" if plan.vpp_group in sizes else
-                f"Megatron refuses it (schedules.py: pp <= N <= m, and m % N zero or at least pp: {shown})")
-    return (f"vpp_group {plan.vpp_group} with m {m}: {accepted}, but sp-plan prices the interleaved schedule in "
-            f"groups of {group} (Megatron's default pp where pp divides m, else the smallest N it accepts: the "
-            f"fewest forwards before the first backward); set vpp_group {group} or leave it out")
+    return (f"vpp_group {plan.vpp_group} with pp {plan.pp} and m {m}: Megatron refuses it (schedules.py: "
+            f"pp <= N <= m, and m % N zero or at least pp); use one of {shown}, or leave it out (sp-plan then "
+            f"prices {int(micro_batch_group(plan.pp, m))}: Megatron's default pp where pp divides m, else the "
+            "smallest N it accepts, the fewest forwards before the first backward)")
 
 
 def layers_message(num_layers: int, plan: ParallelPlan) -> str:

@@ -12,7 +12,6 @@ import numpy as np
 
 from sp_planner.cost.deepep import deepep_group_breaks
 from sp_planner.pipeline import interleave_breaks, split_breaks
-from sp_planner.pipeline_order import micro_batch_group
 from sp_planner.recompute import recompute_code, recomputes_mla_up_proj, recomputes_mlp, recomputes_moe_act
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
@@ -113,11 +112,19 @@ def _breaks_interleave(global_batch, d, **_):
     m = global_batch // (_get(d, "dp") * _get(d, "micro_batch"))
     pp, vpp = _get(d, "pp"), _get(d, "vpp")
     breaks = interleave_breaks(pp, vpp, m)
-    # A plan's own micro-batch group (the search's candidates have none: theirs is the one priced).
-    group = d.get("vpp_group") if isinstance(d, Mapping) else getattr(d, "vpp_group", None)
-    if group is None:
+    # A plan's own micro-batch group N (sp-plan --vpp-group; 0 or None: the one priced), which
+    # needs vpp > 1 and must be one Megatron accepts: pp <= N <= m, and m % N zero or at least pp
+    # (schedules.py forward_backward_pipelining_with_interleaving lines 1160-1180 at d98e8a6;
+    # pipeline_order.megatron_group_sizes).
+    own = d.get("vpp_group") if isinstance(d, Mapping) else getattr(d, "vpp_group", None)
+    group = np.asarray(0 if own is None else own)
+    pinned = group > 0
+    if not np.any(pinned):
         return breaks
-    return breaks | (vpp == 1) | (group != micro_batch_group(pp, m))
+    n = np.maximum(group, 1)
+    rest = m % n
+    refused = (n < pp) | (n > m) | ((rest != 0) & (rest < pp))
+    return breaks | (pinned & ((vpp == 1) | refused))
 
 
 def _breaks_offload(num_layers, d, **_):

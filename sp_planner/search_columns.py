@@ -117,9 +117,8 @@ class Evaluated(NamedTuple):
         cols["reshard_after_forward"] = c.reshard
         cols.update({name: getattr(c, name) for name in EXPERT_DEGREES})
         cols["vpp"] = c.vpp
-        # A candidate's micro-batch group is the one priced (ParallelPlan.vpp_group None).
-        n = len(c.vpp)
-        cols["vpp_group"] = pd.arrays.IntegerArray(np.zeros(n, dtype=np.int64), np.ones(n, dtype=bool))  # all NA
+        # A candidate's own micro-batch group (--vpp-group), else NA: the one priced (ParallelPlan.vpp_group None).
+        cols["vpp_group"] = pd.arrays.IntegerArray(c.vpp_group.astype(np.int64), c.vpp_group == 0)
         # 0 (the even split) as missing, as in the plan (None).
         for name in ("first_stage_layers", "last_stage_layers"):
             layers = getattr(c, name)

@@ -68,6 +68,9 @@ class Pins(FrozenModel):
     dp_replicate: int | None = None
     reshard_after_forward: bool | None = None
     vpp: int | None = None
+    # Not searched: the interleaved schedule's micro-batch group N (sp-plan --vpp-group; None: the
+    # one sp-plan prices, pipeline_order.micro_batch_group), on the rows with vpp > 1.
+    vpp_group: int | None = Field(default=None, ge=1)
     # bf16 unless asked: FP8 changes the numerics, so the search tries it only when told (None).
     precision: Precision | None = "bf16"
     # Not searched: the FP8 recipe is the user's choice, as it changes the numerics.
@@ -193,7 +196,8 @@ def expand_candidates(workload: Workload, degrees: np.ndarray, pins: Pins, gpus_
                       fp8_attention=np.full(len(rows), pins.fp8_attention),
                       cpu_offload_layers=np.full(len(rows), pins.cpu_offload_layers, dtype=np.int64),
                       fp8_blockwise=np.full(len(rows), pins.fp8_recipe == "blockwise"),
-                      adam_moments_bf16=np.full(len(rows), pins.adam_moments_bf16))
+                      adam_moments_bf16=np.full(len(rows), pins.adam_moments_bf16),
+                      vpp_group=np.where(named["vpp"] > 1, pins.vpp_group or 0, 0).astype(np.int64))
 
 
 def rule_masks(model: ModelSpec, workload: Workload, c: Candidates) -> dict[str, np.ndarray]:

@@ -121,6 +121,18 @@ def test_micro_batch_group_and_last_group_by_hand():
     assert micro_batch_group(same, np.array([8, 12])) is same
 
 
+def test_a_pinned_micro_batch_group_is_the_one_taken():
+    # sp-plan --vpp-group (ParallelPlan.vpp_group, 0: none): pp 4, m 12 pinned 6 runs groups of 6 and
+    # 6, pinned 7 of 7 and 5; m 10 unpinned its 5 and 5. A pin equal to the group priced (a plan
+    # file records it) is no pin: pp itself back where every m is a multiple of pp.
+    pp, m = np.array([4, 4, 4]), np.array([12, 12, 10])
+    pinned = np.array([6, 7, 0])
+    assert micro_batch_group(pp, m, pinned).tolist() == [6, 7, 5]
+    assert last_group(pp, m, pinned).tolist() == [6, 5, 5]
+    same = np.array([4, 4])
+    assert micro_batch_group(same, np.array([8, 12]), np.array([4, 0])) is same
+
+
 def test_warm_up_and_chunk_counts_in_groups_of_n_by_hand():
     # pp 2, vpp 2, m 5: groups of 3 and 2 (Megatron's model_parallel_config.py example), the
     # schedule table's chunks 0 0 0 1 1 1 0 0 1 1 (schedules.py lines 1220-1227 at d98e8a6).

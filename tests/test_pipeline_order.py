@@ -119,3 +119,6 @@ def test_the_group_priced_is_megatrons_default_pp_or_the_smallest_it_accepts_and
     assert priced_group(2, 8, 9) == 3 and priced_group(4, 2, 8) == 4
     assert priced_group(4, 1, 8) is None and priced_group(2, 1, 9) is None
     assert priced_groups(np.array([2, 4, 4]), np.array([8, 2, 1]), np.array([9, 8, 8])).tolist() == [3, 4, 0]
+    # A plan's own N (sp-plan --vpp-group) where it names one; still none at vpp 1.
+    assert priced_group(4, 2, 12, 6) == 6 and priced_group(4, 2, 12, None) == 4
+    assert priced_groups(np.array([4, 4]), np.array([2, 1]), np.array([12, 12]), np.array([8, 0])).tolist() == [8, 0]

@@ -61,25 +61,25 @@ def test_layers_message_at_pp_1_proposes_no_split():
         "(first/last stage layers)")
 
 
-def test_vpp_message_names_the_group_sp_plan_prices_and_the_nearest_batches():
+def test_vpp_message_names_the_groups_megatron_accepts_and_the_nearest_batches():
     # pp 2 x vpp 2, dp 1, micro batch 1, 3 sequences: m 3, which Megatron runs with N 3 only
     # (pipeline_order.megatron_group_sizes: N 2 leaves a last group of 1 < pp); a plan pinning 2 is refused.
     plan = ParallelPlan(tp=8, pp=2, vpp=2, vpp_group=2)
     assert vpp_message(3, plan) == (
-        "vpp_group 2 with m 3: Megatron refuses it (schedules.py: pp <= N <= m, and m % N zero or at least pp: "
-        "3), but sp-plan prices the interleaved schedule in groups of 3 (Megatron's default pp where pp divides "
-        "m, else the smallest N it accepts: the fewest forwards before the first backward); set vpp_group 3 or "
-        "leave it out")
-    # dp 2 x pp 4 x vpp 4, 20 sequences: m 10, which Megatron runs with N 5, 6 or 10; sp-plan prices 5.
+        "vpp_group 2 with pp 2 and m 3: Megatron refuses it (schedules.py: pp <= N <= m, and m % N zero or at "
+        "least pp); use one of 3, or leave it out (sp-plan then prices 3: Megatron's default pp where pp divides "
+        "m, else the smallest N it accepts, the fewest forwards before the first backward)")
+    # dp 2 x pp 4 x vpp 4, 20 sequences: m 10, which Megatron runs with N 5, 6 or 10 (sp-plan
+    # --vpp-group: any of them runs); 11 is above m.
     wide = ParallelPlan(dp=2, pp=4, vpp=4)
-    text = vpp_message(20, wide.model_copy(update={"vpp_group": 10}))
-    assert text.startswith("vpp_group 10 with m 10: one Megatron accepts, but sp-plan prices the interleaved "
-                           "schedule in groups of 5 ")
+    text = vpp_message(20, wide.model_copy(update={"vpp_group": 11}))
+    assert text.startswith("vpp_group 11 with pp 4 and m 10: Megatron refuses it (schedules.py: pp <= N <= m, and "
+                           "m % N zero or at least pp); use one of 5, 6, 10, or leave it out (sp-plan then prices 5:")
     assert vpp_message(20, ParallelPlan(dp=2, pp=1, vpp_group=4)).startswith("vpp_group 4 needs vpp > 1")
     # pp 4 x vpp 2, 18 sequences: m 18, which Megatron runs with N 6, 7, 9-14 or 18 (the last group
     # m % N zero or at least 4); the message lists six and the last, N = m, not six alone.
-    assert "m % N zero or at least pp: 6, 7, 9, 10, 11, 12, ..., 18), but sp-plan prices the interleaved schedule in " \
-        "groups of 6 " in vpp_message(18, ParallelPlan(tp=2, pp=4, vpp=2, vpp_group=5))
+    assert "m % N zero or at least pp); use one of 6, 7, 9, 10, 11, 12, ..., 18, or leave it out (sp-plan then " \
+        "prices 6:" in vpp_message(18, ParallelPlan(tp=2, pp=4, vpp=2, vpp_group=5))
     # 6 sequences: m 3 < pp 4, which no group size runs; 8 is the smallest batch that does.
     assert vpp_message(6, wide) == (
         "vpp 4 (interleaved 1F1B) needs at least pp 4 micro-batches per step, has 3 (Megatron schedules.py: the "

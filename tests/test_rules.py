@@ -145,16 +145,18 @@ def test_dsa_cp_masks_equal_violations_and_fire_on_ulysses_and_ring_p2p_only():
     assert (mask == expected).all() and 0 < mask.sum() < len(mask) and (columns.allgather & ~mask).any()
 
 
-def test_a_plans_micro_batch_group_must_be_the_one_priced():
-    # pp 4 x vpp 2, 10 micro-batches: sp-plan prices groups of 5 (pipeline_order.micro_batch_group), which
-    # a plan may also name; 10 (which Megatron accepts) or 4 (which it refuses: a last group of 2)
-    # break the vpp rule, as does a group without interleaving. 3 micro-batches: no group at all.
+def test_a_plans_micro_batch_group_must_be_one_megatron_accepts():
+    # pp 4 x vpp 2, 10 micro-batches: Megatron accepts N 5, 6 and 10 (pp <= N <= m, m % N zero or at
+    # least pp: schedules.py lines 1160-1180 at d98e8a6), which a plan may name (sp-plan --vpp-group);
+    # 4 (a last group of 2), 7-9 (3, 2, 1), 3 (below pp) and 11 (above m) break the vpp rule, as does
+    # a group without interleaving. 3 micro-batches: no group at all.
     model, workload = load_model("Llama-3-8B"), Workload(seq_len=4096, global_batch=10)
 
     def rules(**plan):
         return [v.rule for v in violations(ParallelPlan(pp=4, tp=2, **plan), model, workload)]
-    assert rules(vpp=2) == [] and rules(vpp=2, vpp_group=5) == []
-    assert rules(vpp=2, vpp_group=10) == ["vpp"] and rules(vpp=2, vpp_group=4) == ["vpp"]
+    assert rules(vpp=2) == []
+    assert [n for n in range(1, 13) if rules(vpp=2, vpp_group=n) == []] == [5, 6, 10]
+    assert rules(vpp=2, vpp_group=4) == ["vpp"] and rules(vpp=2, vpp_group=11) == ["vpp"]
     assert rules(vpp_group=5) == ["vpp"]
     assert [v.rule for v in violations(ParallelPlan(pp=4, tp=2, vpp=2), model,
                                        Workload(seq_len=4096, global_batch=3))] == ["vpp"]

@@ -58,9 +58,11 @@ def check_pins(
     world_size: int,
     recompute: str | None = None,
     split: tuple[int, int] | None = None,
+    vpp_group: int | None = None,
 ) -> None:
     """Exit-2 check of the hard rules the pinned values alone already break (`split`: the pinned
-    first and last stage layers, else the search's search_split).
+    first and last stage layers, else the search's search_split; `vpp_group`: --vpp-group, which
+    the vpp rule checks where the micro-batch count is pinned).
 
     Unpinned degrees are set to 1, the least they can be; every rule but kv_heads and deepep_group
     is a divisibility that any larger degree only tightens, so a violation here holds for every plan.
@@ -74,7 +76,7 @@ def check_pins(
     partial = ParallelPlan(
         **{axis: (value or 1) for axis, value in degrees.items()},
         micro_batch=micro_batch or 1, vpp=stage_vpp, first_stage_layers=first or None, last_stage_layers=last or None,
-        recompute=recompute or "none", **(experts or {}),
+        recompute=recompute or "none", vpp_group=vpp_group, **(experts or {}),
     )
     skip = set() if (degrees["tp"] and degrees["ulysses"]) else {"kv_heads"}
     # The expert grid must divide a stage's GPUs (world / pp). Unpinned degrees are 1 in `partial`,
@@ -101,6 +103,21 @@ def check_pins(
         rule = broken[0]
         raise UserInputError(f"the pinned plan breaks the {rule.rule} rule: {rule.message}"
                              + _seq_len_fix(rule.rule, partial, workload.seq_len))
+
+
+def check_vpp_group(vpp_group: int | None, vpp: int | None, pp: int | None) -> None:
+    """Refuse --vpp-group where no plan runs it: the micro-batch group is the interleaved schedule's
+    (--vpp 2 or more), and Megatron takes N >= pp (schedules.py at d98e8a6 lines 1160-1168: "The
+    number of contiguous micro-batches in a virtual pipeline stage should range in [PP, M]"). The
+    rest, N <= m and m % N, waits for the micro-batch count (the vpp rule)."""
+    if vpp_group is None:
+        return
+    if vpp is None or vpp == 1:
+        raise UserInputError(f"--vpp-group {vpp_group} sets the interleaved schedule's micro-batch group: it needs "
+                             f"--vpp 2 or more{' (not --vpp 1)' if vpp == 1 else ''}, or drop --vpp-group")
+    if pp is not None and vpp_group < pp:
+        raise UserInputError(f"--vpp-group {vpp_group} is below --pp {pp}: Megatron's micro-batch group lies in "
+                             f"[pp, m] (schedules.py); use --vpp-group {pp} or more, or drop --vpp-group")
 
 
 def _seq_len_fix(rule: str, plan: ParallelPlan, seq_len: int) -> str:

@@ -146,6 +146,11 @@ def plan(
     vpp: Annotated[Optional[int], typer.Option(min=1, max=64, show_default="searched over 1, 2, 4, 8",
                                                help="Pin the virtual pipeline stages per rank (interleaved "
                                                "1F1B; 1 = plain 1F1B).")] = None,
+    vpp_group: Annotated[Optional[int], typer.Option(
+        min=1, max=MAX_GLOBAL_BATCH, show_default="pp where it divides the micro-batches, else the least N "
+        "Megatron runs", help="Pin the interleaved schedule's micro-batch group N (with --vpp 2 or more; "
+        "Megatron --microbatch-group-size-per-virtual-pipeline-stage, which takes pp <= N <= m micro-batches "
+        "with m % N zero or at least pp).")] = None,
     precision: Annotated[PrecisionChoice, typer.Option(help="GEMM precision: bf16, fp8 (Transformer Engine, "
                                                       "Hopper+), mxfp8 (Blackwell), or auto to search what the "
                                                       "hardware runs. Attention stays bf16.")] = "bf16",
@@ -216,7 +221,8 @@ def plan(
         model=model, hardware=hardware, num_nodes=nodes, gpus_per_node=gpus_per_node, seq_len=seq_len,
         global_batch=global_batch, degrees={"tp": tp, "pp": pp, "dp": dp, "ulysses": ulysses, "ring": ring},
         zero=zero, recompute=recompute, micro_batch=micro_batch, cp_comm=cp_comm, dp_replicate=dp_replicate,
-        reshard_after_forward=reshard_after_forward, vpp=vpp, precision=precision, fp8_recipe=fp8_recipe,
+        reshard_after_forward=reshard_after_forward, vpp=vpp, vpp_group=vpp_group, precision=precision,
+        fp8_recipe=fp8_recipe,
         fp8_attention=fp8_attention,
         expert_degrees={"ep": ep, "etp": etp},
         moe_capacity_factor=moe_capacity_factor, moe_pad_to_capacity=moe_pad_to_capacity,

@@ -134,7 +134,8 @@ def answer_plan_file(answer: Answer, *, full_rank_groups: bool = False) -> tuple
     framework, estimate = recorded.framework, recorded.estimate
     # The micro-batch group priced, Megatron's default pp included (ParallelPlan.vpp_group; the flags
     # set it where it is not pp).
-    group = priced_group(estimate.plan.pp, estimate.plan.vpp, estimate.plan.num_micro_batches(q.workload))
+    group = priced_group(estimate.plan.pp, estimate.plan.vpp, estimate.plan.num_micro_batches(q.workload),
+                         estimate.plan.vpp_group)
     estimate = estimate.model_copy(update={"plan": estimate.plan.model_copy(update={"vpp_group": group})})
     plan_file = PlanFile(
         model=recorded.model, hardware=recorded.hardware, workload=q.workload, num_nodes=q.num_nodes,

@@ -17,8 +17,8 @@ from sp_planner.catalog import builtin_gpu, load_hardware, load_model
 from sp_planner.catalog.hardware import builtin_profiles
 from sp_planner.cli.option_checks import (check_fp8_attention, check_fp8_recipe, check_precision, offload_pins,
                                           with_routing)
-from sp_planner.cli.pin_checks import (check_degrees, check_fsdp_pins, check_pins, check_split_pins, gpus_left_to,
-                                       with_derived_dp)
+from sp_planner.cli.pin_checks import (check_degrees, check_fsdp_pins, check_pins, check_split_pins, check_vpp_group,
+                                       gpus_left_to, with_derived_dp)
 from sp_planner.destination import (
     check_file_destination,
     check_folder_destination,
@@ -193,6 +193,7 @@ def resolve_question(
     dp_replicate: int | None = None,
     reshard_after_forward: bool | None = None,
     vpp: int | None = None,
+    vpp_group: int | None = None,
     precision: Precision | Literal["auto"] = "bf16",
     fp8_recipe: Fp8Recipe = "delayed",
     fp8_attention: bool = False,
@@ -251,6 +252,7 @@ def resolve_question(
     if vpp is not None and vpp > 1 and degrees.get("pp") == 1:
         raise UserInputError(f"--vpp {vpp} interleaves pipeline stages: it needs --pp 2 or more, not --pp 1 "
                              "(or drop --vpp)")
+    check_vpp_group(vpp_group, vpp, degrees.get("pp"))
     pinned_split = check_split_pins(split, degrees.get("pp"))
     degrees, recompute = offload_pins(cpu_offload_layers, degrees, recompute, model_spec, profile)
     if adam_moments_bf16 and zero not in (None, 1):
@@ -259,14 +261,14 @@ def resolve_question(
     zero = 1 if adam_moments_bf16 else zero
     pins = Pins(**degrees, **experts, zero=zero, recompute=recompute, micro_batch=micro_batch, cp_comm=cp_comm,
                 dp_replicate=dp_replicate, reshard_after_forward=reshard_after_forward, vpp=vpp,
-                precision=check_precision(precision, profile),
+                vpp_group=vpp_group, precision=check_precision(precision, profile),
                 fp8_recipe=check_fp8_recipe(fp8_recipe, precision, profile),
                 fp8_attention=check_fp8_attention(fp8_attention, precision, profile),
                 cpu_offload_layers=cpu_offload_layers, adam_moments_bf16=adam_moments_bf16,
                 first_stage_layers=pinned_split[0] if pinned_split else None,
                 last_stage_layers=pinned_split[1] if pinned_split else None)
     check_pins(with_derived_dp(degrees, world_size), micro_batch, model_spec, workload, experts, vpp,
-               world_size=world_size, recompute=recompute, split=pinned_split)
+               world_size=world_size, recompute=recompute, split=pinned_split, vpp_group=vpp_group)
     check_fsdp_pins(with_derived_dp(degrees, world_size)["dp"], zero, dp_replicate, reshard_after_forward,
                     data_parallel_gpus=gpus_left_to(degrees, world_size, "dp"))
     return PlanQuestion(

@@ -34,22 +34,27 @@ from sp_planner.specs.model import ModelSpec
 PLAIN_GROUPS = 6  # micro-batch groups of pp walked block by block; the rest by the last two's time
 
 
-def chunk_path_s(pp: int, vpp: int, micro_batches: int, fwd_s: np.ndarray, bwd_s: np.ndarray) -> np.ndarray:
+def chunk_path_s(pp: int, vpp: int, micro_batches: int, fwd_s: np.ndarray, bwd_s: np.ndarray,
+                 group: int = 0) -> np.ndarray:
     """Seconds from the first block to the last of a step of `micro_batches` in Megatron's order,
-    per candidate; `fwd_s`, `bwd_s`: (pp, vpp, rows) each chunk's forward and backward block."""
-    return chunk_paths_s(pp, vpp, [(micro_batches, fwd_s, bwd_s)])[0]
+    per candidate; `fwd_s`, `bwd_s`: (pp, vpp, rows) each chunk's forward and backward block.
+    `group`: the plan's own micro-batch group N (ParallelPlan.vpp_group; 0: the one sp-plan prices,
+    pipeline_order.micro_batch_group)."""
+    return chunk_paths_s(pp, vpp, [(micro_batches, fwd_s, bwd_s)], group)[0]
 
 
-def chunk_paths_s(pp: int, vpp: int, steps: list[tuple[int, np.ndarray, np.ndarray]]) -> list[np.ndarray]:
-    """chunk_path_s of each step (micro_batches, fwd_s, bwd_s) of one pp and vpp. The walk is row
+def chunk_paths_s(pp: int, vpp: int, steps: list[tuple[int, np.ndarray, np.ndarray]],
+                  group: int = 0) -> list[np.ndarray]:
+    """chunk_path_s of each step (micro_batches, fwd_s, bwd_s) of one pp, vpp and `group`. The walk is row
     by row, so each schedule is walked once over the distinct rows (distinct.distinct_float_rows)
     of every step that walks it (past PLAIN_GROUPS groups, the steps of one remainder and parity
     walk the same three), and each row gets the bits its step's own walk gives it."""
-    first = _walked(pp, vpp, steps, [_first_walks(pp, vpp, micro_batches) for micro_batches, _, _ in steps])
+    first = _walked(pp, vpp, steps, [_first_walks(pp, vpp, micro_batches, group) for micro_batches, _, _ in steps],
+                    group)
     paths: list[np.ndarray | None] = []
     for i, (micro_batches, _, _) in enumerate(steps):
         groups, rest = divmod(micro_batches, pp)
-        if groups <= PLAIN_GROUPS or _odd(pp, vpp, micro_batches):
+        if groups <= PLAIN_GROUPS or _odd(pp, vpp, micro_batches, group):
             paths.append(first[i][micro_batches])
             continue
         # Past PLAIN_GROUPS groups of pp, the last two walked groups' time for every two groups
@@ -63,29 +68,29 @@ def chunk_paths_s(pp: int, vpp: int, steps: list[tuple[int, np.ndarray, np.ndarr
         settled = np.allclose(longer - shorter, shorter - shortest, rtol=1e-9, atol=0.0)
         paths.append(longer + (groups - walked) / 2 * (longer - shorter) if settled else None)
     whole = _walked(pp, vpp, steps, [() if path is not None else (micro_batches,)
-                                     for path, (micro_batches, _, _) in zip(paths, steps)])
+                                     for path, (micro_batches, _, _) in zip(paths, steps)], group)
     return [whole[i][steps[i][0]] if path is None else path for i, path in enumerate(paths)]
 
 
-def _odd(pp: int, vpp: int, micro_batches: int) -> bool:
+def _odd(pp: int, vpp: int, micro_batches: int, group: int = 0) -> bool:
     """Whether the step runs micro-batch groups other than pp (pipeline_order.micro_batch_group: m not a
-    multiple of pp, interleaved), whose group size the counts of whole groups of pp that
-    chunk_paths_s extrapolates from would change: walked whole."""
-    return vpp > 1 and micro_batches % pp != 0
+    multiple of pp, or a plan's own N, interleaved), whose group size the counts of whole groups of
+    pp that chunk_paths_s extrapolates from would change: walked whole."""
+    return vpp > 1 and (micro_batches % pp != 0 or group not in (0, pp))
 
 
-def _first_walks(pp: int, vpp: int, micro_batches: int) -> tuple[int, ...]:
+def _first_walks(pp: int, vpp: int, micro_batches: int, group: int = 0) -> tuple[int, ...]:
     """The micro-batch counts chunk_paths_s walks a step over first: the whole step, or past
     PLAIN_GROUPS groups the three whose last two pairs of groups it extrapolates."""
     groups, rest = divmod(micro_batches, pp)
-    if groups <= PLAIN_GROUPS or _odd(pp, vpp, micro_batches):
+    if groups <= PLAIN_GROUPS or _odd(pp, vpp, micro_batches, group):
         return (micro_batches,)
     walked = PLAIN_GROUPS - (groups - PLAIN_GROUPS) % 2
     return tuple(g * pp + rest for g in (walked, walked - 2, walked - 4))
 
 
 def _walked(pp: int, vpp: int, steps: list[tuple[int, np.ndarray, np.ndarray]],
-            counts: list[tuple[int, ...]]) -> list[dict[int, np.ndarray]]:
+            counts: list[tuple[int, ...]], group: int = 0) -> list[dict[int, np.ndarray]]:
     """Each step's walk_path_s of each micro-batch count in its `counts`, a count walked once over
     the distinct rows of every step that asks for it."""
     asking: dict[int, list[int]] = {}
@@ -98,16 +103,17 @@ def _walked(pp: int, vpp: int, steps: list[tuple[int, np.ndarray, np.ndarray]],
         bwd = np.concatenate([steps[i][2] for i in which], axis=2)
         rows = fwd.shape[2]
         first, inverse = distinct_float_rows(np.concatenate([fwd.reshape(-1, rows), bwd.reshape(-1, rows)]).T)
-        ends = walk_path_s(pp, vpp, count, fwd[:, :, first], bwd[:, :, first])[inverse]
+        ends = walk_path_s(pp, vpp, count, fwd[:, :, first], bwd[:, :, first], group)[inverse]
         bounds = np.cumsum([steps[i][1].shape[2] for i in which])[:-1]
         for i, part in zip(which, np.split(ends, bounds)):
             out[i][count] = part
     return out
 
 
-def walk_path_s(pp: int, vpp: int, micro_batches: int, fwd_s: np.ndarray, bwd_s: np.ndarray) -> np.ndarray:
+def walk_path_s(pp: int, vpp: int, micro_batches: int, fwd_s: np.ndarray, bwd_s: np.ndarray,
+                group: int = 0) -> np.ndarray:
     """chunk_path_s block by block: each rank's next block starts when the rank is free and its
-    upstream block has ended."""
+    upstream block has ended (`group`: chunk_path_s')."""
     rows = fwd_s.shape[2]
     blocks = list(np.concatenate([bwd_s.reshape(pp * vpp, rows), fwd_s.reshape(pp * vpp, rows)]))  # _walk_steps' order
     free = [np.zeros(rows) for _ in range(pp)]  # each rank's end so far
@@ -116,7 +122,7 @@ def walk_path_s(pp: int, vpp: int, micro_batches: int, fwd_s: np.ndarray, bwd_s:
     held = [False] * pp
     waited: dict[int, np.ndarray] = {}  # the ends a later block waits for, until it starts
     maximum = np.maximum
-    for i, (stage, block, waits, is_waited) in enumerate(zip(*_walk_steps(pp, vpp, micro_batches))):
+    for i, (stage, block, waits, is_waited) in enumerate(zip(*_walk_steps(pp, vpp, micro_batches, group))):
         end, own = free[stage], not held[stage]
         if waits >= 0:
             end = maximum(end, waited.pop(waits), out=end if own else None)
@@ -132,32 +138,33 @@ def walk_path_s(pp: int, vpp: int, micro_batches: int, fwd_s: np.ndarray, bwd_s:
 
 
 @lru_cache(maxsize=256)
-def _walk_steps(pp: int, vpp: int, micro_batches: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...],
-                                                                tuple[bool, ...]]:
+def _walk_steps(pp: int, vpp: int, micro_batches: int,
+                group: int = 0) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[bool, ...]]:
     """walk_order's blocks as walk_path_s takes them, a tuple per field (a tuple per block held
     tens of thousands of objects for the garbage collector to scan; docs/cost-model.md Stop 58):
     the stage, the block's row of the backward then forward (stage, chunk) durations, the index
     of the block it waits for or -1, whether a later block waits for it. Each block has one
     downstream block at most (upstream_stage is one to one), so an end waited for is dropped once
     read: the walk holds a few, not every one."""
-    stages, forwards, chunks, waits = _walk_columns(pp, vpp, micro_batches)
+    stages, forwards, chunks, waits = _walk_columns(pp, vpp, micro_batches, group)
     waited = {w for w in waits if w >= 0}
     assert len(waited) == sum(w >= 0 for w in waits), "a block two blocks wait for"
     return (tuple(stages), tuple((f * pp + s) * vpp + c for s, f, c in zip(stages, forwards, chunks)), tuple(waits),
             tuple(i in waited for i in range(len(waits))))
 
 
-def walk_order(pp: int, vpp: int, micro_batches: int) -> tuple[tuple[int, int, int, int], ...]:
+def walk_order(pp: int, vpp: int, micro_batches: int, group: int = 0) -> tuple[tuple[int, int, int, int], ...]:
     """Every block of the step as (stage, forward, chunk, the index of the block it waits for or
     -1), each after the one it waits for and after its stage's earlier blocks: the ranks' orders
     (pipeline_order.stage_order) merged, each rank advancing while its next block's upstream
-    block (pipeline_order.upstream_stage) is placed."""
-    return tuple(zip(*_walk_columns(pp, vpp, micro_batches)))
+    block (pipeline_order.upstream_stage) is placed. `group`: chunk_path_s'."""
+    return tuple(zip(*_walk_columns(pp, vpp, micro_batches, group)))
 
 
-def _walk_columns(pp: int, vpp: int, micro_batches: int) -> tuple[list[int], list[int], list[int], list[int]]:
+def _walk_columns(pp: int, vpp: int, micro_batches: int,
+                  group: int = 0) -> tuple[list[int], list[int], list[int], list[int]]:
     """walk_order as four lists (stage, forward, chunk, waits): ints only, so no object per block."""
-    orders = [_keyed_order(pp, vpp, micro_batches, s) for s in range(pp)]
+    orders = [_keyed_order(pp, vpp, micro_batches, s, group) for s in range(pp)]
     placed: dict[int, int] = {}
     stages: list[int] = []
     forwards: list[int] = []
@@ -186,8 +193,8 @@ def _walk_columns(pp: int, vpp: int, micro_batches: int) -> tuple[list[int], lis
     return stages, forwards, chunks, waits
 
 
-def _keyed_order(pp: int, vpp: int, micro_batches: int, stage: int) -> tuple[list[int], list[int], list[int],
-                                                                             list[int]]:
+def _keyed_order(pp: int, vpp: int, micro_batches: int, stage: int,
+                 group: int = 0) -> tuple[list[int], list[int], list[int], list[int]]:
     """walk_order's view of the stage's blocks (pipeline_order.stage_order), a list per field:
     forward (1) or backward (0), chunk, the key of the upstream block it waits for
     (pipeline_order.upstream_stage) or -1, its own key; each block keyed by one int of (forward,
@@ -205,7 +212,7 @@ def _keyed_order(pp: int, vpp: int, micro_batches: int, stage: int) -> tuple[lis
             kinds[kind, chunk] = (forward, base(forward, stage, chunk),
                                   None if up is None else base(forward, up[0], up[1]))
     forwards, chunks, upstream, keys = [], [], [], []
-    group = int(micro_batch_group(pp, micro_batches))  # Megatron's micro-batch group N
+    group = group or int(micro_batch_group(pp, micro_batches))  # Megatron's micro-batch group N
     for kind, chunk, mb in stage_order(pp, micro_batches, stage, vpp, group):
         forward, own, up_base = kinds[kind, chunk]
         forwards.append(forward)
@@ -244,17 +251,18 @@ def kinds_path_s(model: ModelSpec, seq_len: int, c: Candidates, micro_batches, k
 
     m = at_rows(micro_batches).astype(np.int64)
     ends = [at_rows(v) for v in (first_s, first_bwd_s, head_s, head_bwd_s)]
-    columns = [c.pp[rows], c.vpp[rows], c.first_stage_layers[rows], c.last_stage_layers[rows], m]
-    steps: dict[tuple[int, int], list[tuple[int, np.ndarray, np.ndarray]]] = {}  # by (pp, vpp): chunk_paths_s
-    targets: dict[tuple[int, int], list[np.ndarray]] = {}
+    columns = [c.pp[rows], c.vpp[rows], c.first_stage_layers[rows], c.last_stage_layers[rows], m, c.vpp_group[rows]]
+    # by (pp, vpp, the plan's own micro-batch group): chunk_paths_s
+    steps: dict[tuple[int, int, int], list[tuple[int, np.ndarray, np.ndarray]]] = {}
+    targets: dict[tuple[int, int, int], list[np.ndarray]] = {}
     for row, at in distinct_groups(columns):
-        pp, vpp, first_n, last_n, mb = (int(column[row]) for column in columns)
+        pp, vpp, first_n, last_n, mb, group = (int(column[row]) for column in columns)
         first, first_bwd, head, head_bwd = (v[at] for v in ends)
         fwd, bwd = kind_chunk_blocks_s(model, seq_len, kinds, at, pp, vpp, first_n, last_n, first_s=first,
                                        first_bwd_s=first_bwd, head_s=head, head_bwd_s=head_bwd)
-        steps.setdefault((pp, vpp), []).append((mb, fwd, bwd))
-        targets.setdefault((pp, vpp), []).append(rows[at])
-    for (pp, vpp), same in steps.items():
-        for at, path in zip(targets[(pp, vpp)], chunk_paths_s(pp, vpp, same)):
+        steps.setdefault((pp, vpp, group), []).append((mb, fwd, bwd))
+        targets.setdefault((pp, vpp, group), []).append(rows[at])
+    for (pp, vpp, group), same in steps.items():
+        for at, path in zip(targets[(pp, vpp, group)], chunk_paths_s(pp, vpp, same, group)):
             out[at] = path
     return out

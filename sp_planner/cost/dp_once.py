@@ -135,19 +135,21 @@ def _top_wait_s(times: DPTimes, fwd_layer_s, share_s, chunk_layers):
 
 
 def once_a_step_s(overlap: Overlap, *, zero, layers, times: DPTimes, fwd_window_s, bwd_window_s, chunks=1, pp=1,
-                  edges: Edges | None = None, rank=0, end_share=1.0, phases_s=None, micro_batches=None):
+                  edges: Edges | None = None, rank=0, end_share=1.0, phases_s=None, micro_batches=None,
+                  vpp_group=None):
     """(ZeRO-0's all-reduce, ZeRO-1's reduce-scatter, ZeRO-1/2's parameter gather): the exposed
     seconds of a stage's once-a-step passes (cost.dp_passes.dp_exposed_s's arguments), each on every
     row; `end_share` a middle stage's short end chunk's, `phases_s` the first stage's drain phases
     (chunked_exposed_s, its gradient syncs); `micro_batches`: m, whose last group's backwards follow
-    each chunk's sync and whose first group's forwards each chunk's gather (None: groups of pp)."""
+    each chunk's sync and whose first group's forwards each chunk's gather (None: groups of pp);
+    `vpp_group` the plans' own groups (pipeline_order.micro_batch_group's `pinned`)."""
     t = times
     # Interleaved (chunks > 1): each model chunk's sync and gather on its own (chunked_exposed_s).
     chunk = dict(pp=pp, vpp=chunks)
     # The first stage's chunk-0 backwards carry the embedding's (Edges.bwd_tail_s; 0 on the others).
     grads = dict(chunk, launched_whole=overlap.aligned_grad_reduce, rank=rank, end_share=end_share, phases_s=phases_s,
                  chunk0_extra_s=0.0 if edges is None else edges.bwd_tail_s,
-                 jobs=None if micro_batches is None else last_group(pp, micro_batches))
+                 jobs=None if micro_batches is None else last_group(pp, micro_batches, vpp_group))
     reduce0 = chunked_exposed_s(t.grad_all_reduce_s, t.chunk_all_reduce_s,
                                 last_calls_s(t.last_all_reduce_s, t.tail_all_reduce_s, edges), bwd_window_s,
                                 overlapped=overlap.grad_all_reduce, **grads)
@@ -160,10 +162,10 @@ def once_a_step_s(overlap: Overlap, *, zero, layers, times: DPTimes, fwd_window_
     lead, before = (0.0, 0.0) if edges is None else (edges.fwd_lead_s, edges.fwd_head_s)
     fwd_layer = fwd_window_s / np.where(np.asarray(layers) > 0, layers, 1.0)
     after = after_last_gather_s(t, fwd_layer, lead, layers=layers, chunks=chunks)
+    first_group = None if micro_batches is None else micro_batch_group(pp, micro_batches, vpp_group)
     gather12 = np.where(chunk_gathers_ahead(overlap, zero, chunks),
                         chunked_exposed_s(t.param_all_gather_s, t.chunk_all_gather_s, t.first_all_gather_s,
-                                          fwd_window_s, overlapped=True, **chunk,
-                                          jobs=None if micro_batches is None else micro_batch_group(pp, micro_batches)),
+                                          fwd_window_s, overlapped=True, **chunk, jobs=first_group),
                         chunks_gather_s(t, fwd_window_s, layers, chunks, overlap.param_gather, lead_s=lead,
                                         after_s=after, before_s=before))
     return reduce0, reduce1, gather12

@@ -90,7 +90,7 @@ def dp_over_passes(overlap: Overlap, p: DPPasses, fwd_stall_s, bwd_stall_s, *,
         overlap, zero=c.zero, micro_batches=p.micro_batches, layers=layers, times=p.times[0].at(),
         fwd_window_s=layers * p.fwd_layer_s + fwd_stall_s, bwd_window_s=layers * p.bwd_layer_s + bwd_stall_s,
         reshard=c.reshard, ahead_s=np.where(c.pp == 1, p.ahead_s, 0.0), chunks=c.vpp, pp=c.pp, edges=p.edges,
-        micro_batch_traffic_s=pipelined, kinds=p.kinds,
+        micro_batch_traffic_s=pipelined, kinds=p.kinds, vpp_group=c.vpp_group,
     )
     # ZeRO-0/1 in a pipeline: every stage's own sync after its last backward (cost.pipeline_tails).
     tails, tails_hidden = stage_tails_dp_s(overlap, c, micro_batches=p.micro_batches, slowdown=p.slowdown,
@@ -138,7 +138,7 @@ def dp_with_host_beside_s(overlap: Overlap, p: DPPasses, host_fwd_stall_s, host_
 
 def dp_exposed_s(overlap: Overlap, *, zero, micro_batches, layers, times: DPTimes, fwd_window_s, bwd_window_s,
                  reshard, ahead_s=0.0, chunks=1, pp=1, edges: Edges | None = None, micro_batch_traffic_s=None,
-                 kinds: KindPasses | None = None):
+                 kinds: KindPasses | None = None, vpp_group=None):
     """(exposed, hidden) seconds per step of the data-parallel traffic on one rank (the ZeRO
     shard group's, plus HSDP's replica all-reduce inside the reduce-scatter times; cost.fsdp).
 
@@ -152,12 +152,13 @@ def dp_exposed_s(overlap: Overlap, *, zero, micro_batches, layers, times: DPTime
     cost.pipeline_dp.pipelined_dp_s; NaN where there is no pipeline), ZeRO-2's overlapped parameter
     gather with it (every stage's on the path, the first's too). Hidden is otherwise this
     stage's own traffic less its own exposure. `kinds`: ZeRO-3's single stages whose layers
-    differ, walked layer by layer (cost.kind_passes).
+    differ, walked layer by layer (cost.kind_passes). `vpp_group`: the plans' own micro-batch groups
+    (cost.dp_once.once_a_step_s').
     """
     t = times
     reduce0, reduce1, gather12 = once_a_step_s(overlap, zero=zero, layers=layers, times=t, fwd_window_s=fwd_window_s,
                                                bwd_window_s=bwd_window_s, chunks=chunks, pp=pp, edges=edges,
-                                               micro_batches=micro_batches)
+                                               micro_batches=micro_batches, vpp_group=vpp_group)
     per_micro_batch, per_micro_batch_busy = _own_micro_batch_dp_s(
         overlap, zero=zero, layers=layers, times=t, fwd_window_s=fwd_window_s, bwd_window_s=bwd_window_s,
         reshard=reshard, ahead_s=ahead_s, chunks=chunks, edges=edges, head_s=np.where(pp == 1, t.root_reduce_s, 0.0),

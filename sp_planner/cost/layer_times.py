@@ -59,7 +59,7 @@ from sp_planner.specs.workload import Workload
 # on a few thousand rows, each priced once (candidate_layer_times). tests/cost/test_layer_times.py
 # checks that none of these is read.
 UNREAD_COLUMNS = frozenset({"dp", "dp_replicate", "zero", "reshard", "vpp", "first_stage_layers",
-                            "last_stage_layers"})
+                            "last_stage_layers", "vpp_group"})
 # The columns a layer's GEMM side (its GEMMs, MoE dispatch and TP collectives, which read the
 # sequence split as cp = ulysses x ring alone) and its core attention read: of the distinct layers a
 # search chunk prices, about 1 in 20 and 1 in 25 differ in them (DeepSeek-V3 on 1,024 H100s: ~980

@@ -216,12 +216,12 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
     # 16384 keys (cost.unfused_memory): held at every moment, once, not per micro-batch.
     mask_cache = te_causal_mask_cache_bytes(workload.seq_len, has_global_layer=not all(
         layer_is_local(model, workload.seq_len))) if hardware.efficiency.attention_unfused else 0.0
-    act_first = ((saved_first + emb_mask) * first_stage_in_flight(pp, c.vpp, m) + np.where(pp == 1, mtp_saved, 0.0)
-                 + mask_cache)
+    act_first = ((saved_first + emb_mask) * first_stage_in_flight(pp, c.vpp, m, c.vpp_group)
+                 + np.where(pp == 1, mtp_saved, 0.0) + mask_cache)
     # The last rank holds one micro-batch under 1F1B and more when interleaved; of the middle
     # ranks (pp >= 3; equal layers) the second holds the most (pipeline.stage_in_flight).
-    act_last = saved_last * stage_in_flight(pp, c.vpp, m, pp - 1) + mtp_saved + mask_cache
-    act_middle = saved_middle * stage_in_flight(pp, c.vpp, m, 1) + mask_cache
+    act_last = saved_last * stage_in_flight(pp, c.vpp, m, pp - 1, c.vpp_group) + mtp_saved + mask_cache
+    act_middle = saved_middle * stage_in_flight(pp, c.vpp, m, 1, c.vpp_group) + mask_cache
     logits_last = loss_peak_bytes(loss_memory, tokens=n, vocab_size=model.vocab_size, hidden_size=model.hidden_size,
                                   tp=tp, pp=pp, micro_batch=c.micro_batch)
     # Each MTP head's logits are held at the loss moment beside the main head's: Megatron computes

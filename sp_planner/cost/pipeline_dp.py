@@ -106,6 +106,7 @@ def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[Sta
               root_gathers=np.where(synced, once, root_gathers_per_micro_batch(overlap.root_gathered_once, zero[rows],
                                                                                row_reshard, m)),
               fwd_gathers=np.where(synced, once, 1.0), synced=synced, sync_times=calls,
+              vpp_group=np.take(np.asarray(c.vpp_group), rows),
               kinds=None if kinds is None else take_rows(kinds, rows, n), hop_s=sub(hop_s))
     share = sub(relay_share)
     if relay_times is not None and np.any(share > 0):
@@ -184,7 +185,7 @@ def _group_exposed_s(overlap: Overlap, *, zero: int, interleaved: bool, micro_ba
                      stages: tuple[StageDP, ...], fwd_layer_s, bwd_layer_s, reshard, edges: Edges,
                      gathers=(0.0, 0.0, 0.0), bare_path_s=None, root_gathers=1.0, fwd_gathers=1.0, synced=False,
                      sync_times=None, kinds: KindPasses | None = None, relay_stage: StageDP | None = None,
-                     relay_share=0.0, relay_gather=0.0, relay_rank=None, hop_s=0.0):
+                     relay_share=0.0, relay_gather=0.0, relay_rank=None, hop_s=0.0, vpp_group=None):
     """The critical path's exposed seconds per step (module docstring) and the first stage's
     (exposed, busy) seconds of one micro-batch's traffic, of candidates of one ZeRO stage `zero`
     (2 or 3) and one schedule (`interleaved`: every vpp > 1; else every vpp 1). `bare_path_s`: the
@@ -201,7 +202,8 @@ def _group_exposed_s(overlap: Overlap, *, zero: int, interleaved: bool, micro_ba
     stages' own layers walked (pipelined_dp_s). `relay_stage`, `relay_share`, `relay_gather`: the
     lightest middle stage, the middle stages' mean's share towards it and its ZeRO-2 gathers
     (pipelined_dp_s; None: the middle stages all alike); `relay_rank` the heaviest middle stage's
-    rank the middle path rides (pipelined_dp_s); `hop_s` pipelined_dp_s'."""
+    rank the middle path rides (pipelined_dp_s); `hop_s` pipelined_dp_s'. `vpp_group`: the plans' own
+    micro-batch groups (cost.pipeline_path.critical_path_s')."""
     pp = sum(np.asarray(s.num_stages, dtype=np.float64) for s in stages)
     root_once, fwd_once = np.asarray(root_gathers) < 1, np.asarray(fwd_gathers) < 1
     held_root, held_fwd = np.where(root_once, 0.0, 1.0), np.where(fwd_once, 0.0, 1.0)
@@ -219,12 +221,13 @@ def _group_exposed_s(overlap: Overlap, *, zero: int, interleaved: bool, micro_ba
                                          zero3_gathers=zero3_gathers, kinds=kinds, walks=walks)
     # cost.step charges the same path without the traffic: the compute's pace and bubble.
     if bare_path_s is None:
-        bare_path_s = critical_path_s(bare, micro_batches, pp, vpp)
+        bare_path_s = critical_path_s(bare, micro_batches, pp, vpp, vpp_group=vpp_group)
     elif np.any(unpriced := np.isnan(bare_path_s)):
         # The rows the caller has no path for (cost.dp_passes' host-bound rows): priced on those alone.
         rows, n = np.flatnonzero(unpriced), len(unpriced)
         bare_path_s = np.array(bare_path_s, dtype=np.float64)
-        bare_path_s[rows] = critical_path_s(*take_rows((bare, micro_batches, pp, vpp), rows, n))
+        bare_path_s[rows] = critical_path_s(*take_rows((bare, micro_batches, pp, vpp), rows, n),
+                                            vpp_group=None if vpp_group is None else take_rows(vpp_group, rows, n))
     relay = ridden = None
     if relay_stage is not None:
         relay, light = _relay_blocks(overlap, blocks[1], relay_share, stages=(stages[0], relay_stage, stages[2]),
@@ -238,10 +241,10 @@ def _group_exposed_s(overlap: Overlap, *, zero: int, interleaved: bool, micro_ba
             rank = np.asarray(relay_rank, dtype=np.float64)
             middles = np.asarray(stages[1].num_stages, dtype=np.float64)
             ridden = ridden_at(rank, middles, light)
-    exposed = critical_path_s(blocks, micro_batches, pp, vpp, relay, ridden) - bare_path_s
+    exposed = critical_path_s(blocks, micro_batches, pp, vpp, relay, ridden, vpp_group) - bare_path_s
     if np.any(np.asarray(hop_s) > 0):
         # The hops the traffic's path exposes beyond those cost.step's sends count (over the compute).
-        exposed = exposed + path_sends_s(blocks, bare, pp, vpp, hop_s, micro_batches)
+        exposed = exposed + path_sends_s(blocks, bare, pp, vpp, hop_s, micro_batches, vpp_group)
     if zero == 3 and np.any(root_once | fwd_once):
         fill = first_forward_fill_s(overlap, stages, zero=zero, vpp=vpp, interleaved=interleaved,
                                     fwd_layer_s=fwd_layer_s, edges=edges, root_gathers=held_root, fwd_gathers=held_fwd,
@@ -254,7 +257,7 @@ def _group_exposed_s(overlap: Overlap, *, zero: int, interleaved: bool, micro_ba
         first_traffic = (own, busy + (ran - fill[0]) / np.asarray(micro_batches, dtype=np.float64))
     if np.any(synced):
         assert sync_times is not None  # pipelined_dp_s passes the calls with every synced row
-        lags = finish_lags_s(blocks, stages[1].num_stages, micro_batches, vpp)
+        lags = finish_lags_s(blocks, stages[1].num_stages, micro_batches, vpp, vpp_group)
         exposed = exposed + np.where(synced, synced_syncs_s(sync_times, lags, pp=pp, vpp=vpp), 0.0)
     return exposed, first_traffic
 

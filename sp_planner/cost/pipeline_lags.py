@@ -15,7 +15,7 @@ from sp_planner.pipeline import pile_up_s
 from sp_planner.pipeline_order import last_group, micro_batch_group
 
 
-def finish_lags_s(bare: tuple[StageBlocks, StageBlocks, StageBlocks], middles, micro_batches, vpp):
+def finish_lags_s(bare: tuple[StageBlocks, StageBlocks, StageBlocks], middles, micro_batches, vpp, vpp_group=None):
     """(0, the first middle stage's lag, the last stage's): how long before the first stage's last
     backward ends each one's does, from what each stage waits for at the end of Megatron's
     schedule (pipeline_parallel/schedules.py, d98e8a6), over the stages' `bare` blocks
@@ -24,14 +24,15 @@ def finish_lags_s(bare: tuple[StageBlocks, StageBlocks, StageBlocks], middles, m
     stage's also its own last J backwards (the last micro-batch group's, pipeline_order.last_group:
     min(pp, m) in groups of pp, r in Megatron's groups of N), which pile up behind the stages above
     where it is the slower (pipeline.pile_up_s); a later stage running behind its own backlog ends
-    later. Vectorized over candidates."""
+    later. Vectorized over candidates. `vpp_group`: the plans' own N (pipeline_order.micro_batch_group's
+    `pinned`)."""
     one = np.asarray(vpp) == 1
     ends = [np.where(one, plain, chunked) for plain, chunked in
-            zip(_plain_ends_s(bare, middles, micro_batches), _chunked_ends_s(bare, middles, micro_batches))]
+            zip(_plain_ends_s(bare, middles, micro_batches), _chunked_ends_s(bare, middles, micro_batches, vpp_group))]
     return (0.0, ends[0] - ends[1], ends[0] - ends[2])
 
 
-def first_stage_phases_s(bare: tuple[StageBlocks, StageBlocks, StageBlocks], middles, micro_batches):
+def first_stage_phases_s(bare: tuple[StageBlocks, StageBlocks, StageBlocks], middles, micro_batches, vpp_group=None):
     """(D_1, D_full, D_top): how long the interleaved first stage runs from its last backward of
     chunk k to its last of chunk k - 1, over the last group's backwards (_chunked_ends_s's
     relay, each block of the chunks at hand): k = 1 (its chunk-0 blocks, with the embedding's),
@@ -42,21 +43,22 @@ def first_stage_phases_s(bare: tuple[StageBlocks, StageBlocks, StageBlocks], mid
     0) waits 11 ms before its chunk-2 backwards, as sim.pipeline runs it. Past one group (m > pp) a
     first stage that paces the pipeline (the slowest cycle: Narayanan et al. 2021, arXiv
     2104.04473 section 2.2.1) runs the last group's backwards from its own backlog, back to back:
-    no wait (0 here; the same plan at 8 micro-batches runs so in sim.pipeline)."""
+    no wait (0 here; the same plan at 8 micro-batches runs so in sim.pipeline). `vpp_group`:
+    finish_lags_s'."""
     n = np.asarray(middles, dtype=np.float64)
-    jobs = last_group(n + 2, micro_batches)  # the last group's micro-batches (pipeline_order.last_group)
+    jobs = last_group(n + 2, micro_batches, vpp_group)  # the last group's micro-batches (pipeline_order.last_group)
     first, middle, last = bare
     b_mid = np.where(n > 0, middle.first_bwd_s, 0.0)
-    d1 = _chunked_ends_s(bare, middles, micro_batches)[0]
+    d1 = _chunked_ends_s(bare, middles, micro_batches, vpp_group)[0]
     full = _phase_ends_s(n, jobs, first.last_bwd_s, b_mid, last.first_bwd_s, first.last_bwd_s, b_mid)[0]
     top = _phase_ends_s(n, jobs, first.last_bwd_s, b_mid, last.first_bwd_s, first.last_bwd_s,
                         np.where(n > 0, middle.last_bwd_s, 0.0))[0]
     paces = first.cycle_s >= np.maximum(np.where(n > 0, middle.cycle_s, 0.0), last.cycle_s)
-    relayed = (np.asarray(micro_batches) <= micro_batch_group(n + 2, micro_batches)) | ~paces  # one group
+    relayed = (np.asarray(micro_batches) <= micro_batch_group(n + 2, micro_batches, vpp_group)) | ~paces  # one group
     return tuple(np.where(relayed, phase, 0.0) for phase in (d1, full, top))
 
 
-def _chunked_ends_s(bare, middles, micro_batches):
+def _chunked_ends_s(bare, middles, micro_batches, vpp_group=None):
     """The interleaved schedule's (first, first middle, last) stage's last backward ends, from the
     end of the first stage's last chunk-1 backward: every rank ends on the last group's J chunk-0
     backwards, after its chunk-1 ones (get_schedule_table lines 989-1016; backwards in reverse
@@ -69,7 +71,7 @@ def _chunked_ends_s(bare, middles, micro_batches):
     after the stage above, whose last J backwards reach it b_top apart (the slowest block above)
     where they ran back to back there."""
     n, _, c, b, b_last = _stage_terms(bare, middles, micro_batches)
-    jobs = last_group(n + 2, micro_batches)  # J: the last group's micro-batches (min(pp, m) in groups of pp)
+    jobs = last_group(n + 2, micro_batches, vpp_group)  # J: the last group's micro-batches (min(pp, m) in groups of pp)
     return _phase_ends_s(n, jobs, c, b, b_last, bare[0].last_bwd_s, b)
 
 

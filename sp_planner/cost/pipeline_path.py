@@ -118,10 +118,12 @@ def compute_blocks(layers, compute_s, num_stages, bwd_extra_s, *, fwd_layer_s, b
     return tuple(out)
 
 
-def compute_path_s(stages: StageLayers, pp, vpp, micro_batches, *, compute_s, bwd_extra_s, fwd_layer_s, bwd_layer_s):
+def compute_path_s(stages: StageLayers, pp, vpp, micro_batches, *, compute_s, bwd_extra_s, fwd_layer_s, bwd_layer_s,
+                   vpp_group=None):
     """The critical path over the stages' compute blocks (compute_blocks of `stages`' layers): what
     cost.step's bubble and cost.pipeline_dp's traffic are each reckoned beyond; NaN without a
-    pipeline. Priced on the pipelined rows alone (the formulas are per row, columns.take_rows)."""
+    pipeline. Priced on the pipelined rows alone (the formulas are per row, columns.take_rows).
+    `vpp_group`: critical_path_s's."""
     n = np.size(pp)
     piped = np.flatnonzero(np.asarray(pp) > 1)
     out = np.full(n, np.nan)
@@ -129,11 +131,12 @@ def compute_path_s(stages: StageLayers, pp, vpp, micro_batches, *, compute_s, bw
         return out
     rows = take_rows(dict(layers=tuple(stages), compute_s=compute_s, bwd_extra_s=bwd_extra_s, fwd_layer_s=fwd_layer_s,
                           bwd_layer_s=bwd_layer_s, pp=np.asarray(pp), vpp=np.broadcast_to(vpp, (n,)),
-                          m=np.broadcast_to(micro_batches, (n,))), piped, n)
+                          m=np.broadcast_to(micro_batches, (n,)),
+                          group=np.broadcast_to(0 if vpp_group is None else vpp_group, (n,))), piped, n)
     blocks = compute_blocks(rows["layers"], rows["compute_s"], (1.0, np.maximum(rows["pp"] - 2, 0), 1.0),
                             rows["bwd_extra_s"], fwd_layer_s=rows["fwd_layer_s"], bwd_layer_s=rows["bwd_layer_s"],
                             vpp=rows["vpp"])
-    out[piped] = critical_path_s(blocks, rows["m"], rows["pp"], rows["vpp"])
+    out[piped] = critical_path_s(blocks, rows["m"], rows["pp"], rows["vpp"], vpp_group=rows["group"])
     return out
 
 
@@ -144,7 +147,7 @@ def pipeline_bubble_s(path_s, pp, micro_batches, *, pace_s):
 
 
 def critical_path_s(stages: tuple[StageBlocks, StageBlocks, StageBlocks], micro_batches, pp, vpp,
-                    relay: StageBlocks | None = None, ridden: Ridden | None = None):
+                    relay: StageBlocks | None = None, ridden: Ridden | None = None, vpp_group=None):
     """Seconds of the longest path (module docstring) over the first, middle and last stages.
     `relay`: the middle stages' mean blocks where they differ (cost.pipeline_dp: Maverick's in
     turn of two MoE layers a chunk and one), which the sums over the middle stages a path passes
@@ -156,9 +159,9 @@ def critical_path_s(stages: tuple[StageBlocks, StageBlocks, StageBlocks], micro_
     m, pp, vpp = np.asarray(micro_batches, dtype=np.float64), np.asarray(pp), np.asarray(vpp)
     # Megatron's micro-batch group N (pipeline_order.micro_batch_group): pp where m % pp == 0, so that
     # every formula below reads as with groups of pp; else (odd rows) N, and a last group of r.
-    group = micro_batch_group(pp, m)
+    group = micro_batch_group(pp, m, vpp_group)
     odd = None if group is pp else (vpp > 1) & (group != pp)
-    last_size = pp if odd is None else last_group(pp, m)  # the last group's micro-batches
+    last_size = pp if odd is None else last_group(pp, m, vpp_group)  # the last group's micro-batches
     first, middle, last = stages
     present = [np.asarray(s.num_stages) > 0 for s in stages]
     middles = np.asarray(middle.num_stages, dtype=np.float64)

@@ -52,12 +52,12 @@ CHUNK0, BETWEEN, LAST = 0, 1, 2
 
 
 def edge_sends_s(beside, stages, pp, vpp, transfer_s, *, compute_s, bwd_extra_s, fwd_layer_s, bwd_layer_s,
-                 micro_batches=None):
+                 micro_batches=None, vpp_group=None):
     """interleaved_edge_sends_s over the compute blocks of `stages`' layers (cost.pipeline_path.
     compute_blocks' arguments) where the sends run `beside` the compute (cost.overlap.
     pp_sends_beside_compute), 0 elsewhere; priced on those rows alone (columns.take_rows).
     `micro_batches`: m, whose micro-batch groups (pipeline_order.micro_batch_group) the wraps' slack
-    counts; None: groups of pp."""
+    counts; None: groups of pp. `vpp_group`: the plans' own groups (micro_batch_group's `pinned`)."""
     n = np.size(pp)
     rows = np.flatnonzero(np.broadcast_to(beside, (n,)) & (np.asarray(pp) > 1))
     out = np.zeros(n)
@@ -66,22 +66,23 @@ def edge_sends_s(beside, stages, pp, vpp, transfer_s, *, compute_s, bwd_extra_s,
     r = take_rows(dict(layers=tuple(stages), compute_s=compute_s, bwd_extra_s=bwd_extra_s, fwd_s=fwd_layer_s,
                        bwd_s=bwd_layer_s, pp=np.asarray(pp), vpp=np.broadcast_to(vpp, (n,)),
                        hop_s=np.broadcast_to(transfer_s, (n,)),
-                       m=np.broadcast_to(np.nan if micro_batches is None else micro_batches, (n,))), rows, n)
+                       m=np.broadcast_to(np.nan if micro_batches is None else micro_batches, (n,)),
+                       group=np.broadcast_to(0 if vpp_group is None else vpp_group, (n,))), rows, n)
     blocks = compute_blocks(r["layers"], r["compute_s"], (1.0, np.maximum(r["pp"] - 2, 0), 1.0), r["bwd_extra_s"],
                             fwd_layer_s=r["fwd_s"], bwd_layer_s=r["bwd_s"], vpp=r["vpp"])
     out[rows] = interleaved_edge_sends_s(blocks, r["pp"], r["vpp"], r["hop_s"],
-                                         None if micro_batches is None else r["m"])
+                                         None if micro_batches is None else r["m"], r["group"])
     return out
 
 
 def interleaved_edge_sends_s(blocks: tuple[StageBlocks, StageBlocks, StageBlocks], pp, vpp, transfer_s,
-                             micro_batches=None):
+                             micro_batches=None, vpp_group=None):
     """Seconds of pipeline transfers the interleaved schedule waits for on its fill and drain
     (module docstring), over the first, middle and last stages' compute `blocks`
     (cost.pipeline_path.compute_blocks); `transfer_s` one hop. 2 (pp - 1) hops without virtual
-    stages; 0 without a pipeline. `micro_batches`: wrap_sends_s'."""
+    stages; 0 without a pipeline. `micro_batches`, `vpp_group`: wrap_sends_s'."""
     fwd, bwd = _chunk_blocks(blocks, np.asarray(vpp))
-    return wrap_sends_s(fwd, bwd, pp, vpp, transfer_s, micro_batches)
+    return wrap_sends_s(fwd, bwd, pp, vpp, transfer_s, micro_batches, vpp_group)
 
 
 def kinds_edge_sends_s(model: ModelSpec, seq_len: int, c: Candidates, kinds: KindTimes, beside, transfer_s, *,
@@ -116,25 +117,27 @@ def kinds_edge_sends_s(model: ModelSpec, seq_len: int, c: Candidates, kinds: Kin
             return [tuple(x[0, j] for j in chunks), tuple(middle[j] for j in chunks), tuple(x[-1, j] for j in chunks)]
 
         out[rows[at]] = wrap_sends_s(classes(fwd, by_stage[0]), classes(bwd, by_stage[1]), np.full(len(at), pp),
-                                     np.full(len(at), vpp), hop[at], None if m is None else m[at])
+                                     np.full(len(at), vpp), hop[at], None if m is None else m[at],
+                                     c.vpp_group[rows[at]])
     return out
 
 
-def wrap_sends_s(fwd, bwd, pp, vpp, transfer_s, micro_batches=None, *, fwd_round=None):
+def wrap_sends_s(fwd, bwd, pp, vpp, transfer_s, micro_batches=None, vpp_group=None, *, fwd_round=None):
     """interleaved_edge_sends_s over each stage kind's (first, middle, last) forward `fwd` and
     backward `bwd` blocks of its (chunk 0, a chunk between, last chunk). In micro-batch groups of
     N (pipeline_order.micro_batch_group of `micro_batches`; None: pp) p runs the first group's N - 1
     others of a chunk beside a fill's wrap and the last group's r - 1 (pipeline_order.last_group)
     beside a drain's, rather than pp - 1 (get_schedule_table, schedules.py lines 989-1016 at
-    d98e8a6). `fwd_round`: the other stages' forward blocks a fill's wrap goes round, micro-batch
-    0's (ZeRO-2's with each chunk's parameter gather, path_sends_s); None: `fwd`."""
+    d98e8a6); N the plans' own where `vpp_group` names them (micro_batch_group's `pinned`). `fwd_round`:
+    the other stages' forward blocks a fill's wrap goes round, micro-batch 0's (ZeRO-2's with each
+    chunk's parameter gather, path_sends_s); None: `fwd`."""
     pp, vpp = np.asarray(pp), np.asarray(vpp)
     hops = pp * transfer_s
     middles = np.maximum(pp - 2, 0)
     fill_jobs = drain_jobs = pp
     if micro_batches is not None:
-        fill_jobs = micro_batch_group(pp, micro_batches)
-        drain_jobs = pp if fill_jobs is pp else last_group(pp, micro_batches)
+        fill_jobs = micro_batch_group(pp, micro_batches, vpp_group)
+        drain_jobs = pp if fill_jobs is pp else last_group(pp, micro_batches, vpp_group)
 
     def waits(x, own, ahead, past, jobs=fill_jobs, rounds=None):
         """One wrap's exposed hops: p's chunk `own`, the stages above p in chunk `ahead` and
@@ -161,7 +164,8 @@ def wrap_sends_s(fwd, bwd, pp, vpp, transfer_s, micro_batches=None, *, fwd_round
 
 
 def path_sends_s(blocks: tuple[StageBlocks, StageBlocks, StageBlocks],
-                 bare: tuple[StageBlocks, StageBlocks, StageBlocks], pp, vpp, transfer_s, micro_batches):
+                 bare: tuple[StageBlocks, StageBlocks, StageBlocks], pp, vpp, transfer_s, micro_batches,
+                 vpp_group=None):
     """The fill's hops exposed over the blocks ZeRO-2/3's traffic lengthens (cost.pipeline_dp)
     beyond those over the same stages' compute blocks `bare`, which cost.step's sends count
     (interleaved_edge_sends_s); `transfer_s` one hop where the sends run beside the compute (0
@@ -175,14 +179,14 @@ def path_sends_s(blocks: tuple[StageBlocks, StageBlocks, StageBlocks],
     p's backwards and the others' alike. Llama-3-8B at 4K on 8 x 8 H100, pp 4 x vpp 4 x tp 2,
     ZeRO-2, m 9 (groups of 5 + 4): p's 4 other chunk-c forwards hid a wrap's 4 hops behind 3
     stages' plain forwards, not behind 3 gathering ones; the simulator's path holds all 15 of the
-    fill's hops (26 in all against 14 without the traffic)."""
+    fill's hops (26 in all against 14 without the traffic). `vpp_group`: wrap_sends_s'."""
     vpp = np.asarray(vpp)
     fwd = _chunk_blocks(blocks, vpp)[0]
     bare_fwd, bare_bwd = _chunk_blocks(bare, vpp)
     share = [np.asarray(s.gather_s) / vpp for s in blocks]  # a chunk's first forward's gathers
     fwd_round = [tuple(x + extra for x in chunks) for chunks, extra in zip(fwd, share)]
-    traffic = wrap_sends_s(fwd, bare_bwd, pp, vpp, transfer_s, micro_batches, fwd_round=fwd_round)
-    return traffic - wrap_sends_s(bare_fwd, bare_bwd, pp, vpp, transfer_s, micro_batches)
+    traffic = wrap_sends_s(fwd, bare_bwd, pp, vpp, transfer_s, micro_batches, vpp_group, fwd_round=fwd_round)
+    return traffic - wrap_sends_s(bare_fwd, bare_bwd, pp, vpp, transfer_s, micro_batches, vpp_group)
 
 
 def _chunk_blocks(blocks, vpp):

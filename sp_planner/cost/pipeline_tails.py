@@ -106,7 +106,8 @@ def stage_tails_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[S
     # as its rank does (once_a_step_s) and ends its last backward the drain's chunk-0 backwards of
     # the ranks between before stage 1's (`middle_drain_s`).
     rank = sub(middle_rank)
-    lags = finish_lags_s(bare, middles, sub(micro_batches), chunks)
+    group = np.take(np.asarray(c.vpp_group), rows)  # the plans' own micro-batch groups (0: the one priced)
+    lags = finish_lags_s(bare, middles, sub(micro_batches), chunks, group)
     lags = (lags[0], lags[1] + sub(middle_drain_s), lags[2])
     # Micro-batch 0's first forward reaches the first middle stage and the last after the chunk-0
     # forwards below them (cost.pipeline_path.compute_blocks).
@@ -124,9 +125,9 @@ def stage_tails_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[S
         fill_stages = take_rows(tuple(_fill_stages(by_stage, bare, fwd_s, chunks, end_share[1])), at, num)
         fill, before = (tuple(_spread(v, at, num) for v in part)
                         for part in fill_s(*fill_stages, middles=middles[at], pp=pp[rows][at], vpp=chunks[at],
-                                           group=micro_batch_group(pp[rows][at], sub(micro_batches)[at])))
+                                           group=micro_batch_group(pp[rows][at], sub(micro_batches)[at], group[at])))
     # The first stage's chunk phases in the drain, which its syncs' queue hides behind.
-    phases = first_stage_phases_s(bare, middles, sub(micro_batches))
+    phases = first_stage_phases_s(bare, middles, sub(micro_batches), group)
     start, tails, busy = [], [], []
     for i, s in enumerate(by_stage):
         t = s.times
@@ -135,7 +136,7 @@ def stage_tails_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[S
                                                  chunks=chunks, pp=pp[rows], edges=stage_edges(row_edges, i),
                                                  rank=(0, rank, pp[rows] - 1)[i], end_share=end_share[i],
                                                  phases_s=phases if i == 0 else None,
-                                                 micro_batches=sub(micro_batches))
+                                                 micro_batches=sub(micro_batches), vpp_group=group)
         tails.append(np.where(z == 0, reduce0, reduce1))
         grads_busy = np.where(z == 0, t.grad_all_reduce_s, t.grad_reduce_scatter_s)
         if i == 0:  # cost.dp_exposure's: before its first forward, or after the optimizer

@@ -183,7 +183,8 @@ def layer_parts(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
     # the fill's and drain's sends below (tests/cost/test_step.py checks both bit for bit).
     compute_key = distinct_key(c, [f.name for f in fields(c) if f.name not in DP_CHOICE_COLUMNS])
     path = closed_path = per_key(compute_path_s, compute_key, stages, pp, c.vpp, m, compute_s=stage_s,
-                                 bwd_extra_s=(first_bwd, 0.0, ahead), fwd_layer_s=stage_fwd, bwd_layer_s=stage_bwd)
+                                 bwd_extra_s=(first_bwd, 0.0, ahead), fwd_layer_s=stage_fwd, bwd_layer_s=stage_bwd,
+                                 vpp_group=c.vpp_group)
     if stage_lt.kinds is not None:
         # Where the stages' layers differ, so do their chunks, and an explicit split's interleaved
         # chunks: the path walked over each chunk's own layers in Megatron's order (cost.chunk_path).
@@ -214,7 +215,7 @@ def layer_parts(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
     # The fill's and drain's hops, less the slack of the wraps beside longer chunks (cost.pipeline_sends).
     edge = per_key(edge_sends_s, compute_key, beside, stages, pp, c.vpp, pp_step, compute_s=stage_s,
                    bwd_extra_s=(first_bwd, 0.0, ahead), fwd_layer_s=stage_fwd, bwd_layer_s=stage_bwd,
-                   micro_batches=m)
+                   micro_batches=m, vpp_group=c.vpp_group)
     if stage_lt.kinds is not None:
         # Where the stages' layers differ, the wraps' slack from each chunk's own layers (cost.pipeline_sends).
         kind_sends = kinds_edge_sends_s(model, workload.seq_len, c, stage_lt.kinds, beside, pp_step, first_s=first,

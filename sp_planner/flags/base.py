@@ -151,11 +151,15 @@ def _group_failures(framework: str, request: FlagRequest) -> list[str]:
     --microbatch-group-size-per-virtual-pipeline-stage only: MindSpeed-LLM's arguments and
     torch's Interleaved1F1B (torchtitan) order such a step otherwise or not at all, unchecked."""
     p, m = request.plan, request.num_micro_batches
-    if framework == "megatron" or p.vpp == 1 or m % p.pp == 0:
+    group = int(micro_batch_group(p.pp, m, p.vpp_group))  # the plan's own N (--vpp-group) or the one priced
+    if framework == "megatron" or p.vpp == 1 or group == p.pp:
         return []
+    # Where pp divides m the group is pinned (--vpp-group): without the pin pp would run.
+    pinned = f"{'' if request.on_npu else '--framework megatron or '}no --vpp-group"
+    fix = pinned if m % p.pp == 0 else _group_fix(request)
     return [f"vpp {p.vpp} with {m} micro-batches per step over pp {p.pp} cannot be expressed: sp-plan prices "
-            f"Megatron's interleaved schedule in micro-batch groups of {int(micro_batch_group(p.pp, m))} "
-            f"(--microbatch-group-size-per-virtual-pipeline-stage, Megatron-LM only); use {_group_fix(request)}"]
+            f"Megatron's interleaved schedule in micro-batch groups of {group} "
+            f"(--microbatch-group-size-per-virtual-pipeline-stage, Megatron-LM only); use {fix}"]
 
 
 def _group_fix(request: FlagRequest) -> str:

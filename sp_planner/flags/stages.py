@@ -97,9 +97,9 @@ def pipeline_flags(request: FlagRequest, *, vpp_as_layers: bool = False) -> list
 
 
 def micro_batch_group_of(request: FlagRequest) -> int:
-    """The interleaved schedule's micro-batch group N the plan is priced with
-    (pipeline_order.micro_batch_group; the plan's vpp_group, where it names one, is that N: the vpp rule)."""
-    return int(micro_batch_group(request.plan.pp, request.num_micro_batches))
+    """The interleaved schedule's micro-batch group N the plan is priced with: the plan's own
+    vpp_group (sp-plan --vpp-group), else pipeline_order.micro_batch_group's."""
+    return int(micro_batch_group(request.plan.pp, request.num_micro_batches, request.plan.vpp_group))
 
 
 def group_flags(request: FlagRequest) -> list[str]:
@@ -202,8 +202,10 @@ def pipeline_notes(request: FlagRequest) -> list[str]:
         notes.append(f"Interleaved 1F1B needs the micro-batches per step ({request.num_micro_batches}) to be a "
                      f"multiple of pp {p.pp} (Megatron's default micro-batch group size).")
     elif p.vpp > 1:
+        # A pinned N (--vpp-group) where pp would run, else the smallest N Megatron accepts.
+        why = " (--vpp-group)" if request.num_micro_batches % p.pp == 0 else ", which needs a multiple of pp"
         notes.append(f"Interleaved 1F1B runs the {request.num_micro_batches} micro-batches per step in groups of "
-                     f"{group}, not Megatron's default pp {p.pp}, which needs a multiple of pp: "
+                     f"{group}, not Megatron's default pp {p.pp}{why}: "
                      f"(vpp - 1)(N - pp) = {(p.vpp - 1) * (group - p.pp)} more chunk forwards before the first "
                      "backward, whose activations the plan holds.")
     if split_form(request) == "counted":

@@ -160,8 +160,8 @@ def plan_entry(
     plan = estimate.plan
     entry: dict[str, Any] = {
         **plan.model_dump(),
-        # The micro-batch group priced (a candidate's vpp_group is None: the group priced), null at vpp 1.
-        "vpp_group": priced_group(plan.pp, plan.vpp, plan.num_micro_batches(workload)),
+        # The micro-batch group priced (a plan's own, --vpp-group, else the one sp-plan prices), null at vpp 1.
+        "vpp_group": priced_group(plan.pp, plan.vpp, plan.num_micro_batches(workload), plan.vpp_group),
         **estimate.model_dump(exclude={"plan"}),
         "memory": estimate.memory.whole_bytes(),  # parts that sum to memory_peak_bytes
         "rank_layout": RankLayout.of(estimate.plan).model_dump(mode="json"),
@@ -181,7 +181,8 @@ def suggestion_entry(suggestion: FitSuggestion) -> dict[str, Any]:
         # The micro-batch group priced at the suggestion's own global batch, as plan_entry's.
         "plan": {**est.plan.model_dump(),
                  "vpp_group": priced_group(est.plan.pp, est.plan.vpp,
-                                           est.plan.num_micro_batches_of(suggestion.global_batch))},
+                                           est.plan.num_micro_batches_of(suggestion.global_batch),
+                                           est.plan.vpp_group)},
         "memory_peak_bytes": est.memory_peak_bytes,
         "step_time_s": est.step_time_s,
     }
@@ -192,7 +193,7 @@ def estimate_row(estimate: PlanEstimate, *, global_batch: int) -> dict[str, Any]
     micro-batch group priced at `global_batch` (null at vpp 1), as plans.csv writes it."""
     plan: ParallelPlan = estimate.plan
     row: dict[str, Any] = {**plan.model_dump(), "cp": plan.cp, "world_size": plan.world_size}
-    row["vpp_group"] = priced_group(plan.pp, plan.vpp, plan.num_micro_batches_of(global_batch))
+    row["vpp_group"] = priced_group(plan.pp, plan.vpp, plan.num_micro_batches_of(global_batch), plan.vpp_group)
     row.update(
         fits=estimate.fits,
         reason=estimate.reason,

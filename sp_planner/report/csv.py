@@ -24,7 +24,8 @@ from sp_planner.present.expressible import EXPRESSIBLE_COLUMN
 from sp_planner.present.labels import breaks_hard_rule
 
 # The plan's fields; vpp_group is the micro-batch group priced (pipeline_order.priced_groups: the
-# search frame's is empty, a candidate's being the group priced), empty at vpp 1.
+# search frame's is empty but where --vpp-group pins it, a candidate's being the group priced), empty
+# at vpp 1.
 PLAN_COLUMNS: tuple[str, ...] = tuple(ParallelPlan.model_fields)
 MEMORY_COLUMNS: tuple[str, ...] = tuple(f"mem_{name}" for name in MemoryBreakdown.model_fields)
 TIME_COLUMNS: tuple[str, ...] = tuple(f"time_{name}" for name in TimeBreakdown.model_fields)
@@ -91,7 +92,8 @@ def plans_table(frame: pd.DataFrame, *, global_batch: int) -> pd.DataFrame:
         world_size=ordered["dp"] * ordered["pp"] * ordered["tp"] * ordered["ulysses"] * ordered["ring"],
     )
     m = global_batch // (ordered["dp"].to_numpy() * ordered["micro_batch"].to_numpy())
-    groups = pd.array(priced_groups(ordered["pp"].to_numpy(), ordered["vpp"].to_numpy(), m), dtype="Int64")
+    own = ordered["vpp_group"].fillna(0).to_numpy(dtype=np.int64) if "vpp_group" in ordered else None  # --vpp-group
+    groups = pd.array(priced_groups(ordered["pp"].to_numpy(), ordered["vpp"].to_numpy(), m, own), dtype="Int64")
     groups[groups == 0] = pd.NA  # vpp 1: no interleaved schedule, no group
     ordered["vpp_group"] = groups
     if SIMULATED not in ordered:

@@ -111,7 +111,8 @@ def schedule_step(work: StepWork) -> PipelineSchedule:
     pp, m, vpp = work.pp, work.num_micro_batches, work.vpp
     templates = _templates(work)
     bare = _templates(without_dp(work))
-    group = int(micro_batch_group(pp, m))  # Megatron's micro-batch group N (pp where m % pp == 0)
+    # Megatron's micro-batch group N: the plan's own, else pp where m % pp == 0 (micro_batch_group)
+    group = int(micro_batch_group(pp, m, work.vpp_group))
     orders = [stage_order(pp, m, s, vpp, group) for s in range(pp)]
     cursor = [0] * pp
     done: dict[tuple[int, int, str, int], int] = {}

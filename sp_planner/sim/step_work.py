@@ -246,7 +246,8 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
             # Megatron re-runs the MLP of dense layers only (transformer_layer.py at d98e8a64 lines 537-539).
             recompute_mlp=not kind.moe and plan.recompute in MLP_RECOMPUTES))
     work = StepWork(
-        pp=pp, vpp=plan.vpp, num_micro_batches=m, layers_per_stage=middle, recompute=plan.recompute,
+        pp=pp, vpp=plan.vpp, num_micro_batches=m, vpp_group=plan.vpp_group, layers_per_stage=middle,
+        recompute=plan.recompute,
         kind_layers=tuple(layers_by_kind),
         stage_kinds=stage_kinds(model, workload.seq_len, pp, plan.vpp, plan.first_stage_layers or 0,
                                 plan.last_stage_layers or 0),

@@ -93,6 +93,9 @@ class StepWork(FrozenModel):
     pp: int = Field(ge=1)
     vpp: int = Field(default=1, ge=1)  # model chunks per stage (interleaved 1F1B), layers split evenly
     num_micro_batches: int = Field(ge=1)
+    # The interleaved schedule's micro-batch group N (ParallelPlan.vpp_group; None: the one sp-plan
+    # prices, pipeline_order.micro_batch_group).
+    vpp_group: int | None = Field(default=None, ge=1)
     layers_per_stage: int = Field(ge=1)  # a middle stage's (every stage's when the split is even)
     # One layer's work for each of the model's distinct layer kinds (cost.layer_kinds.distinct_kinds:
     # dense or MoE MLP, global or local attention), and per stage, per stage-local layer (chunk 0's
