@@ -2,7 +2,8 @@
 plan and ranks it among the plans of its kind: the choices sp-plan never searches on its own
 (plan_choices), and whatever else of the plan the search would not reach for its degrees
 (recorded_pins): a pipeline split sp-plan --first-stage-layers / --last-stage-layers pinned, a
-micro-batch, vpp, expert or FSDP variant outside the search's own choices, or a hand edit. An
+micro-batch, vpp, expert or FSDP variant outside the search's own choices, a micro-batch group
+sp-plan --vpp-group pinned, or a hand edit. An
 interleaved layout that only the search's refinement (search_refine) reaches pins its vpp, whose
 search prices it with the same split."""
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sp_planner.pipeline_order import priced_group
 from sp_planner.plan import ParallelPlan
 from sp_planner.planfile import PlanFile
 from sp_planner.search_columns import search_axes
@@ -59,6 +61,12 @@ def recorded_pins(plan_file: PlanFile) -> tuple[Pins, dict[str, object]]:
     plan = plan_file.plan
     pins = plan_choices(plan)
     pinned: dict[str, object] = {}
+    # A micro-batch group other than the one priced (sp-plan --vpp-group; plan files record the one
+    # priced too): searched pinned, with the vpp it needs, as sp-plan asked.
+    if plan.vpp_group is not None and plan.vpp_group != priced_group(plan.pp, plan.vpp,
+                                                                     plan.num_micro_batches(plan_file.workload)):
+        pinned = {"vpp": plan.vpp, "vpp_group": plan.vpp_group}
+        pins = pins.model_copy(update=pinned)
     axes = search_axes(plan_file.model, plan_file.hardware)
     wanted = Candidates.of_plan(plan)
     degrees = np.array([[getattr(plan, axis) for axis in DEGREES]], dtype=np.int64)  # (1, len(DEGREES))

@@ -95,3 +95,13 @@ def test_the_pinned_search_ranks_the_plan_among_plans_of_its_split():
         if name != "vpp_group":  # empty in the frame: a candidate's is the group priced
             mask &= frame[name] == value
     assert mask.sum() == 1
+
+
+def test_a_pinned_micro_batch_group_is_searched_pinned_with_its_vpp():
+    # tp 2 x pp 4 x vpp 2 x dp 2 at 16 sequences: m 8, which Megatron runs in groups of 4 (the one
+    # priced, which plan files record: no pin) or 8 (sp-plan --vpp-group 8: pinned, with vpp 2).
+    plan = dict(dp=2, pp=4, vpp=2, tp=2)
+    assert recorded_pins(_plan_file(**plan, vpp_group=4))[1] == {}
+    pins, pinned = recorded_pins(_plan_file(**plan, vpp_group=8))
+    assert pinned == {"vpp": 2, "vpp_group": 8} and (pins.vpp, pins.vpp_group) == (2, 8)
+    assert _reached(_plan_file(**plan, vpp_group=8), pins)
