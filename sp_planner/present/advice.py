@@ -128,6 +128,10 @@ def suggest_fits(
     if pins.micro_batch is not None and pins.micro_batch > 1:
         offer("micro_batch", "--micro-batch 1", "with --micro-batch 1 each GPU holds one sequence's activations",
               best_fit(changes={"micro_batch": 1}))
+    # A pinned micro-batch group (--vpp-group) the vpp rule refuses: the one sp-plan picks.
+    if pins.vpp_group is not None:
+        offer("unpin", "without --vpp-group", "letting sp-plan choose the micro-batch group",
+              best_fit(changes={"vpp_group": None}))
     # Offloading pins pp 1 (cost.offload), which stays pinned while it does.
     pinned = [axis for axis in PIN_DEGREES
               if getattr(pins, axis) is not None and not (axis == "pp" and pins.cpu_offload_layers)]

@@ -44,7 +44,10 @@ def test_a_group_that_leaves_no_plan_says_why(sp_plan):
     # N 25 above any plan's m (at most 24 micro-batches of one sequence): the vpp rule refuses all.
     result = sp_plan(*QUESTION, "--pp", "4", "--vpp", "2", "--vpp-group", "25")
     assert result.exit_code == 1
-    assert "breaks the vpp rule: vpp_group 25 with pp 4 and m " in " ".join(result.stdout.split())
+    text = " ".join(result.stdout.split())
+    assert "breaks the vpp rule: vpp_group 25 with pp 4 and m " in text
+    # The fix, checked by searching again: the group sp-plan picks.
+    assert "without --vpp-group: letting sp-plan choose the micro-batch group; best plan" in text
 
 
 @pytest.mark.parametrize("group", [6, 7, 8])
