@@ -68,6 +68,9 @@ def test_the_pinned_group_is_priced_flagged_and_carried(sp_plan, group, tmp_path
                         plan.model_copy(update={"vpp_group": None}), num_nodes=2, gpus_per_node=8,
                         runtime=question.runtime)
     assert f"{FLAG} {group}\n" in best["flags"]["megatron"]["text"]
+    # Megatron-LM's flag only: the others cannot run the group (pp divides m, so without it they could).
+    assert not best["flags"]["torchtitan"]["supported"]
+    assert best["flags"]["torchtitan"]["reason"].endswith("use --framework megatron or no --vpp-group")
     # Megatron's default, 4, unflagged; N = 6 to 8 run (vpp - 1)(N - pp) = 2 to 4 chunk forwards more
     # before the first backward, whose activations the first stage holds.
     default = json.loads(sp_plan(*PINNED, "--format", "json").stdout)["plans"][0]
