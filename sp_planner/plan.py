@@ -10,6 +10,7 @@ import numpy as np
 
 from pydantic import Field, model_validator
 
+from sp_planner.choices import MAX_DEGREE, CpComm, Fp8Recipe, Precision  # noqa: F401 (re-exported: they were defined here)
 from sp_planner.layout import CP_AXES, GRID_ORDER
 from sp_planner.plan_messages import rule_message
 from sp_planner.plan_rules import (  # noqa: F401 (re-exported: the rules were defined here)
@@ -36,22 +37,9 @@ from sp_planner.specs.model_limits import MAX_LAYERS
 from sp_planner.specs.workload import MAX_GLOBAL_BATCH, Workload
 
 RingLayout = Literal["zigzag", "contiguous"]
-# GEMM precision: bf16, or FP8 through Transformer Engine (per-tensor scaling, Hopper and later),
-# or MXFP8 (1x32 blocks with E8M0 scales, Blackwell only). Attention stays bf16 in all three.
-Precision = Literal["bf16", "fp8", "mxfp8"]
+# The choices are defined in sp_planner.choices (what each means is said there).
 PRECISIONS: tuple[Precision, ...] = get_args(Precision)
-# How per-tensor FP8 (precision "fp8") sets its scales, as Megatron's --fp8-recipe names them:
-# delayed (Megatron's default) scales each tensor by the amax recorded in an earlier step;
-# tensorwise (current scaling, TE Float8CurrentScaling) takes the tensor's own amax in a pass
-# before the cast (cost/precision.py); blockwise (TE Float8BlockScaling, Hopper) scales each 1x128
-# block of an activation or gradient and each 128x128 block of a weight, as DeepSeek-V3 trained
-# (cost/precision.py). MXFP8 is its own precision; ignored for bf16 and mxfp8.
-Fp8Recipe = Literal["delayed", "tensorwise", "blockwise"]
 FP8_RECIPES: tuple[Fp8Recipe, ...] = get_args(Fp8Recipe)
-# How the ring axis moves K/V: p2p passes blocks round the ring while computing (Ring Attention);
-# allgather gathers every rank's K/V before attention and reduce-scatters dK/dV after it (Llama 3
-# paper, arXiv 2407.21783 section 3.3.2; Transformer Engine cp_comm_type "all_gather").
-CpComm = Literal["p2p", "allgather"]
 CP_COMMS: tuple[CpComm, ...] = get_args(CpComm)
 
 
@@ -87,10 +75,6 @@ class Violation(FrozenModel):
     rule: str
     message: str
 
-
-# Far above any cluster (the largest runs use about 2**15 GPUs), small enough that every product of
-# degrees stays exact in int64.
-MAX_DEGREE = 2**20
 
 
 class ParallelPlan(FrozenModel):

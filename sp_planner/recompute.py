@@ -19,12 +19,12 @@ layers only (Megatron sets recompute_mlp on non-MoE layers alone), the combinati
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import get_args
 
 import numpy as np
 
-Recompute = Literal["none", "selective", "full", "mla_up_proj", "moe_act", "moe_act+layernorm", "mlp",
-                    "mla_up_proj+mlp"]
+from sp_planner.choices import Recompute
+
 # Recompute as integer codes in candidate arrays (the index into RECOMPUTE).
 RECOMPUTE: tuple[Recompute, ...] = get_args(Recompute)
 (RECOMPUTE_NONE, RECOMPUTE_SELECTIVE, RECOMPUTE_FULL, RECOMPUTE_MLA_UP_PROJ, RECOMPUTE_MOE_ACT,

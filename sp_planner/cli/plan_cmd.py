@@ -13,22 +13,12 @@ from typing import Annotated, Literal, Optional
 
 import typer
 
+# Only what the options declare is imported here: --help and the parser's errors need nothing else.
+# The command loads the planner (pandas, numpy, the cost model: most of a second) when it runs.
+from sp_planner.choices import (MAX_DEGREE, AttentionKernel, CpComm, Fp8Recipe, Launcher, Precision, Recompute,
+                                Framework as FrameworkName)
 from sp_planner.cli.common import MAX_TOP, file_name, folder_name, run_app
-from sp_planner.cli.plan_output import emit_answer, write_outputs
-from sp_planner.cli.plan_solve import solve
-from sp_planner.cli.option_checks import (check_framework_options, check_framework_version, check_model_framework,
-                                          check_plan_file_framework, resolve_fp8_recipe)
-from sp_planner.cli.plan_kernel import set_up_kernel
-from sp_planner.cli.plan_notes import plan_notes
-from sp_planner.cli.question import check_outputs, default_batch_note, resolve_question
-from sp_planner.cli.terminal import write_note
-from sp_planner.cost.attention_kernels import AttentionKernel
-from sp_planner.cost.families import on_npu
 from sp_planner.errors import UserInputError
-from sp_planner.flags.base import Framework as FrameworkName
-from sp_planner.flags.launch import Launcher
-from sp_planner.plan import MAX_DEGREE, CpComm, Fp8Recipe, Precision, Recompute
-from sp_planner.plan_messages import empty_chunks_text
 from sp_planner.specs.hardware_limits import MAX_GPUS_PER_NODE
 from sp_planner.specs.model_limits import MAX_LAYERS as MAX_MTP_LAYERS
 from sp_planner.specs.attention import IndexerLossChoice
@@ -215,6 +205,17 @@ def plan(
     Pinned options narrow the search; with every degree pinned the plan is evaluated and shown even
     if it does not fit (exit 1, no plan file).
     """
+    from sp_planner.cli.option_checks import (check_framework_options, check_framework_version,
+                                              check_model_framework, check_plan_file_framework, resolve_fp8_recipe)
+    from sp_planner.cli.plan_kernel import set_up_kernel
+    from sp_planner.cli.plan_notes import plan_notes
+    from sp_planner.cli.plan_output import emit_answer, write_outputs
+    from sp_planner.cli.plan_solve import solve
+    from sp_planner.cli.question import check_outputs, default_batch_note, resolve_question
+    from sp_planner.cli.terminal import write_note
+    from sp_planner.cost.families import on_npu
+    from sp_planner.plan_messages import empty_chunks_text
+
     fp8_recipe_given = fp8_recipe is not None
     fp8_recipe = resolve_fp8_recipe(fp8_recipe, framework, precision)
     question = resolve_question(

@@ -35,6 +35,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
+from sp_planner.choices import AttentionKernel
 from sp_planner.cost.kernel_benchmarks import (
     B200_CAUSAL_TFLOPS,
     CAUSAL_RATIO,
@@ -54,7 +55,6 @@ from sp_planner.cost.kernel_sources import replaced_curve_sources, unfused_sourc
 from sp_planner.specs.hardware import CurvePoint, HardwareProfile
 from sp_planner.specs.model import ModelSpec
 
-AttentionKernel = Literal["fa2", "fa3", "cudnn", "sdpa", "npu"]
 ATTENTION_KERNELS: tuple[str, ...] = get_args(AttentionKernel)
 H100_PEAK_TFLOPS = 989.0  # the peak the FA3 paper's utilisation figures divide by
 _TOKENS = (512, 1024, 2048, 4096, 8192, 16384)

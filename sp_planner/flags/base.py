@@ -8,10 +8,10 @@ Facts come from the shared reference framework_flags.md; each rule cites the fra
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
 
 from pydantic import Field, model_validator
 
+from sp_planner.choices import Framework  # noqa: F401 (re-exported: it was defined here)
 from sp_planner.recompute import MLA_UP_PROJ_RECOMPUTES, MLP_RECOMPUTES, MOE_MODULE_RECOMPUTES
 from sp_planner.cost import attention_comm
 from sp_planner.cost.attention_kernels import AttentionKernel
@@ -24,7 +24,6 @@ from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
 
-Framework = Literal["megatron", "mindspeed", "deepspeed", "yunchang", "torchtitan"]
 FRAMEWORKS: tuple[str, ...] = ("megatron", "mindspeed", "deepspeed", "yunchang", "torchtitan")
 # A commented group of flags: (the comment, its flags), as a renderer lays them out (megatron.bash_array).
 FlagGroup = tuple[str, list[str]]

@@ -6,11 +6,10 @@ multinode_trainer.slurm at v0.2.2).
 from __future__ import annotations
 
 import re
-from typing import Literal, get_args
+from typing import get_args
 
+from sp_planner.choices import Launcher
 from sp_planner.errors import UserInputError
-
-Launcher = Literal["torchrun", "slurm"]
 
 LAUNCHERS: tuple[str, ...] = get_args(Launcher)
 # HOST:PORT where HOST may be a shell variable ("$MASTER_ADDR"); nothing that would break the
