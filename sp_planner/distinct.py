@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-import pandas as pd
 
 from sp_planner.columns import take_rows
 
@@ -82,6 +81,8 @@ def distinct_groups(columns) -> list[tuple[int, np.ndarray]]:
 
 def _numbered(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """distinct_rows' (first, inverse) from one exact int64 key a row."""
+    import pandas as pd  # pd.factorize's hash table; loaded by the first search, not with the planner
+
     ids, seen = pd.factorize(key)
     first = np.empty(len(seen), dtype=np.int64)
     first[ids[::-1]] = np.arange(len(ids) - 1, -1, -1)  # the lowest index of each distinct row wins
@@ -112,6 +113,8 @@ def per_distinct(fn: Callable, *columns, min_rows: int = DISTINCT_MIN_ROWS):
         number[distinct] = np.arange(len(distinct))
         inverse = number[flat]
     else:
+        import pandas as pd  # as _numbered
+
         inverse, distinct = pd.factorize(flat)
     out = fn(*(distinct // radix % (next_radix // radix) + low
                for low, radix, next_radix in zip(lows, radices, radices[1:])))
@@ -222,6 +225,8 @@ def _column_bounds(keys: np.ndarray) -> tuple[list[int], list[int]]:
 def _hashed_key(keys: np.ndarray) -> np.ndarray:
     """Each row's key from hashing column by column (pd.factorize), renumbered before the
     mixed-radix combination could overflow: exact for any values."""
+    import pandas as pd  # as _numbered
+
     ids, bound = np.zeros(len(keys), dtype=np.int64), 1
     for column in keys.T:
         codes, distinct = pd.factorize(column)

@@ -8,15 +8,17 @@ the prefixes of FRAME_PREFIXES); `PlanEstimate.from_row` turns a row back into a
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
-import pandas as pd
 from pydantic import Field, PrivateAttr, field_serializer, model_serializer
 
 from sp_planner.plan import ParallelPlan
 from sp_planner.specs.base import FrozenModel, whole_bytes  # noqa: F401 (whole_bytes was defined here)
+
+if TYPE_CHECKING:  # pandas loads where a frame is met (the functions below), not with the planner: sp-plan
+    import pandas as pd  # refuses bad input without it (benchmarks/startup.py)
 
 Link = Literal["intra", "inter", "none"]
 # Frame column prefix of each breakdown field of PlanEstimate (the CSV's column names).
@@ -148,6 +150,8 @@ class PlanEstimate(FrozenModel):
     @classmethod
     def from_row(cls, row: pd.Series) -> "PlanEstimate":
         """One row of SearchResult.frame as an estimate."""
+        import pandas as pd
+
         def part(field: str) -> dict[str, object]:
             model = cls.model_fields[field].annotation
             assert isinstance(model, type) and issubclass(model, FrozenModel), field
@@ -176,14 +180,19 @@ class PlanEstimate(FrozenModel):
 def plain(value: object) -> object:
     """numpy scalars -> Python scalars, so pydantic's strict int/bool fields accept them; a missing
     value of a nullable column (pandas NA, e.g. the even pipeline split) -> None."""
+    import pandas as pd
+
     if value is pd.NA:
         return None
     return value.item() if hasattr(value, "item") else value
 
 
-# pandas >= 3 copies on write: a shallow copy already keeps the result's frame as the search made it
-# whatever a caller does to its copy, without copying the ~200,000 rows of a 4096-GPU search.
-_DEEP_COPY = int(pd.__version__.split(".")[0]) < 3
+def _deep_copy() -> bool:
+    """pandas >= 3 copies on write: a shallow copy already keeps the result's frame as the search made
+    it whatever a caller does to its copy, without copying the ~200,000 rows of a 4096-GPU search."""
+    import pandas as pd
+
+    return int(pd.__version__.split(".")[0]) < 3
 
 
 def plan_of_row(row: pd.Series | Mapping[str, object]) -> ParallelPlan:
@@ -206,12 +215,14 @@ class SearchResult(FrozenModel):
                  **fields: object) -> None:
         """`frame`: every candidate, or a function that builds them (called once, on first access);
         `head`: the first rows of that frame when they are already at hand."""
+        import pandas as pd
+
         super().__init__(**fields)
         if isinstance(frame, pd.DataFrame):
-            self._frame = frame.copy(deep=_DEEP_COPY)
+            self._frame = frame.copy(deep=_deep_copy())
         else:
             self._make_frame = frame
-        self._head = None if head is None else head.copy(deep=_DEEP_COPY)
+        self._head = None if head is None else head.copy(deep=_deep_copy())
 
     @property
     def frame(self) -> pd.DataFrame:
@@ -221,12 +232,12 @@ class SearchResult(FrozenModel):
             assert self._make_frame is not None
             self._frame = self._make_frame()
             self._make_frame = None
-        return self._frame.copy(deep=_DEEP_COPY)
+        return self._frame.copy(deep=_deep_copy())
 
     def head(self, n: int) -> pd.DataFrame:
         """The first `n` rows of `frame`, without building the whole frame when the search kept them."""
         if self._frame is None and self._head is not None and n <= len(self._head):
-            return self._head.head(n).copy(deep=_DEEP_COPY)
+            return self._head.head(n).copy(deep=_deep_copy())
         if self._frame is not None:  # built: copy its first rows only, not every row as `frame` would
-            return self._frame.head(n).copy(deep=_DEEP_COPY)
+            return self._frame.head(n).copy(deep=_deep_copy())
         return self.frame.head(n)

@@ -17,9 +17,9 @@ ranked as every other candidate.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from sp_planner import columns
 from sp_planner.cost.fp8_attention import with_fp8_attention
@@ -38,6 +38,9 @@ from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
 from sp_planner.units import plural
+
+if TYPE_CHECKING:  # pandas loads where a frame is built (search_columns.Evaluated.frame), not with the planner
+    import pandas as pd
 
 __all__ = ["Pins", "SearchTooLarge", "evaluate", "search", "search_axes"]
 

@@ -3,10 +3,9 @@ search.search ranks and search.evaluate answers for one plan."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
-import pandas as pd
 
 from sp_planner.cost.comm import CommColumns, comm_columns
 from sp_planner.cost.fsdp import candidates_as_run
@@ -37,6 +36,9 @@ from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
 from sp_planner.units import GIB
+
+if TYPE_CHECKING:  # pandas loads in frame(), not with the planner: sp-plan refuses bad input without it
+    import pandas as pd
 
 
 def search_axes(model: ModelSpec, hardware: HardwareProfile) -> Axes:
@@ -105,6 +107,8 @@ class Evaluated(NamedTuple):
 
     def frame(self) -> pd.DataFrame:
         """One row per candidate; columns named as estimate.FRAME_PREFIXES says."""
+        import pandas as pd  # here, not with the module (see the import above)
+
         c, step, comm = self.candidates, self.step, self.comm
         assert comm is not None  # explained_rows prices it
         cols: dict[str, object] = {name: getattr(c, name) for name in DEGREES}

@@ -209,8 +209,6 @@ def plan(
                                               check_model_framework, check_plan_file_framework, resolve_fp8_recipe)
     from sp_planner.cli.plan_kernel import set_up_kernel
     from sp_planner.cli.plan_notes import plan_notes
-    from sp_planner.cli.plan_output import emit_answer, write_outputs
-    from sp_planner.cli.plan_solve import solve
     from sp_planner.cli.question import check_outputs, default_batch_note, resolve_question
     from sp_planner.cli.terminal import write_note
     from sp_planner.cost.families import on_npu
@@ -267,6 +265,10 @@ def plan(
                              gpus_per_node=question.gpus_per_node, kernel=setup.kernel_notes)):
         if note is not None:
             write_note(note, sys.stderr)
+    # The search and its output load pandas: once the question is known good (bad input is refused without).
+    from sp_planner.cli.plan_output import emit_answer, write_outputs
+    from sp_planner.cli.plan_solve import solve
+
     answer = solve(question, top=top, simulate=simulate, framework=framework, launcher=launcher,
                    every_row=report is not None)
     # A pinned split Megatron parses but that leaves model chunks idle (the rules do not refuse it).

@@ -35,7 +35,6 @@ from sp_planner.planfile import PlanFile, check_loaded_plan_times, load_plan_fil
 from sp_planner.search import evaluate
 from sp_planner.estimate import PlanEstimate
 from sp_planner.sim import AnalyticStep, simulate
-from sp_planner.sim.gantt import gantt_bytes
 from sp_planner.sim.moe_work import network_dispatch_off_graph
 from sp_planner.sim.result import TIMELINE_SIGNATURE, SimResult, timeline_text
 from sp_planner.specs.hardware import FabricTopology
@@ -220,6 +219,8 @@ def simulate_command(
     estimate = _estimate(pf)
     if (shortfall := _unfit_note(estimate)) is not None:
         write_note(shortfall, sys.stderr)
+    from sp_planner.sim.gantt import gantt_bytes  # matplotlib: loaded to draw, after every input check
+
     with delayed_progress("simulating the step"):
         result = simulate(
             pf.model, pf.hardware, pf.workload, pf.plan, num_nodes=pf.num_nodes, gpus_per_node=pf.gpus_per_node,

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
-import pandas as pd
 from pydantic import Field
 
 from sp_planner.catalog import load_hardware
@@ -129,6 +128,8 @@ def spearman(x: list[float], y: list[float]) -> float | None:
         raise ValueError(f"spearman needs pairs, got {len(x)} and {len(y)} values")
     if len(x) < MIN_GROUP_ROWS:
         return None
+    import pandas as pd  # here, not with the module: sp-validate --help and bad input answer without it
+
     rx = pd.Series(x, dtype=float).rank().to_numpy()
     ry = pd.Series(y, dtype=float).rank().to_numpy()
     if np.ptp(rx) == 0 or np.ptp(ry) == 0:
