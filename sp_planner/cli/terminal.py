@@ -6,8 +6,10 @@ import shutil
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rich.console import Console
+if TYPE_CHECKING:  # Rich loads with the first console, not for --help (cli.help_format wraps with textwrap)
+    from rich.console import Console
 
 # A pipe or a file gets 80 columns (shutil's fallback), as does a wider terminal.
 MAX_COLUMNS = 80
@@ -33,6 +35,8 @@ def stdout_console() -> Console:
     """Rich on stdout at stdout_columns(): the terminal's width, and 80 columns for a pipe or file
     unless COLUMNS says otherwise. Rich alone takes the width of stdin's or stderr's terminal when
     stdout has none, so that `sp-plan ... > answer.txt` in a 200-column terminal wrote lines of 200."""
+    from rich.console import Console
+
     return Console(width=stdout_columns())
 
 
