@@ -1,5 +1,6 @@
-"""How long sp-plan takes to start: the wall time of four kinds of command, each in a fresh process
-(best of 5, after one untimed run that writes the bytecode caches).
+"""How long sp-plan takes to start: the wall and CPU time of four kinds of command, each in a fresh
+process (best and median of 5, after one untimed run that writes the bytecode caches; CPU seconds
+are the steadier figure on a loaded machine).
 
 - help: `sp-plan --help` (typer's own page, no planner work)
 - usage error: an option the parser refuses (`--nodes 0`), before the command body runs
@@ -14,6 +15,7 @@ Run: .venv/bin/python benchmarks/startup.py   (this checkout's sp_planner, whate
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -31,32 +33,31 @@ KINDS = {
 RUNS = 5
 
 
-def wall_s(args: list[str], expected_rc: int) -> float:
-    """Seconds one `sp-plan ARGS` takes from spawn to exit; its exit code checked."""
+def timed_s(command: list[str], expected_rc: int = 0) -> tuple[float, float]:
+    """(wall, CPU) seconds `command` takes from spawn to exit; its exit code checked."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "80"}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", ENTRY, *args], env=env, capture_output=True, check=False)
+    done = subprocess.run(command, env=env, capture_output=True, check=False)
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != expected_rc:
-        raise SystemExit(f"sp-plan {' '.join(args)} exited {done.returncode}, not {expected_rc}:\n"
-                         f"{done.stderr.decode()}")
-    return elapsed
+        raise SystemExit(f"{' '.join(command)} exited {done.returncode}, not {expected_rc}:\n{done.stderr.decode()}")
+    return elapsed, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+
+
+def _row(name: str, command: list[str], expected_rc: int = 0) -> str:
+    timed_s(command, expected_rc)  # bytecode caches
+    wall, cpu = (sorted(column) for column in zip(*(timed_s(command, expected_rc) for _ in range(RUNS))))
+    return f"{name:<12} {wall[0]:>7.3f} {wall[RUNS // 2]:>7.3f} {cpu[0]:>7.3f} {cpu[RUNS // 2]:>7.3f}"
 
 
 def main() -> None:
-    bare = min(wall_s_python() for _ in range(RUNS))
-    print(f"{'command':<12} {'best s':>7} {'median s':>9}   (python -c pass: {bare:.3f} s)")
+    print(f"{'command':<12} {'wall s':>15} {'CPU s':>15}")
+    print(f"{'':<12} {'best':>7} {'median':>7} {'best':>7} {'median':>7}")
+    print(_row("python", [sys.executable, "-c", "pass"]))  # the interpreter alone: the floor
     for kind, (args, expected_rc) in KINDS.items():
-        wall_s(args, expected_rc)  # bytecode caches
-        times = sorted(wall_s(args, expected_rc) for _ in range(RUNS))
-        print(f"{kind:<12} {times[0]:>7.3f} {times[RUNS // 2]:>9.3f}")
-
-
-def wall_s_python() -> float:
-    """The interpreter's own start-up, the floor under every command."""
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "pass"], check=True)
-    return time.perf_counter() - start
+        print(_row(kind, [sys.executable, "-c", ENTRY, *args], expected_rc))
 
 
 if __name__ == "__main__":
