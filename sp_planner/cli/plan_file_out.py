@@ -103,7 +103,9 @@ def recorded_plan(answer: Answer) -> RecordedPlan:
     unfit: list[str] = []
     off_device: list[str] = []
     for name in FRAMEWORKS:
-        if not render_flags(name, request).supported:
+        # Its flags asked of the plan with its own FP8 recipe (torchtitan refuses Megatron's delayed).
+        plan = framework_plan(best.plan, name, recipe_given=q.fp8_recipe_given)
+        if not render_flags(name, request.model_copy(update={"plan": plan})).supported:
             continue
         if framework_device_note(q.hardware, name) is not None:
             off_device.append(name)
@@ -114,7 +116,6 @@ def recorded_plan(answer: Answer) -> RecordedPlan:
         # Its expert GEMMs, as sp-plan --framework `name` sets them (cli.plan_kernel.set_up_kernel):
         # torchtitan's grouped where --framework all timed Megatron's per-expert GEMMs.
         model = with_framework_expert_gemm(q.given_model or q.model, name)
-        plan = framework_plan(best.plan, name, recipe_given=q.fp8_recipe_given)
         runtime = release_runtime(name, recorded_release(name, version), model=model)
         if runtime == timed_with and kernel == q.attention_kernel and model == q.model and plan == best.plan:
             return RecordedPlan(name, best, q.hardware, q.attention_kernel, q.model)

@@ -12,7 +12,7 @@ from pydantic import ConfigDict, PrivateAttr
 from rich.console import Console
 from rich.text import Text
 
-from sp_planner.cli.plan_file_out import answer_plan_file
+from sp_planner.cli.plan_file_out import answer_plan_file, framework_plan
 from sp_planner.cli.progress import delayed_progress
 from sp_planner.cli.question import PlanQuestion
 from sp_planner.cli.terminal import stdout_console, write_note
@@ -230,7 +230,12 @@ def print_flags(answer: Answer, console: Console) -> None:
                       "plan.", markup=False, highlight=False)
         names = ()
     for name in names:
-        rendered = render_flags(name, request)
+        # Each framework's flags with its own FP8 recipe where none was given, as the plan file names it
+        # (cli.plan_file_out.framework_plan): under --framework all, torchtitan's tensorwise for the
+        # delayed scaling that ranked the plans, which its flags refuse.
+        own = framework_plan(request.plan, name, recipe_given=q.fp8_recipe_given)
+        recipe = own.fp8_recipe if own != request.plan else None
+        rendered = render_flags(name, request.model_copy(update={"plan": own}))
         heading = f"{name} flags for plan 1"
         if not rendered.supported:
             console.print(f"{name} cannot express plan 1: {rendered.reason}", markup=False, highlight=False)
@@ -238,7 +243,7 @@ def print_flags(answer: Answer, console: Console) -> None:
             with delayed_progress(f"looking for a plan {name} can express"):
                 fallback = best_expressible(answer.result, name, model=q.model, workload=q.workload,
                                             num_nodes=q.num_nodes, gpus_per_node=q.gpus_per_node,
-                                            choices=answer.flag_choices)
+                                            choices=answer.flag_choices, fp8_recipe=recipe)
             if fallback is None:
                 console.print(f"No plan that fits can be expressed in {name}.", markup=False, highlight=False)
                 continue
@@ -251,6 +256,10 @@ def print_flags(answer: Answer, console: Console) -> None:
         # Notes are prose, not flags: wrapped to the terminal.
         for note in rendered.notes:
             console.print(f"note: {note}", markup=False, highlight=False)
+        if recipe is not None:
+            console.print(f"note: {name} runs {recipe} FP8 scaling, its own, where the plans were ranked with "
+                          f"{request.plan.fp8_recipe} scaling; sp-plan --framework {name} times them so.",
+                          markup=False, highlight=False)
         printed.append(name)
     if answer.launcher is None:
         return

@@ -47,12 +47,6 @@ def shared_notes(request: FlagRequest) -> list[str]:
             "torchtitan load-balances causal CP with the head-tail (zigzag) layout; the plan's contiguous "
             "ring layout cannot be selected."
         )
-    if p.precision == "fp8" and p.fp8_recipe == "delayed":
-        # torchao float8 ScalingType has DYNAMIC only (torchao/float8/config.py): current scaling.
-        notes.append(
-            "torchao float8 scales each tensor from its own amax (current scaling, no delayed scaling); "
-            "plan with --fp8-recipe tensorwise to cost its extra amax pass."
-        )
     if p.recompute == "selective":
         notes.append(
             "torchtitan's selective mode is per-op (saves matmul and attention outputs, recomputes the "

@@ -41,6 +41,13 @@ def failures(request: FlagRequest) -> list[str]:
         failures.append("fp8_recipe blockwise cannot be expressed: torchtitan's float8 converter scales per tensor "
                         "or per row (torchao), not Transformer Engine's 1x128 / 128x128 blocks; plan with "
                         "--fp8-recipe tensorwise")
+    if p.precision == "fp8" and p.fp8_recipe == "delayed":
+        # torchao float8 scales dynamically only: recipe_name tensorwise, rowwise or rowwise_with_gw_hp
+        # in 0.2.2 (config/job_config.py line 738), rowwise or rowwise_with_gw_hp in 0.3
+        # (components/quantization/float8.py line 58 at b5bcd76c); none records amax history.
+        failures.append("fp8_recipe delayed cannot be expressed: torchtitan's float8 (torchao) scales each tensor "
+                        "from its own amax, it has no delayed scaling (its recipes: tensorwise, rowwise, "
+                        "rowwise_with_gw_hp); plan with --fp8-recipe tensorwise")
     if p.ulysses > 1:
         failures.append(
             f"ulysses {p.ulysses} cannot be expressed: torchtitan's context parallelism is ring attention "

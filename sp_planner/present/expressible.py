@@ -14,7 +14,7 @@ import numpy as np
 
 from sp_planner.estimate import PlanEstimate, SearchResult, plan_of_row
 from sp_planner.flags import FlagChoices, FrameworkFlags, render_flags
-from sp_planner.plan import ParallelPlan
+from sp_planner.plan import Fp8Recipe, ParallelPlan
 from sp_planner.search import HEAD_ROWS, Progress
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
@@ -33,11 +33,12 @@ MAX_EXPERT_PARALLEL_TRIED = 100
 
 def _expressible(
     result: SearchResult, framework: str, *, model: ModelSpec, workload: Workload, num_nodes: int,
-    gpus_per_node: int, choices: FlagChoices,
+    gpus_per_node: int, choices: FlagChoices, fp8_recipe: Fp8Recipe | None = None,
 ) -> Iterator[tuple[int, PlanEstimate, FrameworkFlags]]:
     """(rank from 1, estimate, flags rendered with `choices`) of each fitting plan `framework` can
     express, in the order of `result.head` (fitting plans first, fastest first); stops at the first
-    plan that does not fit."""
+    plan that does not fit. `fp8_recipe`: the recipe the flags are asked with for a per-tensor FP8
+    plan (the framework's own, where --framework all ranked with another), else the plan's."""
     head = result.head(MAX_SCANNED)
     # The flags read the plan alone: each row's plan columns are read, and a row's whole estimate
     # (PlanEstimate.from_row, a millisecond) only where the framework expresses it.
@@ -45,8 +46,10 @@ def _expressible(
     for rank, (fits, *values) in enumerate(zip(head["fits"], *(head[name] for name in names)), start=1):
         if not fits:
             return
-        flags = render_flags(framework, choices.request(plan_of_row(dict(zip(names, values))), model=model,
-                                                        workload=workload, num_nodes=num_nodes,
+        plan = plan_of_row(dict(zip(names, values)))
+        if fp8_recipe is not None and plan.precision == "fp8":
+            plan = plan.model_copy(update={"fp8_recipe": fp8_recipe})
+        flags = render_flags(framework, choices.request(plan, model=model, workload=workload, num_nodes=num_nodes,
                                                         gpus_per_node=gpus_per_node))
         if flags.supported:
             _, whole = next(head.iloc[rank - 1:rank].iterrows())  # the row as iterrows gives it
@@ -62,10 +65,12 @@ def best_expressible(
     num_nodes: int,
     gpus_per_node: int,
     choices: FlagChoices = FlagChoices(),
+    fp8_recipe: Fp8Recipe | None = None,
 ) -> tuple[int, PlanEstimate, FrameworkFlags] | None:
-    """(rank from 1, estimate, flags) of the best fitting plan `framework` can express, or None."""
+    """(rank from 1, estimate, flags) of the best fitting plan `framework` can express, or None;
+    `fp8_recipe` as _expressible's."""
     return next(_expressible(result, framework, model=model, workload=workload, num_nodes=num_nodes,
-                             gpus_per_node=gpus_per_node, choices=choices), None)
+                             gpus_per_node=gpus_per_node, choices=choices, fp8_recipe=fp8_recipe), None)
 
 
 def expressible_plans(

@@ -171,6 +171,35 @@ def test_torchtitans_plan_file_takes_its_fp8_recipe(sp_plan, tmp_path, monkeypat
             "per-expert GEMMs and delayed FP8 scaling ranked it at 36.97 s)") in notes
 
 
+def test_torchtitans_flags_for_plan_1_take_its_fp8_recipe(sp_plan, tmp_path, monkeypatch):
+    # Printed as the file names it: torchtitan's flags refuse the delayed scaling --framework all
+    # ranked with, so they are asked with its own tensorwise (cli.plan_output.print_flags), and say so.
+    monkeypatch.setenv("COLUMNS", "80")
+    result = sp_plan(*TORCHTITAN_MOE, "--precision", "fp8", "--framework", "all", "--top", "2")
+    assert result.exit_code == 0, result.stderr
+    out = " ".join(result.stdout.split())
+    assert "torchtitan flags for plan 1" in out and 'recipe_name = "tensorwise"' in out
+    assert ("note: torchtitan runs tensorwise FP8 scaling, its own, where the plans were ranked with delayed "
+            "scaling; sp-plan --framework torchtitan times them so.") in out
+    # Megatron-LM's flags are asked with the plan's delayed scaling: no such note.
+    assert "megatron runs" not in out
+
+
+def test_a_delayed_scaling_plan_names_no_torchtitan(sp_plan, tmp_path, monkeypatch):
+    # The same with --fp8-recipe delayed given: torchtitan's float8 (torchao) has no delayed scaling,
+    # so its flags refuse plan 1 (flags.torchtitan_v02.failures). The file named torchtitan with
+    # delayed scaling at 37.20 s, a recipe torchtitan cannot run; no other framework runs the plan
+    # (Megatron-LM and MindSpeed refuse its ZeRO-3, DeepSpeed FP8, yunchang a plan without SP), so it
+    # names none and holds --framework all's 36.98 s.
+    monkeypatch.chdir(tmp_path)
+    pf, notes = _written(sp_plan, tmp_path, "--precision", "fp8", "--fp8-recipe", "delayed", question=TORCHTITAN_MOE)
+    assert (pf.framework, pf.plan.fp8_recipe) == (None, "delayed")
+    assert pf.estimate is not None and round(pf.estimate.step_time_s, 2) == 36.98
+    assert "names no framework (framework null)" in notes
+    refused = sp_plan(*TORCHTITAN_MOE, "--precision", "fp8", "--fp8-recipe", "delayed", "--framework", "torchtitan")
+    assert refused.exit_code == 2 and "torchtitan's float8 (torchao) has no delayed scaling" in refused.stderr
+
+
 def test_an_fp8_attention_plan_names_no_framework(sp_plan, tmp_path, monkeypatch):
     # Llama-3-8B at 128K on 2 x 8 B200s, ulysses 8, FP8 GEMMs and attention: only --framework all times FP8
     # attention (sp-plan --framework X refuses --fp8-attention), and no framework's flags run it:

@@ -88,7 +88,7 @@ def test_kv_heads_must_divide_tp(build):
 
 
 def test_pipeline_split_and_float8_sections(build):
-    request = build.request(build.llama3_8b, 8192, 64, tp=2, pp=4, vpp=2, precision="fp8")
+    request = build.request(build.llama3_8b, 8192, 64, tp=2, pp=4, vpp=2, precision="fp8", fp8_recipe="tensorwise")
     config = tomllib.loads(render_flags("torchtitan", request).text)
     assert config["parallelism"]["pipeline_parallel_schedule"] == "Interleaved1F1B"
     # 32 layers even over 4 ranks x 2 virtual stages: 4 per stage, nothing taken off first/last.
@@ -98,10 +98,23 @@ def test_pipeline_split_and_float8_sections(build):
     assert config["quantize"]["linear"]["float8"] == {"recipe_name": "tensorwise", "filter_fqns": ["output"]}
     # Compiled, as torchtitan's float8 needs to fuse its casts (the cost model prices them fused).
     assert config["compile"] == {"enable": True, "components": ["model", "loss"]}
-    # torchao float8 scales dynamically (current scaling): a delayed-scaling plan is told so.
-    assert any("--fp8-recipe tensorwise" in note for note in render_flags("torchtitan", request).notes)
-    current = request.model_copy(update={"plan": request.plan.model_copy(update={"fp8_recipe": "tensorwise"})})
-    assert not any("--fp8-recipe tensorwise" in note for note in render_flags("torchtitan", current).notes)
+
+
+def test_delayed_scaling_is_refused_and_current_scaling_kept(build):
+    # torchao float8 scales each tensor from its own amax (0.2.2 job_config.py line 738): a plan
+    # priced with delayed scaling's free amax is not one torchtitan runs; tensorwise is.
+    current = build.request(build.llama3_8b, 8192, 64, tp=2, pp=4, vpp=2, precision="fp8", fp8_recipe="tensorwise")
+    assert render_flags("torchtitan", current).supported
+    delayed = current.model_copy(update={"plan": current.plan.model_copy(update={"fp8_recipe": "delayed"})})
+    flags = render_flags("torchtitan", delayed)
+    assert (flags.supported, flags.text) == (False, "")
+    assert flags.reason == ("fp8_recipe delayed cannot be expressed: torchtitan's float8 (torchao) scales each "
+                            "tensor from its own amax, it has no delayed scaling (its recipes: tensorwise, rowwise, "
+                            "rowwise_with_gw_hp); plan with --fp8-recipe tensorwise")
+    # bf16 and MXFP8 read no recipe: the plan's default delayed refuses nothing there.
+    for precision in ("bf16", "mxfp8"):
+        other = delayed.model_copy(update={"plan": delayed.plan.model_copy(update={"precision": precision})})
+        assert render_flags("torchtitan", other).supported, precision
 
 
 def test_hsdp_keep_parameters_and_allgather_cp(build):

@@ -63,7 +63,7 @@ def _split_per_rank(layers: int, pp: int, lps: int, first_less: int, last_less: 
 ])
 def test_405b_split_gives_each_rank_the_planned_layers(build, vpp, first, last, expected):
     request = build.request(LLAMA31_405B, 8192, 64, tp=8, pp=16, vpp=vpp, precision="fp8",
-                            first_stage_layers=first, last_stage_layers=last)
+                            fp8_recipe="tensorwise", first_stage_layers=first, last_stage_layers=last)
     flags = render_flags("torchtitan", request)
     assert flags.supported, flags.reason
     args = _args(flags.text)
@@ -74,6 +74,18 @@ def test_405b_split_gives_each_rank_the_planned_layers(build, vpp, first, last, 
     last_less = int(args["--parallelism.pipeline_parallel_last_stage_less_layers"])
     assert math.ceil((126 + first_less + last_less) / lps) == 16 * vpp
     assert _split_per_rank(126, 16, lps, first_less, last_less) == expected
+
+
+def test_405b_float8_refuses_delayed_scaling(build):
+    # llama3_405b's Float8LinearConverter takes rowwise or rowwise_with_gw_hp (float8.py line 58 at
+    # b5bcd76c), both scaled from each tensor's own amax: no delayed scaling.
+    request = build.request(LLAMA31_405B, 8192, 64, tp=8, pp=16, precision="fp8", fp8_recipe="delayed",
+                            first_stage_layers=7, last_stage_layers=7)
+    flags = render_flags("torchtitan", request)
+    assert not flags.supported
+    assert flags.reason.startswith("fp8_recipe delayed cannot be expressed: torchtitan's float8 (torchao)")
+    current = request.model_copy(update={"plan": request.plan.model_copy(update={"fp8_recipe": "tensorwise"})})
+    assert render_flags("torchtitan", current).supported
 
 
 def test_precision_picks_the_config_function(build):
