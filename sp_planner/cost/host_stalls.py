@@ -5,6 +5,7 @@ overhead per call on top (cost.te_host), against the GPU time they issue (cost.h
 from __future__ import annotations
 
 from sp_planner.candidates import Candidates
+from sp_planner.cost.attention_comm import kv_heads_for_ulysses
 from sp_planner.cost.dsa_host import dsa_host_ops
 from sp_planner.cost.host import (OPS_AFTER_SYNC, exposed_host_parts_s, host_s_per_op, host_syncs_per_layer,
                                   layer_host_ops, ring_host_ops)
@@ -12,6 +13,7 @@ from sp_planner.cost.precision import BF16
 from sp_planner.cost.ring_impl import RingImpl
 from sp_planner.cost.te_host import layer_te_calls, te_module_extra_s
 from sp_planner.cost.tp_gathers import TpGathers
+from sp_planner.cost.unfused_gqa import gqa_host_ops
 from sp_planner.plan import RECOMPUTE_FULL
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -27,12 +29,15 @@ def pacing_host_stalls_s(model: ModelSpec, hardware: HardwareProfile, c: Candida
     full = c.recompute == RECOMPUTE_FULL
     dsa = dsa_host_ops(model, seq_len=seq_len, micro_batch=c.micro_batch, tp=c.tp, ring=c.ring,
                        sequence_parallel=sequence_parallel)
+    # Heads a rank attends with after the Ulysses all-to-all, as cost.attention times them.
+    kv_heads = kv_heads_for_ulysses(model.num_kv_heads, c.tp, c.ulysses) / c.ulysses
+    gqa = gqa_host_ops(model.num_heads / (c.tp * c.ulysses), kv_heads, unfused=hardware.efficiency.attention_unfused)
     ops_fwd, ops_bwd = layer_host_ops(model, tp=c.tp, ep=c.ep, etp=c.etp, low_precision=c.precision != BF16,
                                       full_recompute=full, cuda_graphs=cuda_graphs, fp8_current=c.fp8_current,
                                       sequence_parallel=sequence_parallel,
                                       regathers_saved_inputs=tp_gathers.regathers_saved_inputs,
                                       ring_ops=ring_host_ops(ring_impl, ring=c.ring, allgather=c.allgather),
-                                      dsa_ops=dsa)
+                                      dsa_ops=dsa, gqa_ops=gqa)
     per_op = host_s_per_op(hardware)
     # TE module calls cost TE's module overhead on top (cost.te_host).
     te_fwd, te_bwd = layer_te_calls(model, full_recompute=full, cuda_graphs=cuda_graphs)

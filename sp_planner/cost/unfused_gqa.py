@@ -26,6 +26,8 @@ so per tensor:
   backward: no net bytes there.
 Only GQA models (num_kv_heads < num_heads) on the unfused path run any of it; at equal heads K and
 V pass through as views.
+Host ops (cost.host, one a kernel launch): the forward's two copies (K, V) and the backward's two
+reductions, per layer and micro-batch (gqa_host_ops).
 """
 
 from __future__ import annotations
@@ -42,6 +44,14 @@ def expands_kv(heads, kv_heads):
     """Whether the unfused attention repeats K/V over the heads (GQA: fewer KV heads than query
     heads, per rank after any Ulysses all-to-all or per TP rank: the ratio is the same)."""
     return np.asarray(kv_heads, dtype=np.float64) < np.asarray(heads, dtype=np.float64)
+
+
+def gqa_host_ops(heads, kv_heads, *, unfused: bool):
+    """(forward, backward) host ops of a layer's K/V expansion (module docstring): one copy kernel
+    per expanded tensor forward, one reduction backward, under GQA on the unfused path; `heads`,
+    `kv_heads` per rank after any Ulysses all-to-all (KV heads replicated to one a rank run none)."""
+    ops = np.where(expands_kv(heads, kv_heads) & unfused, EXPANDED_TENSORS, 0)
+    return ops, ops
 
 
 def gqa_copy_bytes(*, q_elems, kv_elems, heads, kv_heads, elem_bytes: int):

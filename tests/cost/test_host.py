@@ -87,6 +87,20 @@ def test_qk_norm_ops_join_the_layer_and_its_attention_graph():
     assert ops(QWEN3_MOE, ["attn"]) == ops(plain, ["attn"])
 
 
+def test_unfused_gqa_expansion_ops_join_the_layer_and_its_attention_graph():
+    # TE's unfused attention under GQA copies K and V to the query heads (2 forward) and reduces
+    # their gradients back (2 backward), in the attention part: 12 + 2, 20 + 2; the forward's 2
+    # again in the backward under full recompute; captured by an "attn" graph (one replay either way).
+    def ops(gqa, **kw):
+        args = {"tp": 1, "ep": 1, "etp": 1, "low_precision": False, "full_recompute": False} | kw
+        fwd, bwd = layer_host_ops(DENSE, gqa_ops=(gqa, gqa), **args)
+        return float(fwd), float(bwd)
+
+    assert ops(2) == (12 + 2, 20 + 2)
+    assert ops(2, full_recompute=True) == (14, 22 + 14)
+    assert ops(2, cuda_graphs=frozenset({"attn"})) == ops(0, cuda_graphs=frozenset({"attn"}))
+
+
 def test_without_syncs_the_host_hides_behind_the_whole_micro_batch():
     # 10 layers, 1 ms + 2 ms host vs 0.5 ms + 1.5 ms GPU per layer, 1 ms of logits:
     # max(0, 10 x 3 - (10 x 2 + 1)) = 9 ms.

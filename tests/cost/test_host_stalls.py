@@ -4,6 +4,7 @@ import pytest
 
 from sp_planner.candidates import Candidates
 from sp_planner.catalog import load_hardware, load_model
+from sp_planner.cost.attention_kernels import UNFUSED, with_attention_kernel
 from sp_planner.cost.ring_impl import TE_RING
 from sp_planner.cost.tp_gathers import TE_TP_GATHERS
 from sp_planner.cost.host_stalls import pacing_host_stalls_s
@@ -33,3 +34,18 @@ def test_dense_tp8_stalls_by_hand():
 
 def test_gpu_work_above_the_host_time_leaves_no_stall():
     assert _stalls(load_hardware("h100-sxm"), ParallelPlan(tp=8, dp=1), fwd_layer_s=1e-3, layer_s=3e-3) == (0.0, 0.0)
+
+
+def test_unfused_gqa_adds_its_expansion_ops_where_a_rank_expands():
+    # Llama-3-70B (64 query, 8 KV heads) on TE's unfused attention. At tp 8 a rank holds 8 query
+    # heads and 1 KV head: K and V are copied to 8 heads, 16 + 2 ops forward, 26 + 2 backward:
+    # 10 x (46 x 13.48 - 300) us - 500 us shared 18 : 28.
+    unfused = with_attention_kernel(load_hardware("h100-sxm"), UNFUSED)
+    fwd, bwd = _stalls(unfused, ParallelPlan(tp=8, dp=1))
+    total = 10 * (46 * 13.48e-6 - 300e-6) - 0.5e-3
+    assert fwd == pytest.approx(total * 18 / 46, rel=1e-12)
+    assert bwd == pytest.approx(total * 28 / 46, rel=1e-12)
+    # At tp 8 x ulysses 8 the 8 query heads spread one a rank and the KV head is replicated to each
+    # (cost.attention_comm.kv_heads_for_ulysses): no expansion, the flash kernel's count.
+    flash = _stalls(load_hardware("h100-sxm"), ParallelPlan(tp=8, ulysses=8, dp=1))
+    assert _stalls(unfused, ParallelPlan(tp=8, ulysses=8, dp=1)) == flash

@@ -11,7 +11,7 @@ from sp_planner.cost.attention_kernels import UNFUSED, with_attention_kernel
 from sp_planner.cost.kernels import memory_pass_time_s
 from sp_planner.cost.ring_impl import YUNCHANG_RING
 from sp_planner.cost.ring_steps import ring_step_compute
-from sp_planner.cost.unfused_gqa import gqa_copy_bytes, gqa_forward_input_bytes, gqa_saved_delta_bytes
+from sp_planner.cost.unfused_gqa import gqa_copy_bytes, gqa_forward_input_bytes, gqa_host_ops, gqa_saved_delta_bytes
 from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_NONE, RECOMPUTE_SELECTIVE
 from sp_planner.specs.workload import Workload
 
@@ -74,3 +74,12 @@ def test_step_zero_of_unfused_attention_pays_the_copy_each_way(hardware):
     flash_gqa = ring_step_compute(hardware, kv_heads=2, **shape)
     flash_mha = ring_step_compute(hardware, kv_heads=4, **shape)
     assert flash_gqa.first_fwd_s[0] == flash_mha.first_fwd_s[0]
+
+
+def test_the_expansion_launches_a_copy_each_way_per_tensor():
+    # repeat_interleave's clone forward and expand's sum backward, for K and for V: 2 + 2 launches a
+    # layer under GQA on the unfused path; none at equal heads, none on a flash kernel.
+    fwd, bwd = gqa_host_ops(np.array([4.0, 4.0, 4.0]), np.array([1.0, 4.0, 2.0]), unfused=True)
+    assert fwd.tolist() == bwd.tolist() == [2, 0, 2]
+    fwd, bwd = gqa_host_ops(4.0, 1.0, unfused=False)
+    assert (int(fwd), int(bwd)) == (0, 0)
