@@ -137,18 +137,18 @@ def _torchtitans(sp_plan, *pins: str):
 
 
 def test_torchtitans_plan_file_runs_its_grouped_expert_gemms(sp_plan, run_main, tmp_path, monkeypatch):
-    # --framework all times Megatron's per-expert GEMMs (TE GroupedLinear's loop, 38.30 s); torchtitan
+    # --framework all times Megatron's per-expert GEMMs (TE GroupedLinear's loop, 38.31 s); torchtitan
     # runs one torch._grouped_mm (cost.grouped_gemm.FRAMEWORK_EXPERT_GEMM). The file named torchtitan with
-    # the per-expert model and 38.30 s; it holds the grouped model and 37.87 s, as --framework torchtitan.
+    # the per-expert model and 38.31 s; it holds the grouped model and 37.88 s, as --framework torchtitan.
     monkeypatch.chdir(tmp_path)
     pf, notes = _written(sp_plan, tmp_path, question=TORCHTITAN_MOE)
     titan = _torchtitans(sp_plan)
     assert pf.model.moe is not None and (pf.framework, pf.model.moe.expert_gemm) == ("torchtitan", "grouped")
     assert (pf.plan, pf.model, pf.hardware, pf.runtime) == (titan.plan, titan.model, titan.hardware, titan.runtime)
     assert pf.estimate == titan.estimate and pf.estimate is not None
-    assert round(pf.estimate.step_time_s, 2) == 37.87
-    assert ("holds its time as torchtitan runs it with its grouped expert GEMM, 37.87 s per step (Megatron's "
-            "runtime and per-expert GEMMs ranked it at 38.30 s)") in notes
+    assert round(pf.estimate.step_time_s, 2) == 37.88
+    assert ("holds its time as torchtitan runs it with its grouped expert GEMM, 37.88 s per step (Megatron's "
+            "runtime and per-expert GEMMs ranked it at 38.31 s)") in notes
     # sp-simulate times the file as it says: the grouped model's analytic step.
     simulated = run_main(simulate_cmd, tmp_path / "plan.json", "--out-dir", tmp_path / "sim")
     assert simulated.exit_code == 0, simulated.stderr
@@ -158,17 +158,17 @@ def test_torchtitans_plan_file_runs_its_grouped_expert_gemms(sp_plan, run_main, 
 
 def test_torchtitans_plan_file_takes_its_fp8_recipe(sp_plan, tmp_path, monkeypatch):
     # The same under --precision fp8 without --fp8-recipe: --framework all pins Megatron's delayed
-    # scaling (36.97 s); torchtitan's torchao float8 has only current (tensorwise) scaling, which
+    # scaling (36.98 s); torchtitan's torchao float8 has only current (tensorwise) scaling, which
     # sp-plan --framework torchtitan pins (cli.option_checks.resolve_fp8_recipe). The file held delayed
-    # at 37.63 s; it holds tensorwise and 37.33 s.
+    # at 37.63 s; it holds tensorwise and 37.34 s.
     monkeypatch.chdir(tmp_path)
     pf, notes = _written(sp_plan, tmp_path, "--precision", "fp8", question=TORCHTITAN_MOE)
     titan = _torchtitans(sp_plan, "--precision", "fp8")
     assert (pf.framework, pf.plan.fp8_recipe) == ("torchtitan", "tensorwise")
     assert (pf.plan, pf.model, pf.estimate) == (titan.plan, titan.model, titan.estimate)
-    assert pf.estimate is not None and round(pf.estimate.step_time_s, 2) == 37.33
-    assert ("with its grouped expert GEMM and its tensorwise FP8 scaling, 37.33 s per step (Megatron's runtime, "
-            "per-expert GEMMs and delayed FP8 scaling ranked it at 36.97 s)") in notes
+    assert pf.estimate is not None and round(pf.estimate.step_time_s, 2) == 37.34
+    assert ("with its grouped expert GEMM and its tensorwise FP8 scaling, 37.34 s per step (Megatron's runtime, "
+            "per-expert GEMMs and delayed FP8 scaling ranked it at 36.98 s)") in notes
 
 
 def test_torchtitans_flags_for_plan_1_take_its_fp8_recipe(sp_plan, tmp_path, monkeypatch):
