@@ -74,8 +74,13 @@ def bus_factor(collective: str, group_size: int) -> float:
 
 
 def all_reduce_shares(group_sizes) -> np.ndarray:
-    """bus_factor("all_reduce", n) for each group size in `group_sizes` (candidate columns)."""
-    return np.vectorize(lambda n: bus_factor("all_reduce", int(n)), otypes=[np.float64])(np.asarray(group_sizes))
+    """bus_factor("all_reduce", n) for each group size in `group_sizes` (candidate columns), called
+    once per distinct size (a search's columns hold a few sizes over 10^5 rows)."""
+    n = np.asarray(group_sizes, dtype=np.int64)
+    shares = np.zeros(int(n.max(initial=0)) + 1)
+    for size in np.flatnonzero(np.bincount(n.ravel())):  # the sizes present
+        shares[size] = bus_factor("all_reduce", int(size))
+    return shares[n]
 
 
 def latency_steps(collective: str, group_size: int) -> int:

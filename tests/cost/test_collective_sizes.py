@@ -121,3 +121,5 @@ def test_bus_factors_are_nccl_tests_conventions():
 def test_all_reduce_shares_are_bus_factors_by_group():
     # 2 (n - 1) / n of the tensor each rank sends in a ring all-reduce: 0, 1, 1.5 and 1.75.
     assert all_reduce_shares([1, 2, 4, 8]).tolist() == [0.0, 1.0, 1.5, 1.75]
+    # Priced once per distinct size, each row given its own, in the columns' order and shape.
+    assert all_reduce_shares([[8, 1], [8, 2]]).tolist() == [[1.75, 0.0], [1.75, 1.0]]
