@@ -3,6 +3,7 @@ search.search ranks and search.evaluate answers for one plan."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -188,11 +189,13 @@ def _time_options(runtime: Runtime, domain: int) -> StepOptions:
 
 
 def candidate_step_bound(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
-                         gpus_per_node: int, runtime: Runtime = MEGATRON_RUNTIME) -> StepBound:
+                         gpus_per_node: int, runtime: Runtime = MEGATRON_RUNTIME,
+                         skip: Callable[[np.ndarray], np.ndarray] | None = None) -> StepBound:
     """A lower bound of the step evaluate_rows gives `c` (cost.step_bound.step_lower_bound; search_prune)
-    and the layers it priced, which evaluate_rows takes back for these rows."""
+    and the layers it priced, which evaluate_rows takes back for these rows; `skip`: the rows that
+    need none, asked of a partial sum below the bound (step_lower_bound's)."""
     run, domain = _as_run(hardware, c, gpus_per_node, runtime)
-    return step_lower_bound(model, hardware, workload, run, **_time_options(runtime, domain))
+    return step_lower_bound(model, hardware, workload, run, skip=skip, **_time_options(runtime, domain))
 
 
 def _as_run(hardware: HardwareProfile, c: Candidates, gpus_per_node: int, runtime: Runtime) -> tuple[Candidates, int]:

@@ -3,6 +3,7 @@ time and timed only where they can change the answer (search_prune), for search_
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -243,12 +244,18 @@ class PrunedScan:
         pending = self.pending
         while pending is not None and len(pending.place) > leave:
             full = self._full()
-            if full or len(pending.place) > PRUNE_ROUND_ROWS:  # the bound prunes or orders them
-                pending = self._bounded(pending)
             if full:
                 assert self.best is not None
                 last_kept_s = float(self.best.evaluated.step.step_time_s[-1])
                 tuples = self.tuples if self.reads_tuples else None
+                rows = pending.candidates
+
+                def skip(partial_s: np.ndarray) -> np.ndarray:  # below the bound: skips fewer
+                    return skipped_rows(partial_s, rows, last_kept_s, tuples)
+
+            if full or len(pending.place) > PRUNE_ROUND_ROWS:  # the bound prunes or orders them
+                pending = self._bounded(pending, skip if full else None)
+            if full:
                 pending = columns.take(pending, np.flatnonzero(~skipped_rows(pending.bound_s, pending.candidates,
                                                                              last_kept_s, tuples)))
                 if len(pending.place) <= leave:
@@ -265,13 +272,17 @@ class PrunedScan:
             self.tuples = merged([self.tuples, tuple_bests(e, now.place)])
         self.pending = pending
 
-    def _bounded(self, rows: _Pending) -> _Pending:
+    def _bounded(self, rows: _Pending, skip: Callable[[np.ndarray], np.ndarray] | None = None) -> _Pending:
         """`rows` with every row's step bound priced (search_prune), in one call where some are not
         (rows bounded in another call are again: a call's time is its numpy calls', not its rows'),
-        its layers kept for _merge."""
+        its layers kept for _merge. `skip`: the rows skipped_rows drops, asked of a sum below the
+        bound, left out before their bound is finished (cost.step_bound.step_lower_bound): those
+        it drops the bound drops too."""
         if rows.layers is not None:
             return rows
-        bound = candidate_step_bound(*self.args, rows.candidates, self.gpus_per_node, self.runtime)
+        bound = candidate_step_bound(*self.args, rows.candidates, self.gpus_per_node, self.runtime, skip)
+        if bound.rows is not None:
+            rows = columns.take(rows, bound.rows)
         return rows._replace(bound_s=bound.bound_s, layers=bound.layers)
 
     def _held_priced(self) -> list[_Pending]:

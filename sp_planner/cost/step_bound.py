@@ -4,6 +4,7 @@ priced (cost.step_layers.LayerParts), which the search hands to cost.step for th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from functools import reduce
 from typing import TYPE_CHECKING, NamedTuple
@@ -62,14 +63,16 @@ class BoundLayers:
 
 
 class StepBound(NamedTuple):
-    """step_lower_bound's answer per candidate."""
+    """step_lower_bound's answer per candidate (per candidate at `rows` where it skipped some)."""
 
     bound_s: np.ndarray  # the step's lower bound
     layers: BoundLayers  # the layers priced for it
+    rows: np.ndarray | None = None  # the candidates bounded (None: all)
 
 
 def step_lower_bound(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
                      *, sums_sequence_parallel_grads: bool = True, partial_tp_grads: bool = False,
+                     skip: Callable[[np.ndarray], np.ndarray] | None = None,
                      **options: Unpack[LayerOptions]) -> StepBound:
     """A lower bound of time_columns' step_time_s, per candidate, without the data-parallel passes
     (cost.dp_times, cost.dp_passes: most of a search's time), for search_prune. The step is the
@@ -85,15 +88,28 @@ def step_lower_bound(model: ModelSpec, hardware: HardwareProfile, workload: Work
     row), and the weight casts, the tied all-reduce and the replicated gradients' TP all-reduces
     (cost.zero_read_terms; `sums_sequence_parallel_grads` and `partial_tp_grads` theirs, which the
     layers do not read)
-    added row by row as cost.step.time_parts adds them."""
+    added row by row as cost.step.time_parts adds them.
+    `skip(partial_s)`: which rows need no bound (search_prune.skipped_rows), asked of the layers'
+    parts summed alone (partial_s), before those terms are priced; only the others are bounded
+    (StepBound.rows). The terms are each >= 0 (seconds of bytes over a bandwidth) and summed into
+    the parts, so partial_s <= bound_s bit for bit (IEEE addition is monotone): a rule that skips
+    a row for a bound above a threshold skips it for its full bound too, and the rows left are
+    bounded as they are without `skip`. Those terms priced row by row on every fitting row of a
+    search cost about as much as the layers on its distinct rows (docs/cost-model.md, Stop 65)."""
     key = distinct_key(c, BOUND_COLUMNS)
     first, row = (np.arange(len(c)), np.arange(len(c))) if key is None else key
     priced = layer_parts(model, hardware, workload, c if key is None else c.take(first), walked=False, **options)
     parts, layers, micro_batches = take_rows((priced.compute, priced.layers, priced.micro_batches), row, len(first))
+    kept = None
+    if skip is not None:
+        partial_s = np.broadcast_to(np.asarray(reduce(np.add, parts), dtype=np.float64), np.shape(c.tp))
+        kept = np.flatnonzero(~skip(partial_s))
+        parts, layers, micro_batches = take_rows((parts, layers, micro_batches), kept, len(c))
+        c, row = c.take(kept), row[kept]
     cast, tied, replicated = zero_read_terms(model, hardware, c, layers, micro_batches, seq_len=workload.seq_len,
                                              sums_sequence_parallel_grads=sums_sequence_parallel_grads,
                                              partial_tp_grads=partial_tp_grads, **options)
     parts = parts._replace(gemm_s=parts.gemm_s + cast, pp_comm_s=parts.pp_comm_s + tied,
                            tp_comm_s=parts.tp_comm_s + replicated)
     bound = np.broadcast_to(np.asarray(reduce(np.add, parts), dtype=np.float64), np.shape(c.tp))
-    return StepBound(bound, BoundLayers(priced, row))
+    return StepBound(bound, BoundLayers(priced, row), kept)
