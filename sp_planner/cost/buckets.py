@@ -190,8 +190,9 @@ def stage_layouts(model: ModelSpec, *, tp: int, ep: int, etp: int, layers: int, 
 class BucketCounts(NamedTuple):
     """Per candidate: collectives per pass over the stage, the unhideable ones (count, params),
     and of those the ones issued after the embedding (the layout's tail: count, params); under
-    ZeRO-2 with virtual stages on a model whose layers differ (0 elsewhere, _chunk_summary), chunk
-    0's layers' buckets, the last chunk's and its first layer's (count, params each)."""
+    ZeRO-2 with virtual stages (0 elsewhere, _chunk_summary), chunk 0's layers' buckets and the
+    last chunk's (on a model whose layers differ, else 0), the last chunk's first layer's and
+    chunk 1's first layer's (count, params each)."""
 
     num_calls: np.ndarray
     num_unhideable: np.ndarray
@@ -204,6 +205,8 @@ class BucketCounts(NamedTuple):
     end_params: np.ndarray
     num_end_first: np.ndarray
     end_first_params: np.ndarray
+    num_later_first: np.ndarray
+    later_first_params: np.ndarray
 
 
 def bucket_counts(model: ModelSpec, *, tp, ep, etp, layers, pp, dp, zero, vpp=1, first_stage=True,
@@ -275,28 +278,34 @@ def _summary(model: ModelSpec, row: tuple[int, ...]) -> tuple[float, ...]:
     # ZeRO-2's model chunks, each its own layers' buckets (_chunk_summary); `lightest`: the relayed
     # middle stage's chunks its own layers' (dp_lightest_middle_stage), its stage's calls the
     # heaviest's (cost.pipeline_dp._relay_blocks; docs/cost-model.md Stop 57).
-    sizes: tuple[int, ...] = ()
+    # Every model's later chunks' first layers: their own buckets, not chunk 0's (whose last one
+    # the first stage's embedding carries on).
+    sizes = chunk_layer_counts(layers, vpp, first_stage=first_stage, chunk=chunk) if zero == 2 else ()
     own = layouts
-    if moe and zero == 2:
-        sizes = chunk_layer_counts(layers, vpp, first_stage=first_stage, chunk=chunk)
-        if lightest and not (single or first_stage or last_stage):
-            relayed = dp_lightest_middle_stage(model, *placement)[0]
-            own = stage_layouts(model, moe=stage_moe_flags(model, *placement, stage=relayed), **shape)
+    if moe and zero == 2 and lightest and not (single or first_stage or last_stage):
+        relayed = dp_lightest_middle_stage(model, *placement)[0]
+        own = stage_layouts(model, moe=stage_moe_flags(model, *placement, stage=relayed), **shape)
     out: list[float] = []
     for layout, chunks in zip(layouts, own):
         out += [layout.num_calls, len(layout.unhideable), sum(layout.unhideable), len(layout.tail), sum(layout.tail),
-                *_chunk_summary(chunks, sizes)]
+                *_chunk_summary(chunks, sizes, mixed=bool(moe))]
     return tuple(out)
 
 
-def _chunk_summary(layout: BucketLayout, sizes: tuple[int, ...]) -> tuple[float, ...]:
-    """(count, params) of the buckets of chunk 0's layers, of the last chunk's and of its first
-    layer's (the one it issues last in backward, which cannot hide) in a ZeRO-2 stage of model
-    chunks of `sizes` layers (_bucketed_chunks: each chunk bucketed on its own, so each holds its
-    own layers' buckets); the embedding's (tail) and output layer's (head) are left to the stage's
-    root calls. 0s at one chunk (`sizes` () or (n,))."""
+def _chunk_summary(layout: BucketLayout, sizes: tuple[int, ...], *, mixed: bool) -> tuple[float, ...]:
+    """(count, params) of the buckets of chunk 0's layers and of the last chunk's (`mixed`: a model
+    whose layers differ, else 0s: those chunks price a share of the stage's calls), of the last
+    chunk's first layer's (the one it issues last in backward, which cannot hide) and of chunk 1's
+    first layer's in a ZeRO-2 stage of model chunks of `sizes` layers (_bucketed_chunks: each chunk
+    bucketed on its own, so each holds its own layers' buckets, and a later chunk's first layer
+    the rest its walk leaves, which chunk 0's of the first stage leaves to the embedding's bucket:
+    Megatron walks each chunk's own parameters, training.py wrap_model_chunks_with_ddp lines
+    2300-2331, param_and_grad_buffer.py _compute_default_per_buffer_param_layout lines 954-994 at
+    d98e8a6); the embedding's (tail) and output layer's (head) are left to the stage's root calls.
+    0s at one chunk (`sizes` () or (n,))."""
     if len(sizes) < 2:
-        return (0.0,) * 6
+        return (0.0,) * 8
     end_start = len(layout.layers) - sizes[-1]
-    parts = (layout.layers[:sizes[0]], layout.layers[end_start:], layout.layers[end_start:end_start + 1])
+    parts = (layout.layers[:sizes[0]] if mixed else (), layout.layers[end_start:] if mixed else (),
+             layout.layers[end_start:end_start + 1], layout.layers[sizes[0]:sizes[0] + min(sizes[1], 1)])
     return tuple(x for part in parts for x in (float(sum(len(b) for b in part)), math.fsum(sum(b) for b in part)))

@@ -187,13 +187,16 @@ def priced_rows(model: ModelSpec, hardware: HardwareProfile, c, *, stages: Stage
         chunk_all_reduce_s=both("all_reduce", 2 * grad_bytes, chunk_dense, 1, chunk_experts, 1),
         chunk_reduce_scatter_s=reduce(chunk_dense, 1, chunk_experts, 1),
         chunk_all_gather_s=gather(chunk_dense, 1, chunk_experts, 1, dense_width),
-        # ZeRO-2's chunks of their own layers' buckets where the model's layers differ (0 elsewhere).
+        # ZeRO-2's chunks of their own layers' buckets where the model's layers differ (0 elsewhere);
+        # the later chunks' first layers' on every model (0 at one chunk).
         chunk0_reduce_scatter_s=reduce(dense_calls.chunk0_params, dense_calls.num_chunk0, expert_calls.chunk0_params,
                                        expert_calls.num_chunk0),
         end_reduce_scatter_s=reduce(dense_calls.end_params, dense_calls.num_end, expert_calls.end_params,
                                     expert_calls.num_end),
         end_first_reduce_scatter_s=reduce(dense_calls.end_first_params, dense_calls.num_end_first,
                                           expert_calls.end_first_params, expert_calls.num_end_first),
+        later_first_reduce_scatter_s=reduce(dense_calls.later_first_params, dense_calls.num_later_first,
+                                            expert_calls.later_first_params, expert_calls.num_later_first),
     )
 
 

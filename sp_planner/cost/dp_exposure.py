@@ -49,12 +49,14 @@ class DPTimes(NamedTuple):
     chunk_all_reduce_s: np.ndarray | float = 0.0
     chunk_reduce_scatter_s: np.ndarray | float = 0.0
     chunk_all_gather_s: np.ndarray | float = 0.0
-    # ZeRO-2 with virtual stages on a model whose layers differ (cost.buckets._chunk_summary; 0
-    # elsewhere): the reduce-scatters of chunk 0's layers' buckets, of the last chunk's and of its
-    # first layer's, each chunk its own layers' (cost.pipeline_blocks._chunk_traffic).
+    # ZeRO-2 with virtual stages (cost.buckets._chunk_summary; 0 elsewhere): the reduce-scatters
+    # of chunk 0's layers' buckets and of the last chunk's (on a model whose layers differ, else
+    # 0), of the last chunk's first layer's and of chunk 1's first layer's, each chunk its own
+    # layers' (cost.pipeline_blocks._chunk_traffic, _zero2_exposed_s).
     chunk0_reduce_scatter_s: np.ndarray | float = 0.0
     end_reduce_scatter_s: np.ndarray | float = 0.0
     end_first_reduce_scatter_s: np.ndarray | float = 0.0
+    later_first_reduce_scatter_s: np.ndarray | float = 0.0
 
 
 class Edges(NamedTuple):
@@ -110,8 +112,8 @@ def micro_batch_dp_s(overlap: Overlap, *, zero, layers, times: DPTimes, fwd_wind
     `chunks`: the stage's model chunks (interleaved 1F1B, vpp), each wrapped on its own and run as
     its own forward and backward (Megatron's get_model builds one DDP/FSDP module a chunk), so each
     exposes its own first gather and last reduce-scatter; a ZeRO-2 chunk's (its first layer's
-    buckets) are chunk 0's less the embedding's (each chunk bucketed on its own, cost.buckets.
-    _bucketed_chunks). ZeRO-2's calls hide chunk by chunk, each behind its own backward (its
+    buckets) its own, each chunk bucketed on its own (cost.buckets._chunk_summary, DPTimes.
+    later_first_*). ZeRO-2's calls hide chunk by chunk, each behind its own backward (its
     module's root post-backward waits for them), and a chunk's cannot start before its first
     layer's last GEMM is done: saturated, its queue starts a layer late less that layer's TP
     reduce-scatter (Edges.bwd_trail_s) and hides behind as much less; where the output layer's calls
@@ -160,20 +162,27 @@ def _zero2_exposed_s(overlap: Overlap, t: DPTimes, e: Edges, *, layers, bwd_wind
     some = np.where(np.asarray(layers) > 0, layers, 1.0)  # a chunk without layers (counted split) has no share
     chunk_first = (t.grad_reduce_scatter_s - t.root_reduce_s) / some
     first_calls = last_calls_s(t.last_reduce_scatter_s, t.tail_reduce_scatter_s, e)
-    # A later chunk's first layer's buckets: chunk 0's but the embedding's, each chunk bucketed
-    # on its own (cost.buckets._bucketed_chunks), the last bucket's rest with them.
+    # A later chunk's first layer's buckets: its own (each chunk bucketed on its own, cost.buckets.
+    # _bucketed_chunks: the rest its walk leaves with them, which the first stage's chunk 0 leaves
+    # to the embedding's bucket), the middle chunks' chunk 1's, the last chunk's its own; chunk 0's
+    # but the embedding's where not priced (ZeRO-3, one chunk).
     first_layer = t.last_reduce_scatter_s - t.tail_reduce_scatter_s
-    later_calls = np.maximum(0.0, first_layer - e.bwd_trail_s)
+    middle_first = np.where(np.asarray(t.later_first_reduce_scatter_s) > 0, t.later_first_reduce_scatter_s,
+                            first_layer)
+    end_first = np.where(np.asarray(t.end_first_reduce_scatter_s) > 0, t.end_first_reduce_scatter_s, middle_first)
+    later_calls = np.maximum(0.0, middle_first - e.bwd_trail_s)
+    end_calls = np.maximum(0.0, end_first - e.bwd_trail_s)
     single = np.asarray(chunks) == 1
     chunk_rs = chunk_first * layers / chunks  # a later chunk's layers' calls
     chunk_w, layer_w = bwd_window_s / chunks, bwd_window_s / some
     # A chunk's queue opens with its last layer's buckets, issued once that layer's last GEMM
     # ends, before its TP reduce-scatter (Edges.bwd_trail_s; cost.buckets' granularity, as
     # sim.layer_program issues them): a layer's backward less that late. Those buckets lack what
-    # the next ones carry on (the first layer's excess over a share, `first_layer`): where they
+    # the next ones carry on (a later chunk's first layer's excess over a share, `middle_first`;
+    # chunk 0's, on the first stage, leaves its rest to the embedding's bucket): where they
     # leave before the next layer's are issued the queue idles that long (the queue ends at the
     # latest issue plus the calls from it on; a layer's calls at least a layer's backward after).
-    top_s = np.maximum(0.0, 2 * chunk_first - first_layer)
+    top_s = np.maximum(0.0, 2 * chunk_first - middle_first)
     idle_s = np.where(layers / np.asarray(chunks) >= 2, np.maximum(0.0, layer_w - top_s), 0.0)
     lag_s = np.maximum(0.0, layer_w - e.bwd_trail_s) + idle_s
     # The output layer's calls open the last chunk's queue: it idles from their end to the lag.
@@ -185,7 +194,7 @@ def _zero2_exposed_s(overlap: Overlap, t: DPTimes, e: Edges, *, layers, bwd_wind
                            chunk_w - np.where(single, head_lag_s, lag_s) + e.bwd_tail_s, first_calls,
                            overlap.grad_reduce)
     middle2 = hidden_behind(chunk_rs, chunk_w - lag_s, later_calls, overlap.grad_reduce)
-    last2 = hidden_behind(chunk_rs + head_s, chunk_w - head_lag_s, later_calls, overlap.grad_reduce)
+    last2 = hidden_behind(chunk_rs + head_s, chunk_w - head_lag_s, end_calls, overlap.grad_reduce)
     return chunk0 + np.where(single, 0.0, np.maximum(chunks - 2, 0) * middle2 + last2)
 
 

@@ -163,6 +163,23 @@ def test_zero2_buckets_never_span_two_model_chunks():
     assert whole.num_calls == 5
 
 
+def test_zero2_later_chunks_first_layers_keep_the_rest_their_own_walk_leaves():
+    # The first stage at vpp 2: chunk 0's layer 0 closes QKV + PROJ + FC2 + FC1 and leaves its
+    # QKV + PROJ to the embedding's bucket (the tail); chunk 1, bucketed on its own, closes that
+    # rest at its own first layer (layer 2): 2 calls of LAYER + QKV + PROJ, not chunk 0's 1 of LAYER.
+    one = np.ones(3, dtype=int)
+    dense, _ = bucket_counts(MODEL, tp=one, ep=one, etp=one, layers=4 * one, pp=2 * one, dp=8 * one,
+                             zero=np.array([2, 1, 2]), vpp=np.array([2, 2, 1]), first_stage=True)
+    assert sum(stage_layouts(MODEL, tp=1, ep=1, etp=1, layers=4, single_stage=False, dp=8, zero=2,
+                             vpp=2)[0].layers[0]) == LAYER
+    assert dense.later_first_params.tolist() == [LAYER + QKV + PROJ, 0, 0]
+    assert dense.num_later_first.tolist() == [2, 0, 0]
+    # At vpp 2 chunk 1 is the last chunk; ZeRO-1 (one bucket a later chunk) and vpp 1 count none.
+    assert dense.end_first_params.tolist() == dense.later_first_params.tolist()
+    # Chunk 0's and the last chunk's layers stay a share of the stage's on a model of alike layers.
+    assert dense.num_chunk0.tolist() == [0, 0, 0] and dense.end_params.tolist() == [0, 0, 0]
+
+
 def test_zero2_chunks_of_mixed_kinds_count_their_own_layers_buckets():
     # DeepSeek-V3 (dense layers 0-2, MoE after) over pp 8 x vpp 3 at 7 / 6, tp 2, ep 8, dp 32
     # (40M buckets): the first stage's chunk 0 holds layer 0, its last chunk layers 34-36;

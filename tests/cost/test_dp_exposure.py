@@ -62,3 +62,21 @@ def test_a_zero2_queue_opened_by_a_short_head_idles_until_the_first_layers_bucke
         times = _times(grad_reduce_scatter_s=0.006 + head_s, root_reduce_s=head_s, last_reduce_scatter_s=0.0015)
         exposed, busy = micro_batch_dp_s(MEGATRON_OVERLAP, times=times, head_s=head_s, **kw)
         assert exposed[0] == pytest.approx(exposed_s) and busy[0] == pytest.approx(0.006 + head_s)
+
+
+def test_a_later_zero2_chunks_first_layer_exposes_its_own_buckets():
+    # A first stage of 2 chunks of 2 layers, 2 ms of backward a layer, 1.5 ms of gradient calls a
+    # layer, the embedding's 2 ms alone. Chunk 0's layer 0 leaves 0.5 ms of its calls to the
+    # embedding's bucket (tail 2.5 ms, its own 1 ms); chunk 1's layer 2, bucketed on its own, keeps
+    # its 1.5 ms (later_first_reduce_scatter_s). Chunk 1: layer 3's calls issued at 2 ms end at
+    # 3.5, layer 2's issued at 4 ms at 5.5: 1.5 ms past its 4 ms backward. Chunk 0: layer 1's at
+    # 2 -> 3.5, layer 0's 1 ms at 4 -> 5, the tail's after it to 7.5: 3.5 ms past. 5 ms in all;
+    # with chunk 0's first layer's 1 ms for chunk 1's (as before), 4.5 ms.
+    kw = dict(zero=np.array([2]), layers=np.array([4.0]), fwd_window_s=0.004, bwd_window_s=0.008,
+              reshard=np.array([False]), edges=Edges(0.0, 0.0, 0.0), chunks=np.array([2]))
+    times = _times(grad_reduce_scatter_s=0.008, root_reduce_s=0.002, last_reduce_scatter_s=0.0035,
+                   tail_reduce_scatter_s=0.0025, later_first_reduce_scatter_s=0.0015)
+    exposed, busy = micro_batch_dp_s(MEGATRON_OVERLAP, times=times, **kw)
+    assert exposed[0] == pytest.approx(0.005) and busy[0] == pytest.approx(0.008)
+    before, _ = micro_batch_dp_s(MEGATRON_OVERLAP, times=times._replace(later_first_reduce_scatter_s=0.0), **kw)
+    assert before[0] == pytest.approx(0.0045)
