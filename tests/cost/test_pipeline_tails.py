@@ -35,7 +35,7 @@ def _tails(zero, times, *, pp=4, layers=(4.0, 8.0, 12.0), slowdown=0.0, fwd_laye
     # Layers of 0.01 s forward and 0.02 s backward unless given (one for every stage or each
     # stage's own), nothing beyond them (no embedding, loss or TP edges): a stage's chunk-0 forward
     # is its layers x 0.01 s, its backward block x 0.02 s.
-    c = SimpleNamespace(pp=np.array([pp]), zero=np.array([zero]), vpp=np.array([1]))
+    c = SimpleNamespace(pp=np.array([pp]), zero=np.array([zero]), vpp=np.array([1]), vpp_group=np.array([0]))
     per_layer_s = (tuple(f + b for f, b in zip(fwd_layer_s, bwd_layer_s)) if isinstance(fwd_layer_s, tuple)
                    else fwd_layer_s + bwd_layer_s)
     exposed, hidden = stage_tails_dp_s(MEGATRON_OVERLAP, c, stages=StageLayers(*(np.array([n]) for n in layers)),
