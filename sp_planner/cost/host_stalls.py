@@ -9,6 +9,7 @@ from sp_planner.cost.attention_comm import kv_heads_for_ulysses
 from sp_planner.cost.dsa_host import dsa_host_ops
 from sp_planner.cost.host import (OPS_AFTER_SYNC, exposed_host_parts_s, host_s_per_op, host_syncs_per_layer,
                                   layer_host_ops, ring_host_ops)
+from sp_planner.cost.moe import moe_layer_fraction
 from sp_planner.cost.precision import BF16
 from sp_planner.cost.ring_impl import RingImpl
 from sp_planner.cost.te_host import layer_te_calls, te_module_extra_s
@@ -45,4 +46,6 @@ def pacing_host_stalls_s(model: ModelSpec, hardware: HardwareProfile, c: Candida
     return exposed_host_parts_s(
         host_fwd_s=ops_fwd * per_op + te_fwd * te_extra, host_bwd_s=ops_bwd * per_op + te_bwd * te_extra,
         gpu_fwd_s=fwd_layer_s, gpu_bwd_s=layer_s - fwd_layer_s, layers=layers, logits_s=ends_s,
-        syncs=host_syncs_per_layer(model, cuda_graphs), full_recompute=full, after_sync_s=OPS_AFTER_SYNC * per_op)
+        syncs=host_syncs_per_layer(model, cuda_graphs), full_recompute=full,
+        # Only the MoE layers sync: the average layer's share of one (Llama-4-Maverick's every other layer).
+        after_sync_s=OPS_AFTER_SYNC * per_op * moe_layer_fraction(model))
