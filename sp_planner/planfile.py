@@ -82,6 +82,10 @@ class PlanFile(FrozenModel):
     # select (FlagRequest.attention_kernel); false for the framework's default and in files written
     # before it, whose flags select no kernel.
     attention_kernel_chosen: bool = False
+    # Whether sp-plan was given --fp8-recipe; where not, the report asks each framework's flags with its
+    # own FP8 recipe (flags.own_recipe), as sp-plan printed them. True in files written before it
+    # (2026-12-07): the flags read the plan's recipe, as they did.
+    fp8_recipe_given: bool = True
     plan: ParallelPlan
     estimate: PlanEstimate | None = None
     # The rank groups' generator (written by sp-plan; absent from files written before it).
@@ -98,12 +102,12 @@ class PlanFile(FrozenModel):
     def flag_choices(self) -> FlagChoices:
         """How sp-plan rendered the plan's flags: for its release, selecting the user's kernel choice,
         else none (attention_kernel_chosen without a kernel named selects none), whether
-        Transformer Engine runs the model's attention unfused on the file's GPU, and whether its
-        chips are Ascend NPUs."""
+        Transformer Engine runs the model's attention unfused on the file's GPU, whether its
+        chips are Ascend NPUs, and whether --fp8-recipe was given."""
         return FlagChoices(framework_version=self.framework_version,
                            attention_kernel=self.attention_kernel if self.attention_kernel_chosen else None,
                            te_unfused_attention=te_runs_unfused(self.model, self.hardware),
-                           on_npu=on_npu(self.hardware))
+                           on_npu=on_npu(self.hardware), fp8_recipe_given=self.fp8_recipe_given)
 
     @property
     def runtime(self) -> Runtime:

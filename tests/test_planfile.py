@@ -470,3 +470,18 @@ def test_hsdp_groups_round_trip_and_older_files_without_them_are_read(tmp_path):
     path.write_text(json.dumps(doc))
     old = read_plan_file(path)
     assert "dp_replicate" not in old.rank_groups and old.rank_layout == RankLayout.of(HSDP, hsdp=False)
+
+
+def test_whether_an_fp8_recipe_was_given_is_recorded_and_older_files_read_it_as_given(tmp_path):
+    # Where sp-plan was given no --fp8-recipe, the report asks each framework's flags with its own recipe
+    # (flags.own_recipe); a file written before the field reads as given: the plan's recipe, as ranked.
+    path = tmp_path / "plan.json"
+    own = _plan_file(fp8_recipe_given=False)
+    write_plan_file(path, own)
+    doc = json.loads(path.read_text())
+    assert doc["fp8_recipe_given"] is False
+    assert read_plan_file(path).flag_choices == FlagChoices(fp8_recipe_given=False)
+    del doc["fp8_recipe_given"]
+    path.write_text(json.dumps(doc))
+    older = read_plan_file(path)
+    assert older == own.model_copy(update={"fp8_recipe_given": True}) and older.flag_choices == FlagChoices()

@@ -6,7 +6,7 @@ MindSpeed's for Ascend NPUs, the others' for CUDA GPUs) and it fits as that fram
 timed again as sp-plan --framework X times it: its runtime, which the file's readers time it with
 (PlanFile.runtime), its default attention kernel (PlanFile.hardware's curves), its expert GEMMs
 (the file's model, cost.grouped_gemm.with_framework_expert_gemm) and, where --fp8-recipe was not
-given, its FP8 recipe (the file's plan, cli.option_checks.resolve_fp8_recipe). Where none
+given, its FP8 recipe (the file's plan, flags.own_recipe.framework_plan). Where none
 does, the file names none (framework null): no framework's flags run it, and it is timed as
 --framework all timed it."""
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, NamedTuple, cast
 
-from sp_planner.cli.option_checks import resolve_fp8_recipe
 from sp_planner.cli.plan_kernel import stack_default_kernel
 from sp_planner.cli.question import PlanQuestion, framework_device_note
 from sp_planner.cost.attention_kernels import TimedKernel, timed_kernel, with_attention_kernel
@@ -22,10 +21,10 @@ from sp_planner.cost.grouped_gemm import with_framework_expert_gemm
 from sp_planner.estimate import PlanEstimate
 from sp_planner.flags import FRAMEWORKS, release_runtime, render_flags, torchtitan
 from sp_planner.flags.flash_head_dim import flash_head_dim_problem
+from sp_planner.flags.own_recipe import framework_plan
 from sp_planner.flags.torchtitan import resolve_version
 from sp_planner.layout import rank_groups
 from sp_planner.pipeline_order import priced_group
-from sp_planner.plan import ParallelPlan
 from sp_planner.planfile import PlanFile
 from sp_planner.planfile_layout import RankLayout
 from sp_planner.search import evaluate
@@ -83,15 +82,6 @@ def framework_kernel_timing(question: PlanQuestion, name: str,
     return hardware, cast("TimedKernel | None", timed)
 
 
-def framework_plan(plan: ParallelPlan, name: str, *, recipe_given: bool) -> ParallelPlan:
-    """The plan with `name`'s own FP8 recipe where the user gave none, as sp-plan --framework `name`
-    pins it (cli.option_checks.resolve_fp8_recipe: torchtitan's tensorwise for per-tensor FP8, where
-    --framework all pinned Megatron's delayed)."""
-    if recipe_given or plan.precision != "fp8":
-        return plan
-    return plan.model_copy(update={"fp8_recipe": resolve_fp8_recipe(None, name, plan.precision)})
-
-
 def recorded_plan(answer: Answer) -> RecordedPlan:
     """The framework plan.json names for the answer's plan and the plan's estimate in its runtime,
     with the attention kernel it runs."""
@@ -144,6 +134,7 @@ def answer_plan_file(answer: Answer, *, full_rank_groups: bool = False) -> tuple
         framework_version=recorded_release(framework, answer.flag_choices.framework_version),
         attention_kernel=recorded.attention_kernel,
         attention_kernel_chosen=answer.flag_choices.attention_kernel is not None,
+        fp8_recipe_given=q.fp8_recipe_given,
         plan=estimate.plan, estimate=estimate, rank_layout=RankLayout.of(estimate.plan),
         rank_groups=rank_groups(estimate.plan) if full_rank_groups else {},
     )

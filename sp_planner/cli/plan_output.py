@@ -12,7 +12,7 @@ from pydantic import ConfigDict, PrivateAttr
 from rich.console import Console
 from rich.text import Text
 
-from sp_planner.cli.plan_file_out import answer_plan_file, framework_plan
+from sp_planner.cli.plan_file_out import answer_plan_file
 from sp_planner.cli.progress import delayed_progress
 from sp_planner.cli.question import PlanQuestion
 from sp_planner.cli.terminal import stdout_console, write_note
@@ -20,6 +20,7 @@ from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.flags import FRAMEWORKS, FlagChoices, FlagRequest, render_flags, render_launch
 from sp_planner.flags import torchtitan
 from sp_planner.flags.launch import Launcher
+from sp_planner.flags.own_recipe import own_recipe_flags, with_own_recipe_note
 from sp_planner.planfile import write_plan_file
 from sp_planner.present.advice import FitSuggestion
 from sp_planner.present.summary import build_summary, estimate_row
@@ -91,8 +92,10 @@ class Answer(FrozenModel):
 
     @property
     def flag_choices(self) -> FlagChoices:
-        """How to render the flags (the question's: --framework-version, --attention-kernel)."""
-        return self.question.flag_choices
+        """How to render the flags (the question's: --framework-version, --attention-kernel, whether
+        --fp8-recipe was given)."""
+        q = self.question
+        return q.flag_choices.model_copy(update={"fp8_recipe_given": q.fp8_recipe_given})
 
     def flag_request(self, estimate: PlanEstimate | None = None) -> FlagRequest:
         """The flags' question for `estimate`'s plan (the chosen plan's by default)."""
@@ -231,11 +234,9 @@ def print_flags(answer: Answer, console: Console) -> None:
         names = ()
     for name in names:
         # Each framework's flags with its own FP8 recipe where none was given, as the plan file names it
-        # (cli.plan_file_out.framework_plan): under --framework all, torchtitan's tensorwise for the
-        # delayed scaling that ranked the plans, which its flags refuse.
-        own = framework_plan(request.plan, name, recipe_given=q.fp8_recipe_given)
-        recipe = own.fp8_recipe if own != request.plan else None
-        rendered = render_flags(name, request.model_copy(update={"plan": own}))
+        # (flags.own_recipe): under --framework all, torchtitan's tensorwise for the delayed scaling
+        # that ranked the plans, which its flags refuse; with a note saying so.
+        rendered, recipe = own_recipe_flags(name, request)
         heading = f"{name} flags for plan 1"
         if not rendered.supported:
             console.print(f"{name} cannot express plan 1: {rendered.reason}", markup=False, highlight=False)
@@ -248,6 +249,7 @@ def print_flags(answer: Answer, console: Console) -> None:
                 console.print(f"No plan that fits can be expressed in {name}.", markup=False, highlight=False)
                 continue
             rank, est, rendered = fallback
+            rendered = with_own_recipe_note(rendered, name, recipe, request.plan.fp8_recipe)
             slower = est.step_time_s / answer.result.ranked[0].step_time_s - 1
             heading = f"{name} flags for plan {rank} ({plan_name(est.plan)}; {slower:.1%} slower than plan 1)"
         print_heading(console, heading)
@@ -256,10 +258,6 @@ def print_flags(answer: Answer, console: Console) -> None:
         # Notes are prose, not flags: wrapped to the terminal.
         for note in rendered.notes:
             console.print(f"note: {note}", markup=False, highlight=False)
-        if recipe is not None:
-            console.print(f"note: {name} runs {recipe} FP8 scaling, its own, where the plans were ranked with "
-                          f"{request.plan.fp8_recipe} scaling; sp-plan --framework {name} times them so.",
-                          markup=False, highlight=False)
         printed.append(name)
     if answer.launcher is None:
         return

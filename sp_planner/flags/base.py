@@ -46,6 +46,10 @@ class FlagChoices(FrozenModel):
     # Whether the plan's chips are Ascend NPUs (cost.families.on_npu), where only MindSpeed's flags
     # run, so a refusal advises no GPU-only framework; a fact of the chips, not a choice.
     on_npu: bool = False
+    # Whether sp-plan was given --fp8-recipe; where not, each framework's flags are asked with its own
+    # recipe (flags.own_recipe: torchtitan's tensorwise where --framework all ranked with Megatron's
+    # delayed). True by default: the plan's recipe, as ranked (a plan file written before it).
+    fp8_recipe_given: bool = True
 
     def request(self, plan: ParallelPlan, *, model: ModelSpec, workload: Workload, num_nodes: int,
                 gpus_per_node: int) -> FlagRequest:

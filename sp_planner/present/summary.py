@@ -37,7 +37,8 @@ from sp_planner.present.uncertainty import plan_band, ties_with_first
 from sp_planner.cost.families import profile_key
 from sp_planner.cost.moe import router_imbalance
 from sp_planner.estimate import PlanEstimate, SearchResult
-from sp_planner.flags import FlagChoices, render_all
+from sp_planner.flags import FRAMEWORKS, FlagChoices
+from sp_planner.flags.own_recipe import own_recipe_flags
 from sp_planner.layout import rank_groups
 from sp_planner.pipeline_order import priced_group
 from sp_planner.plan import RULES, ParallelPlan
@@ -150,13 +151,14 @@ def plan_entry(
 ) -> dict[str, Any]:
     """One ranked plan: its degrees, the estimate's numbers, its rank groups' generator (and full
     lists when `full_rank_groups`) and every framework's flags rendered with `choices` (torchtitan's
-    release among them), as sp-plan's table prints them."""
+    release among them; each framework's own FP8 recipe where --fp8-recipe was not given), as sp-plan
+    prints them."""
     request = choices.request(estimate.plan, model=model, workload=workload, num_nodes=num_nodes,
                               gpus_per_node=gpus_per_node)
-    flags = {
-        framework: {name: _jsonable(getattr(rendered, name)) for name in FLAG_FIELDS}
-        for framework, rendered in render_all(request).items()
-    }
+    # Each asked with its own FP8 recipe where none was given, noted (flags.own_recipe), as sp-plan prints them.
+    rendered = {framework: own_recipe_flags(framework, request).flags for framework in FRAMEWORKS}
+    flags = {framework: {name: _jsonable(getattr(each, name)) for name in FLAG_FIELDS}
+             for framework, each in rendered.items()}
     plan = estimate.plan
     entry: dict[str, Any] = {
         **plan.model_dump(),

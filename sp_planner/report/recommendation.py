@@ -6,7 +6,8 @@ a pure function of the question and the search result (report.sections holds the
 from __future__ import annotations
 
 from sp_planner.estimate import PlanEstimate, SearchResult, plan_of_row
-from sp_planner.flags import FRAMEWORKS, FlagRequest, render_flags
+from sp_planner.flags import FRAMEWORKS, FlagRequest
+from sp_planner.flags.own_recipe import own_recipe_flags, with_own_recipe_note
 from sp_planner.present.expressible import best_expressible
 from sp_planner.present.labels import FULL_SQUARE_MFU, peak_name, plan_name
 from sp_planner.present.why import why_this_plan
@@ -98,21 +99,23 @@ def _headline(est: PlanEstimate, hardware: HardwareProfile) -> str:
 
 
 def _flags(request: FlagRequest, framework: str, result: SearchResult) -> Raw:
-    """Each framework's flags for the plan; where one cannot express it, the best plan it can (as sp-plan)."""
+    """Each framework's flags for the plan, with its own FP8 recipe where none was given
+    (flags.own_recipe); where one cannot express it, the best plan it can (as sp-plan)."""
     names = FRAMEWORKS if framework == "all" else (framework,)
     parts: list[object] = []
     for name in names:
-        flags = render_flags(name, request)
+        flags, recipe = own_recipe_flags(name, request)
         parts.append(tag("h3", f"{name} flags"))
         if not flags.supported:
             fallback = best_expressible(result, name, model=request.model, workload=request.workload,
                                         num_nodes=request.num_nodes, gpus_per_node=request.gpus_per_node,
-                                        choices=request.choices)
+                                        choices=request.choices, fp8_recipe=recipe)
             parts.append(tag("p", f"{name} cannot express this plan: {flags.reason}.", class_="warn"))
             if fallback is None:
                 parts.append(tag("p", f"No plan that fits can be expressed in {name}."))
                 continue
             rank, est, flags = fallback
+            flags = with_own_recipe_note(flags, name, recipe, request.plan.fp8_recipe)
             parts.append(tag("p", f"The best plan {name} can express is plan {rank} of the search, "
                                   f"{plan_name(est.plan)}, at {format_seconds(est.step_time_s)} per step:"))
         parts.append(tag("pre", flags.text))

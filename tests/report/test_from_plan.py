@@ -189,3 +189,37 @@ def test_a_pinned_split_with_empty_model_chunks_is_noted_as_sp_plan_and_sp_simul
         "each as \"(empty stage)\"): each is still a pipeline hop and a schedule slot doing nothing; pin --vpp 2, "
         "4 or 8, which split the 8 layers per stage evenly")
     assert not any("model chunks" in line for line in notes["even"])
+
+
+def test_the_report_of_a_plan_file_asks_each_framework_with_its_own_recipe_where_none_was_given(tmp_path, run_main):
+    # Qwen3-30B-A3B on 2 x 8 H200 at 16K, dp 16 x ep 8, --framework all --fp8-recipe delayed: the file
+    # names no framework (torchtitan's flags refuse delayed scaling) and records the recipe as given, as
+    # does a file written before the field, so the report shows torchtitan refusing plan 1 for it. The
+    # same file recording no recipe given (sp-plan ranked with Megatron's delayed default) asks
+    # torchtitan with its own tensorwise, with sp-plan's note (flags.own_recipe): its refusal is then
+    # torchtitan 0.3's (a file naming no framework records no release), not delayed scaling.
+    import json
+    from html import escape
+
+    from sp_planner.cli import plan_cmd, report_cmd
+
+    question = ("--model", "qwen3-30b-a3b", "--hardware", "h200", "--nodes", "2", "--seq-len", "16k", "--tp", "1",
+                "--pp", "1", "--ulysses", "1", "--ring", "1", "--dp", "16", "--ep", "8", "--zero", "3",
+                "--no-reshard-after-forward", "--micro-batch", "2", "--recompute", "full", "--framework-version",
+                "0.2.2", "--precision", "fp8", "--fp8-recipe", "delayed", "--framework", "all", "--top", "2")
+    plan = tmp_path / "plan.json"
+    assert run_main(plan_cmd, *question, "--out", plan).exit_code == 0
+    doc = json.loads(plan.read_text())
+    assert (doc["framework"], doc["plan"]["fp8_recipe"], doc["fp8_recipe_given"]) == (None, "delayed", True)
+    note = ("torchtitan runs tensorwise FP8 scaling, its own, where the plans were ranked with delayed scaling; "
+            "sp-plan --framework torchtitan times them so.")
+    refused = "fp8_recipe delayed cannot be expressed: torchtitan's float8 (torchao)"
+    older = {key: value for key, value in doc.items() if key != "fp8_recipe_given"}
+    for name, written, own in (("own", doc | {"fp8_recipe_given": False}, True), ("older", older, False)):
+        path, report = tmp_path / f"{name}.json", tmp_path / name
+        path.write_text(json.dumps(written))
+        reported = run_main(report_cmd, path, "--out", report)
+        assert reported.exit_code == 0, reported.stderr
+        titan = json.loads((report / "summary.json").read_text())["plans"][0]["flags"]["torchtitan"]
+        assert (refused in titan["reason"]) is not own and (note in titan["notes"]) is own, name
+        assert (escape(refused) in (report / "index.html").read_text()) is not own, name

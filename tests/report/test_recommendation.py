@@ -82,3 +82,41 @@ def test_a_plan_not_ranked_first_is_compared_with_the_plan_ranked_right_after_it
     unranked = first.model_copy(update={"plan": first.plan.model_copy(update={"micro_batch": 64}),
                                         "step_time_s": 11.0})
     assert _ranked_next(result, unranked) == [fourth]
+
+
+# Qwen3-30B-A3B on 2 x 8 H200 at 16K, dp 16 x ep 8, FSDP keeping parameters gathered: a plan only
+# torchtitan's flags express (tests/cli/test_plan_file_out.py's TORCHTITAN_MOE).
+TORCHTITAN_MOE = ("--model", "qwen3-30b-a3b", "--hardware", "h200", "--nodes", "2", "--seq-len", "16k",
+                  "--tp", "1", "--pp", "1", "--ulysses", "1", "--ring", "1", "--dp", "16", "--ep", "8", "--zero", "3",
+                  "--no-reshard-after-forward", "--micro-batch", "2", "--recompute", "full",
+                  "--framework-version", "0.2.2", "--precision", "fp8", "--framework", "all", "--top", "2")
+OWN_RECIPE_NOTE = ("torchtitan runs tensorwise FP8 scaling, its own, where the plans were ranked with delayed "
+                   "scaling; sp-plan --framework torchtitan times them so.")
+DELAYED_REFUSED = "fp8_recipe delayed cannot be expressed: torchtitan's float8 (torchao)"
+
+
+def test_the_report_asks_torchtitan_with_its_own_recipe_as_sp_plan_prints_it(tmp_path, run_main):
+    # --framework all without --fp8-recipe ranks with Megatron's delayed scaling, which torchtitan's
+    # flags refuse; sp-plan prints them for plan 1 with its own tensorwise and a note
+    # (flags.own_recipe), and the report and summary.json now say the same: before, both showed
+    # torchtitan refusing plan 1 for delayed scaling. With --fp8-recipe delayed given, they refuse it.
+    import json
+    from html import escape
+
+    from sp_planner.cli import plan_cmd
+
+    refused = escape(DELAYED_REFUSED)  # as index.html writes it
+    for given, report in (((), tmp_path / "own"), (("--fp8-recipe", "delayed"), tmp_path / "given")):
+        planned = run_main(plan_cmd, *TORCHTITAN_MOE, *given, "--report", report)
+        assert planned.exit_code == 0, planned.stderr
+        first = json.loads((report / "summary.json").read_text())["plans"][0]
+        titan, html = first["flags"]["torchtitan"], (report / "index.html").read_text()
+        assert first["fp8_recipe"] == "delayed" and first["flags"]["megatron"]["notes"][-1:] != [OWN_RECIPE_NOTE]
+        if not given:
+            assert titan["supported"] and 'recipe_name = "tensorwise"' in titan["text"]
+            assert titan["notes"][-1] == OWN_RECIPE_NOTE and OWN_RECIPE_NOTE in planned.stdout.replace("\n", " ")
+            assert "recipe_name = &quot;tensorwise&quot;" in html and f"<li>{OWN_RECIPE_NOTE}</li>" in html
+            assert refused not in html
+        else:
+            assert not titan["supported"] and titan["reason"].startswith(DELAYED_REFUSED)
+            assert OWN_RECIPE_NOTE not in html and f"torchtitan cannot express this plan: {refused}" in html

@@ -1,0 +1,65 @@
+"""Each framework's flags asked with its own FP8 recipe where the user gave none (sp-plan without
+--fp8-recipe, FlagChoices.fp8_recipe_given false): the recipe sp-plan --framework X pins for it
+(cli.option_checks.resolve_fp8_recipe). --framework all ranks FP8 plans with Megatron's delayed
+scaling, which torchtitan's flags refuse (torchao float8 has none), so torchtitan's are asked with
+its tensorwise, with a note saying so. One rule for the flags sp-plan prints for plan 1, the
+framework a plan file names (cli.plan_file_out), the report's flags and summary.json's.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from sp_planner.flags import render_flags
+from sp_planner.flags.base import FlagRequest, FrameworkFlags
+from sp_planner.plan import Fp8Recipe, ParallelPlan
+
+
+def own_fp8_recipe(framework: str) -> Fp8Recipe:
+    """The per-tensor FP8 recipe `framework` runs by default, which sp-plan --framework `framework`
+    pins where --fp8-recipe is not given (cli.option_checks.resolve_fp8_recipe): torchtitan's torchao float8 scales each
+    tensor from its own amax (recipe_name tensorwise, rowwise or rowwise_with_gw_hp: torchtitan 0.2.2
+    config/job_config.py line 738); Megatron-LM's (and MindSpeed's) fp8_recipe defaults to delayed
+    (megatron/core/transformer/transformer_config.py line 594 at d98e8a64). DeepSpeed and yunchang
+    have no FP8 recipe (their flags refuse FP8 or read no recipe): delayed, the plan's default."""
+    return "tensorwise" if framework == "torchtitan" else "delayed"
+
+
+def framework_plan(plan: ParallelPlan, name: str, *, recipe_given: bool) -> ParallelPlan:
+    """The plan with `name`'s own FP8 recipe where the user gave none and the plans were ranked with
+    Megatron's default delayed scaling, as sp-plan --framework `name` pins it (torchtitan's tensorwise,
+    where --framework all pinned delayed, which torchao float8 lacks); the plan itself where a recipe
+    was given, it is not per-tensor FP8, or it was ranked with tensorwise (sp-plan --framework
+    torchtitan), which every framework with FP8 runs."""
+    if recipe_given or plan.precision != "fp8" or plan.fp8_recipe != "delayed":
+        return plan
+    return plan.model_copy(update={"fp8_recipe": own_fp8_recipe(name)})
+
+
+class OwnRecipeFlags(NamedTuple):
+    flags: FrameworkFlags  # with own_recipe_note where `recipe` is not None
+    recipe: Fp8Recipe | None  # the recipe the flags were asked with where it is not the plan's, else None
+
+
+def own_recipe_note(name: str, recipe: Fp8Recipe, ranked: Fp8Recipe) -> str:
+    """The note on `name`'s flags asked with its own `recipe` where the plans were ranked with `ranked`."""
+    return (f"{name} runs {recipe} FP8 scaling, its own, where the plans were ranked with {ranked} scaling; "
+            f"sp-plan --framework {name} times them so.")
+
+
+def with_own_recipe_note(flags: FrameworkFlags, name: str, recipe: Fp8Recipe | None,
+                         ranked: Fp8Recipe) -> FrameworkFlags:
+    """`flags` with own_recipe_note last among its notes where `recipe` is not None (flags of a plan
+    asked with `name`'s own recipe), else `flags`."""
+    if recipe is None:
+        return flags
+    return flags.model_copy(update={"notes": (*flags.notes, own_recipe_note(name, recipe, ranked))})
+
+
+def own_recipe_flags(name: str, request: FlagRequest) -> OwnRecipeFlags:
+    """`name`'s flags for the request's plan, asked with its own FP8 recipe where the user gave none
+    (request.fp8_recipe_given false), with a note where that is not the plan's."""
+    own = framework_plan(request.plan, name, recipe_given=request.fp8_recipe_given)
+    recipe = own.fp8_recipe if own != request.plan else None
+    flags = render_flags(name, request if recipe is None else request.model_copy(update={"plan": own}))
+    return OwnRecipeFlags(with_own_recipe_note(flags, name, recipe, request.plan.fp8_recipe), recipe)
