@@ -130,3 +130,24 @@ def test_every_interleaved_plan_carries_the_group_priced_in_json_csv_and_the_pla
     assert simulated.exit_code == 0, simulated.stderr
     flags = document["plans"][0]["flags"]["megatron"]["text"]
     assert (f"--microbatch-group-size-per-virtual-pipeline-stage {group}" in flags) == (group != int(pins[1]))
+
+
+def test_json_says_which_frameworks_express_each_plan_with_their_own_fp8_recipe(sp_plan):
+    # Qwen3-30B-A3B on 2 x 8 H200 at 16K, dp 16 x ep 8, --precision fp8 --framework all: the plans are
+    # ranked with Megatron's delayed scaling; each plan's flags.NAME.supported asks torchtitan with its
+    # own tensorwise where --fp8-recipe was not given (flags.own_recipe), as its printed flags and the
+    # plan file do, so it expresses both plans; given delayed, it expresses neither. The CSV's
+    # `expressible` is empty under --framework all.
+    question = ["--model", "qwen3-30b-a3b", "--hardware", "h200", "--nodes", "2", "--seq-len", "16k", "--tp", "1",
+                "--pp", "1", "--ulysses", "1", "--ring", "1", "--dp", "16", "--ep", "8", "--zero", "3",
+                "--no-reshard-after-forward", "--micro-batch", "2", "--recompute", "full", "--framework-version",
+                "0.2.2", "--precision", "fp8", "--framework", "all"]
+    for given, expressed in (((), True), (("--fp8-recipe", "delayed"), False)):
+        result = sp_plan(*question, *given, "--format", "json")
+        assert result.exit_code == 0, result.stderr
+        plans = json.loads(result.stdout)["framework_plans"]
+        assert [p["fp8_recipe"] for p in plans] == ["delayed", "delayed"]
+        assert [p["flags"]["torchtitan"]["supported"] for p in plans] == [expressed, expressed]
+        assert not any(p["flags"][name]["supported"] for p in plans for name in ("megatron", "mindspeed"))
+    frame = pd.read_csv(io.StringIO(sp_plan(*question, "--format", "csv").stdout))
+    assert frame["expressible"].isna().all() and len(frame) == 2
