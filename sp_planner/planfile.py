@@ -67,8 +67,11 @@ class PlanFile(FrozenModel):
     framework: Framework | None = "megatron"
     # The framework release whose runtime timed the plan and whose flags sp-plan emitted: torchtitan's
     # --framework-version (flags.torchtitan.VERSIONS; sp-plan writes its default where none was
-    # given, null: the newest); null for the frameworks with one. Absent from files written before it
-    # (planfile_unrecorded.unrecorded_release).
+    # given, null: the newest); null for the frameworks with one. A file naming no framework
+    # (framework null) records the --framework-version given, null where none was: it times
+    # nothing there (Megatron's runtime), but the report renders torchtitan's flags for that release,
+    # as sp-plan printed them (files written before 2026-12-08 record null: the newest). Absent from
+    # files written before it (planfile_unrecorded.unrecorded_release).
     framework_version: str | None = None
     # The named attention kernel whose curves (in `hardware`) timed the plan
     # (cost.attention_kernels.timed_kernel: fa2, fa3, cudnn, sdpa, npu); null where none is named (a
@@ -127,10 +130,11 @@ class PlanFile(FrozenModel):
 
     @model_validator(mode="after")
     def _release_is_the_frameworks(self) -> PlanFile:
-        """A release sp-plan never writes for the framework would be timed as some other one."""
+        """A release sp-plan never writes for the framework would be timed as some other one. A file
+        naming no framework may hold torchtitan's, for its flags (it times nothing there)."""
         version = self.framework_version
-        if version is not None and self.framework != "torchtitan":
-            raise ValueError(f"framework_version {version!r}: sp-planner times one {self.framework or 'Megatron'} "
+        if version is not None and self.framework not in ("torchtitan", None):
+            raise ValueError(f"framework_version {version!r}: sp-planner times one {self.framework} "
                              "release; remove framework_version")
         if version is not None and version not in VERSIONS:
             raise ValueError(f"framework_version {version!r} is not a torchtitan release sp-planner times; "

@@ -195,12 +195,28 @@ def test_a_plan_file_that_names_no_framework_is_timed_as_sp_plan_framework_all_t
     assert loaded == (written, None, None, None, None) and loaded.plan_file.runtime == MEGATRON_RUNTIME
 
 
+def test_a_plan_file_that_names_no_framework_keeps_torchtitans_release_for_its_flags(tmp_path):
+    # sp-plan --framework all --framework-version 0.2.2 writing a file that names no framework: the
+    # release times nothing (Megatron's runtime, as with null) but the report renders torchtitan's
+    # flags for it (PlanFile.flag_choices), as sp-plan printed them.
+    path = tmp_path / "plan.json"
+    written = _plan_file(framework=None, framework_version="0.2.2")
+    write_plan_file(path, written)
+    doc = json.loads(path.read_text())
+    assert (doc["framework"], doc["framework_version"]) == (None, "0.2.2")
+    read = read_plan_file(path)
+    assert read == written and read.runtime == MEGATRON_RUNTIME == _plan_file(framework=None).runtime
+    assert read.flag_choices == FlagChoices(framework_version="0.2.2")
+
+
 @pytest.mark.parametrize("framework, version, message", [
     ("megatron", "0.2.2", "framework_version '0.2.2': sp-planner times one megatron release; remove "
                           "framework_version"),
     ("torchtitan", "0.1.0", "framework_version '0.1.0' is not a torchtitan release sp-planner times; give one of "
                             "0.3.0, 0.3, 0.3.x, 0.2.2, 0.2, 0.2.x"),
-    (None, "0.3.0", "framework_version '0.3.0': sp-planner times one Megatron release; remove framework_version"),
+    # A file naming no framework holds torchtitan's release for its flags: one sp-plan takes, or none.
+    (None, "0.1.0", "framework_version '0.1.0' is not a torchtitan release sp-planner times; give one of "
+                    "0.3.0, 0.3, 0.3.x, 0.2.2, 0.2, 0.2.x"),
 ])
 def test_a_release_sp_plan_never_writes_is_refused_on_read(tmp_path, framework, version, message):
     def edit(doc):

@@ -43,7 +43,12 @@ _EXPERT_GEMM_WORDS: dict[MoEExpertGemm, str] = {"grouped": "grouped expert GEMM"
 
 def recorded_release(framework: str | None, framework_version: str | None) -> str | None:
     """The release plan.json records (PlanFile.framework_version): torchtitan's, its default where
-    none was given (so that a later default leaves the file's timing as it was); None for the others."""
+    none was given (so that a later default leaves the file's timing as it was); for a file naming no
+    framework, the --framework-version given (None where none was), which times nothing there
+    (Megatron's runtime) but is the release torchtitan's flags were printed for, as sp-report renders
+    them again; None for the others."""
+    if framework is None:
+        return framework_version
     return (framework_version or torchtitan.DEFAULT_VERSION) if framework == "torchtitan" else None
 
 

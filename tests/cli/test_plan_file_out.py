@@ -200,6 +200,30 @@ def test_a_delayed_scaling_plan_names_no_torchtitan(sp_plan, tmp_path, monkeypat
     assert refused.exit_code == 2 and "torchtitan's float8 (torchao) has no delayed scaling" in refused.stderr
 
 
+def test_a_plan_file_naming_no_framework_keeps_the_torchtitan_release_its_flags_were_printed_for(
+        sp_plan, run_main, tmp_path, monkeypatch):
+    # The same at micro-batch 4 under --precision fp8: torchtitan 0.2.2's flags run plan 1 (tensorwise)
+    # but it does not fit as torchtitan 0.2.2 runs it (its loss holds the whole logits), and no other
+    # framework's flags run it, so the file names none. It recorded no release, so sp-report rendered
+    # torchtitan's flags for 0.3.0, which has no config function for the model in fp8; it records the
+    # 0.2.2 sp-plan was asked with, and the report renders 0.2.2's TOML sections, as sp-plan printed them.
+    monkeypatch.chdir(tmp_path)
+    question = [*TORCHTITAN_MOE[:TORCHTITAN_MOE.index("--micro-batch")], "--micro-batch", "4",
+                *TORCHTITAN_MOE[TORCHTITAN_MOE.index("--micro-batch") + 2:]]
+    pf, notes = _written(sp_plan, tmp_path, "--precision", "fp8", question=question)
+    assert (pf.framework, pf.framework_version) == (None, "0.2.2")
+    # The release times nothing there: Megatron's runtime (with its FP8 router padding), as without it.
+    assert pf.runtime == pf.model_copy(update={"framework_version": None}).runtime
+    assert pf.runtime.overlap == MEGATRON_RUNTIME.overlap
+    assert "torchtitan runs it but it does not fit in memory as it runs it" in notes
+    reported = run_main(report_cmd, "plan.json", "--out", tmp_path / "report")
+    assert reported.exit_code == 0, reported.stderr
+    titan = json.loads((tmp_path / "report" / "summary.json").read_text())["plans"][0]["flags"]["torchtitan"]
+    assert titan["supported"] and "[quantize.linear.float8]" in titan["text"]
+    assert any(note.startswith("Keys are torchtitan v0.2.2's TOML job config") for note in titan["notes"])
+    assert "torchtitan v0.2.2&#x27;s TOML job config" in (tmp_path / "report" / "index.html").read_text()
+
+
 def test_an_fp8_attention_plan_names_no_framework(sp_plan, tmp_path, monkeypatch):
     # Llama-3-8B at 128K on 2 x 8 B200s, ulysses 8, FP8 GEMMs and attention: only --framework all times FP8
     # attention (sp-plan --framework X refuses --fp8-attention), and no framework's flags run it:

@@ -196,8 +196,8 @@ def test_the_report_of_a_plan_file_asks_each_framework_with_its_own_recipe_where
     # names no framework (torchtitan's flags refuse delayed scaling) and records the recipe as given, as
     # does a file written before the field, so the report shows torchtitan refusing plan 1 for it. The
     # same file recording no recipe given (sp-plan ranked with Megatron's delayed default) asks
-    # torchtitan with its own tensorwise, with sp-plan's note (flags.own_recipe): its refusal is then
-    # torchtitan 0.3's (a file naming no framework records no release), not delayed scaling.
+    # torchtitan with its own tensorwise, with sp-plan's note (flags.own_recipe): its flags then run
+    # plan 1 for the release the file records, 0.2.2's TOML (it recorded none, and 0.3's refused it).
     import json
     from html import escape
 
@@ -211,6 +211,7 @@ def test_the_report_of_a_plan_file_asks_each_framework_with_its_own_recipe_where
     assert run_main(plan_cmd, *question, "--out", plan).exit_code == 0
     doc = json.loads(plan.read_text())
     assert (doc["framework"], doc["plan"]["fp8_recipe"], doc["fp8_recipe_given"]) == (None, "delayed", True)
+    assert doc["framework_version"] == "0.2.2"
     note = ("torchtitan runs tensorwise FP8 scaling, its own, where the plans were ranked with delayed scaling; "
             "sp-plan --framework torchtitan times them so.")
     refused = "fp8_recipe delayed cannot be expressed: torchtitan's float8 (torchao)"
@@ -221,5 +222,7 @@ def test_the_report_of_a_plan_file_asks_each_framework_with_its_own_recipe_where
         reported = run_main(report_cmd, path, "--out", report)
         assert reported.exit_code == 0, reported.stderr
         titan = json.loads((report / "summary.json").read_text())["plans"][0]["flags"]["torchtitan"]
-        assert (refused in titan["reason"]) is not own and (note in titan["notes"]) is own, name
+        assert titan["supported"] is own and (note in titan["notes"]) is own, name
+        assert (titan["reason"] is None if own else refused in titan["reason"]), name
+        assert any(n.startswith("Keys are torchtitan v0.2.2's TOML job config") for n in titan["notes"]) is own, name
         assert (escape(refused) in (report / "index.html").read_text()) is not own, name
