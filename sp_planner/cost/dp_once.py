@@ -108,6 +108,19 @@ def chunks_gather_s(times: DPTimes, fwd_window_s, layers, chunks, overlapped: bo
                          overlapped)
 
 
+def first_chunk_gather_s(gather_s, times: DPTimes, layers, chunks, *, before_s=0.0):
+    """Of a stage's `gather_s` (chunks_gather_s's), what its chunk 0's first forward exposes:
+    its floor's share, chunk 0's calls (the embedding's bucket with its first layer's, less what
+    `before_s` hides) against each later chunk's first layer's (chunks_gather_s's floor). Exact
+    where the floor sets gather_s, pro rata where the window does; the whole at one chunk."""
+    t = times
+    some = np.where(np.asarray(layers) > 0, layers, 1.0)
+    chunk_first = (t.param_all_gather_s - t.root_gather_s) / some
+    first = np.maximum(t.tail_gather_s, t.first_all_gather_s - before_s)
+    floor = first + (np.asarray(chunks) - 1) * chunk_first
+    return np.where(floor > 0, gather_s * first / np.where(floor > 0, floor, 1.0), gather_s / chunks)
+
+
 def after_last_gather_s(times: DPTimes, fwd_layer_s, lead_s, *, layers, chunks=1):
     """What a stage's last model chunk (of `chunks` over its `layers` layers) computes after its
     ZeRO-1/2 gather calls land (chunks_gather_s's after_s): its last layer's forward less the TP

@@ -23,7 +23,7 @@ import numpy as np
 
 from sp_planner.columns import take_rows
 from sp_planner.cost.dp_exposure import DPTimes, Edges
-from sp_planner.cost.dp_once import after_last_gather_s, chunks_gather_s
+from sp_planner.cost.dp_once import after_last_gather_s, chunks_gather_s, first_chunk_gather_s
 from sp_planner.cost.dp_times import StageTimes
 from sp_planner.cost.fsdp import root_gathers_per_micro_batch, stage_synced
 from sp_planner.cost.kind_passes import KindPasses
@@ -132,6 +132,11 @@ def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[Sta
                                                                    chunks=g["vpp"]),
                                        before_s=g["edges"].fwd_head_s if i == 0 else 0.0)
                        for i, (s, fwd) in enumerate(zip(g["stages"], g["fwd_layer_s"]))]
+            # Of the first stage's, its chunk 0's (with the embedding's bucket), which the fill's
+            # chunk-0 forwards carry to the stages above (cost.pipeline_path).
+            s = g["stages"][0]
+            g["gather0"] = first_chunk_gather_s(gathers[0], s.times, s.layers, g["vpp"],
+                                                before_s=g["edges"].fwd_head_s)
             if "relay_stage" in g:
                 s, fwd = g["relay_stage"], per_stage(g["fwd_layer_s"])[1]
                 g["relay_gather"] = chunks_gather_s(s.times, s.layers * fwd, s.layers, g["vpp"], True, lead_s=lead,
@@ -185,7 +190,8 @@ def _group_exposed_s(overlap: Overlap, *, zero: int, interleaved: bool, micro_ba
                      stages: tuple[StageDP, ...], fwd_layer_s, bwd_layer_s, reshard, edges: Edges,
                      gathers=(0.0, 0.0, 0.0), bare_path_s=None, root_gathers=1.0, fwd_gathers=1.0, synced=False,
                      sync_times=None, kinds: KindPasses | None = None, relay_stage: StageDP | None = None,
-                     relay_share=0.0, relay_gather=0.0, relay_rank=None, hop_s=0.0, vpp_group=None):
+                     relay_share=0.0, relay_gather=0.0, relay_rank=None, hop_s=0.0, vpp_group=None,
+                     gather0=None):
     """The critical path's exposed seconds per step (module docstring) and the first stage's
     (exposed, busy) seconds of one micro-batch's traffic, of candidates of one ZeRO stage `zero`
     (2 or 3) and one schedule (`interleaved`: every vpp > 1; else every vpp 1). `bare_path_s`: the
@@ -203,7 +209,8 @@ def _group_exposed_s(overlap: Overlap, *, zero: int, interleaved: bool, micro_ba
     lightest middle stage, the middle stages' mean's share towards it and its ZeRO-2 gathers
     (pipelined_dp_s; None: the middle stages all alike); `relay_rank` the heaviest middle stage's
     rank the middle path rides (pipelined_dp_s); `hop_s` pipelined_dp_s'. `vpp_group`: the plans' own
-    micro-batch groups (cost.pipeline_path.critical_path_s')."""
+    micro-batch groups (cost.pipeline_path.critical_path_s'). `gather0`: of `gathers`' first, its
+    chunk 0's (pipelined_dp_s; None: its chunk share)."""
     pp = sum(np.asarray(s.num_stages, dtype=np.float64) for s in stages)
     root_once, fwd_once = np.asarray(root_gathers) < 1, np.asarray(fwd_gathers) < 1
     held_root, held_fwd = np.where(root_once, 0.0, 1.0), np.where(fwd_once, 0.0, 1.0)
@@ -241,7 +248,8 @@ def _group_exposed_s(overlap: Overlap, *, zero: int, interleaved: bool, micro_ba
             rank = np.asarray(relay_rank, dtype=np.float64)
             middles = np.asarray(stages[1].num_stages, dtype=np.float64)
             ridden = ridden_at(rank, middles, light)
-    exposed = critical_path_s(blocks, micro_batches, pp, vpp, relay, ridden, vpp_group) - bare_path_s
+    exposed = critical_path_s(blocks, micro_batches, pp, vpp, relay, ridden, vpp_group,
+                              first_gather0_s=gather0) - bare_path_s
     if np.any(np.asarray(hop_s) > 0):
         # The hops the traffic's path exposes beyond those cost.step's sends count (over the compute).
         exposed = exposed + path_sends_s(blocks, bare, pp, vpp, hop_s, micro_batches, vpp_group)

@@ -147,7 +147,8 @@ def pipeline_bubble_s(path_s, pp, micro_batches, *, pace_s):
 
 
 def critical_path_s(stages: tuple[StageBlocks, StageBlocks, StageBlocks], micro_batches, pp, vpp,
-                    relay: StageBlocks | None = None, ridden: Ridden | None = None, vpp_group=None):
+                    relay: StageBlocks | None = None, ridden: Ridden | None = None, vpp_group=None,
+                    first_gather0_s=None):
     """Seconds of the longest path (module docstring) over the first, middle and last stages.
     `relay`: the middle stages' mean blocks where they differ (cost.pipeline_dp: Maverick's in
     turn of two MoE layers a chunk and one), which the sums over the middle stages a path passes
@@ -155,7 +156,10 @@ def critical_path_s(stages: tuple[StageBlocks, StageBlocks, StageBlocks], micro_
     the ridden stage's cycles and the pile-ups the middle one's (the heaviest). None: the middle's.
     `ridden`: where the middle path rides the heaviest middle stage at its own rank, below the
     last middle one (cost.pipeline_groups.Ridden: the middle stages above it passed at their own
-    blocks, those below at `relay`'s); None: it rides the last middle one."""
+    blocks, those below at `relay`'s); None: it rides the last middle one. `first_gather0_s`: of
+    the first stage's ZeRO-2 gathers (gather_s), its chunk 0's (the embedding's bucket with its
+    first layer's, cost.dp_once.first_chunk_gather_s), which micro-batch 0's chunk-0 forward
+    carries to the stages above; None: gather_s's chunk share."""
     m, pp, vpp = np.asarray(micro_batches, dtype=np.float64), np.asarray(pp), np.asarray(vpp)
     # Megatron's micro-batch group N (pipeline_order.micro_batch_group): pp where m % pp == 0, so that
     # every formula below reads as with groups of pp; else (odd rows) N, and a last group of r.
@@ -171,6 +175,8 @@ def critical_path_s(stages: tuple[StageBlocks, StageBlocks, StageBlocks], micro_
     # The last stage's other chunks' forwards (its output layer's in the last one's).
     f_last0 = np.where(vpp > 1, (last.forward_s - last.last_fwd_s) / np.maximum(vpp - 1, 1), last.forward_s)
     share = [s.gather_s / vpp for s in stages]  # the gathers of a chunk's first forward
+    # The first stage's chunk 0's, which the fill's chunk-0 forwards below a stage carry.
+    share0 = share[0] if first_gather0_s is None else first_gather0_s
     # Forwards before the first backward: the first stage, the last middle one, the last, and the
     # middle ranks either side of the first stage's kink (module docstring).
     ran0 = forwards_before_backward(pp, vpp, m, 0, group)
@@ -214,8 +220,8 @@ def critical_path_s(stages: tuple[StageBlocks, StageBlocks, StageBlocks], micro_
     # (the way in, with the gathers' chunk share) and the backward alone (the way out); micro-batch
     # 0's last-chunk backward down to p, its forward through every stage.
     under = ridden.under
-    below = below_s(middles, first.chunk0_s + share[0], mid.chunk0_s + share_mid, under=under)
-    up_to = below_s(middles, f[0] + share[0], f_mid + share_mid, under=under)
+    below = below_s(middles, first.chunk0_s + share0, mid.chunk0_s + share_mid, under=under)
+    up_to = below_s(middles, f[0] + share0, f_mid + share_mid, under=under)
     drain = below_s(middles, first.first_bwd_s, mid.first_bwd_s, under=under)
     above = (middles * mid.last_bwd_s + np.where(present[2], last.last_bwd_s, 0.0),
              over_bwd + last.last_bwd_s, 0.0)

@@ -8,7 +8,8 @@ import sp_planner.cost.pipeline_dp as pipeline_dp_module
 import sp_planner.cost.pipeline_tails as pipeline_tails_module
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.dp_exposure import DPTimes, Edges
-from sp_planner.cost.dp_once import after_last_gather_s, chunked_exposed_s, chunks_gather_s, once_a_step_s
+from sp_planner.cost.dp_once import (after_last_gather_s, chunked_exposed_s, chunks_gather_s, first_chunk_gather_s,
+                                     once_a_step_s)
 from sp_planner.cost.runtime import MEGATRON_RUNTIME
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate
@@ -260,3 +261,17 @@ def test_the_first_stages_waits_in_the_drain_let_its_sync_queue_drain_longer():
     kw = dict(pp=4, vpp=4, overlapped=True, launched_whole=True)
     assert chunked_exposed_s(1.9, 0.5, 0.1, 0.4, phases_s=(0.4, 0.4, 0.5), **kw) == pytest.approx(0.6)
     assert chunked_exposed_s(1.9, 0.5, 0.1, 0.4, phases_s=(0.3, 0.4, 0.4), **kw) == pytest.approx(0.7)
+
+
+def test_first_chunk_gather_is_chunk_0s_share_of_the_floor():
+    # 16 layers' calls 20 ms (22 less the root's 2): a layer's 1.25 ms. Chunk 0's calls: the first
+    # ones, 4 ms, less the 0.5 ms the embedding's forward hides (not below its own bucket, 3 ms):
+    # 3.5 ms. Over 4 chunks the floor is 3.5 + 3 x 1.25 = 7.25 ms, chunk 0's the whole 3.5 of it;
+    # a gather the window sets at twice the floor, 7 ms; one chunk, the whole gather.
+    times = _times(param_all_gather_s=0.022, root_gather_s=0.002, first_all_gather_s=0.004, tail_gather_s=0.003)
+    kw = dict(layers=16.0, before_s=0.0005)
+    assert first_chunk_gather_s(0.00725, times, chunks=4, **kw).tolist() == pytest.approx([0.0035])
+    assert first_chunk_gather_s(0.0145, times, chunks=4, **kw).tolist() == pytest.approx([0.007])
+    assert first_chunk_gather_s(0.0145, times, chunks=1, **kw).tolist() == pytest.approx([0.0145])
+    # Its own bucket where the embedding's forward hides more: max(3, 4 - 1.5) = 3 ms of 6.75.
+    assert first_chunk_gather_s(0.00675, times, 16.0, 4, before_s=0.0015).tolist() == pytest.approx([0.003])
