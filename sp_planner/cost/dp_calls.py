@@ -197,6 +197,8 @@ def priced_rows(model: ModelSpec, hardware: HardwareProfile, c, *, stages: Stage
                                           expert_calls.end_first_params, expert_calls.num_end_first),
         later_first_reduce_scatter_s=reduce(dense_calls.later_first_params, dense_calls.num_later_first,
                                             expert_calls.later_first_params, expert_calls.num_later_first),
+        later_first_gather_s=gather(dense_calls.later_first_params, dense_calls.num_later_first,
+                                    expert_calls.later_first_params, expert_calls.num_later_first, dense_width),
     )
 
 

@@ -57,6 +57,10 @@ class DPTimes(NamedTuple):
     end_reduce_scatter_s: np.ndarray | float = 0.0
     end_first_reduce_scatter_s: np.ndarray | float = 0.0
     later_first_reduce_scatter_s: np.ndarray | float = 0.0
+    # ZeRO-2 with virtual stages: the parameter all-gathers of chunk 1's first layer's buckets
+    # (later_first's), which each later chunk's first forward waits for (cost.dp_once.
+    # chunks_gather_s; 0 elsewhere: a layer's share stands for them).
+    later_first_gather_s: np.ndarray | float = 0.0
 
 
 class Edges(NamedTuple):

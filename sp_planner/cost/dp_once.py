@@ -97,27 +97,48 @@ def chunks_gather_s(times: DPTimes, fwd_window_s, layers, chunks, overlapped: bo
     chunk but the last, whose is `after_s` (after_last_gather_s; 0 where not given); and behind
     `before_s`, the first stage's embedding forward (Edges.fwd_head_s), which waits for the
     embedding's bucket only (DPTimes.tail_gather_s). The floor: each chunk's first layer's calls
-    (a layer's share) past the first, the first's less what of them that forward hides."""
+    past the first (later_first_s), the first's less what of them that forward hides."""
     t = times
     chunk_first = (t.param_all_gather_s - t.root_gather_s) / layers
     fwd_layer = fwd_window_s / layers
     top = _top_wait_s(t, fwd_layer, chunk_first, layers / chunks)
     lag = (chunks - 1) * np.maximum(0.0, fwd_layer - lead_s + top) + after_s
-    first = np.maximum(t.tail_gather_s, t.first_all_gather_s - before_s)
-    return hidden_behind(t.param_all_gather_s, fwd_window_s + before_s - lag, first + (chunks - 1) * chunk_first,
-                         overlapped)
+    first = np.maximum(t.tail_gather_s, t.first_all_gather_s - before_s - _chunk0_lead_s(lead_s, chunks))
+    floor = first + (chunks - 1) * later_first_s(t, chunk_first, lead_s)
+    return hidden_behind(t.param_all_gather_s, fwd_window_s + before_s - lag, floor, overlapped)
 
 
-def first_chunk_gather_s(gather_s, times: DPTimes, layers, chunks, *, before_s=0.0):
+def later_first_s(times: DPTimes, share_s, lead_s=0.0):
+    """What a later model chunk's first forward waits for its ZeRO-2 gather calls: its first
+    layer's own buckets (DPTimes.later_first_gather_s: each chunk its own DDP / FSDP module with
+    its own buckets, Megatron-LM training.py wrap_model_chunks_with_ddp lines 2300-2331 at
+    d98e8a6) less the TP all-gather before its first GEMM (`lead_s`, Edges.fwd_lead_s, which
+    waits for none: sim.layer_program._forward_layer); a layer's share (`share_s`) where they are
+    not given (one chunk, ZeRO-1)."""
+    own = np.asarray(times.later_first_gather_s)
+    return np.where(own > 0, np.maximum(0.0, own - lead_s), share_s)
+
+
+def _chunk0_lead_s(lead_s, chunks):
+    """Of chunk 0's first calls, what its first layer's TP all-gather (`lead_s`) runs beside, as
+    each later chunk's (later_first_s; sim.layer_program._forward_layer): where the stage has
+    later chunks. At one chunk none, as before: ZeRO-1's pipelined gathers (cost.pipeline_tails'
+    fill) count no lead on the later stages, and ZeRO-2's must not undercut them
+    (tests/cost/test_overlap.py)."""
+    return np.where(np.asarray(chunks) > 1, lead_s, 0.0)
+
+
+def first_chunk_gather_s(gather_s, times: DPTimes, layers, chunks, *, before_s=0.0, lead_s=0.0):
     """Of a stage's `gather_s` (chunks_gather_s's), what its chunk 0's first forward exposes:
     its floor's share, chunk 0's calls (the embedding's bucket with its first layer's, less what
-    `before_s` hides) against each later chunk's first layer's (chunks_gather_s's floor). Exact
-    where the floor sets gather_s, pro rata where the window does; the whole at one chunk."""
+    `before_s` hides) against each later chunk's first layer's (chunks_gather_s's floor, `lead_s`
+    its). Exact where the floor sets gather_s, pro rata where the window does; the whole at one
+    chunk."""
     t = times
     some = np.where(np.asarray(layers) > 0, layers, 1.0)
     chunk_first = (t.param_all_gather_s - t.root_gather_s) / some
-    first = np.maximum(t.tail_gather_s, t.first_all_gather_s - before_s)
-    floor = first + (np.asarray(chunks) - 1) * chunk_first
+    first = np.maximum(t.tail_gather_s, t.first_all_gather_s - before_s - _chunk0_lead_s(lead_s, chunks))
+    floor = first + (np.asarray(chunks) - 1) * later_first_s(t, chunk_first, lead_s)
     return np.where(floor > 0, gather_s * first / np.where(floor > 0, floor, 1.0), gather_s / chunks)
 
 

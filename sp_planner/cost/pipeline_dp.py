@@ -136,7 +136,7 @@ def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[Sta
             # chunk-0 forwards carry to the stages above (cost.pipeline_path).
             s = g["stages"][0]
             g["gather0"] = first_chunk_gather_s(gathers[0], s.times, s.layers, g["vpp"],
-                                                before_s=g["edges"].fwd_head_s)
+                                                before_s=g["edges"].fwd_head_s, lead_s=lead)
             if "relay_stage" in g:
                 s, fwd = g["relay_stage"], per_stage(g["fwd_layer_s"])[1]
                 g["relay_gather"] = chunks_gather_s(s.times, s.layers * fwd, s.layers, g["vpp"], True, lead_s=lead,

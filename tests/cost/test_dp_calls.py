@@ -1,6 +1,7 @@
 """cost.dp_calls: a stage's data-parallel calls priced call by call, row by row."""
 
 import numpy as np
+import pytest
 
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.dp_calls import STAGES, priced_rows
@@ -47,3 +48,27 @@ def test_calls_priced_on_the_moving_rows_equal_each_row_priced_alone():
                           stage=code[i:i + 1], gpus_per_node=8, seq_len=4096, states=MEGATRON_STATES)
         for field, a, b in zip(DPTimes._fields, one, batched):
             assert np.broadcast_to(a, (1,))[0] == np.broadcast_to(b, (len(rows),))[i], field
+
+
+def test_zero2s_later_chunks_gather_their_first_layers_own_buckets():
+    # Llama-3-8B, pp 2 x vpp 4 x tp 2, ZeRO-2, dp 16 on 8 x 8 H100: each model chunk is bucketed
+    # on its own (cost.buckets._chunk_summary), so a later chunk's first forward waits for its first
+    # layer's buckets, the very calls the last stage's chunk 0 opens with (no embedding there),
+    # more than a layer's share of the stage's calls (the walk leaves the rest to the first layer).
+    from sp_planner.candidates import Candidates
+    from sp_planner.plan import ParallelPlan
+
+    model, h100 = load_model("Llama-3-8B"), load_hardware("H100")
+    for vpp in (4, 1):
+        c = Candidates.of_plan(ParallelPlan(dp=16, pp=2, vpp=vpp, tp=2, zero=2))
+        first, last = dp_stage_times(model, h100, c, stages=candidate_stage_layers(model, c), gpus_per_node=8,
+                                     seq_len=4096, which=("first", "last"))
+        if vpp == 1:  # one chunk: none (a layer's share stands in, cost.dp_once.later_first_s)
+            assert first.later_first_gather_s[0] == last.later_first_gather_s[0] == 0.0
+            continue
+        np.testing.assert_allclose(last.later_first_gather_s, last.first_all_gather_s, rtol=1e-12)
+        np.testing.assert_allclose(first.later_first_gather_s, last.later_first_gather_s, rtol=1e-12)
+        # 1.545 ms against a layer's share of 1.253 ms (cost.dp_once.chunks_gather_s' old floor).
+        share = (last.param_all_gather_s - last.root_gather_s) / 16
+        assert share[0] == pytest.approx(0.0012533, rel=1e-4)
+        assert last.later_first_gather_s[0] == pytest.approx(0.0015453, rel=1e-4)

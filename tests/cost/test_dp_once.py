@@ -9,7 +9,7 @@ import sp_planner.cost.pipeline_tails as pipeline_tails_module
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.dp_exposure import DPTimes, Edges
 from sp_planner.cost.dp_once import (after_last_gather_s, chunked_exposed_s, chunks_gather_s, first_chunk_gather_s,
-                                     once_a_step_s)
+                                     later_first_s, once_a_step_s)
 from sp_planner.cost.runtime import MEGATRON_RUNTIME
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate
@@ -275,3 +275,31 @@ def test_first_chunk_gather_is_chunk_0s_share_of_the_floor():
     assert first_chunk_gather_s(0.0145, times, chunks=1, **kw).tolist() == pytest.approx([0.0145])
     # Its own bucket where the embedding's forward hides more: max(3, 4 - 1.5) = 3 ms of 6.75.
     assert first_chunk_gather_s(0.00675, times, 16.0, 4, before_s=0.0015).tolist() == pytest.approx([0.003])
+
+
+def test_later_chunks_wait_for_their_first_layers_own_buckets_less_the_lead():
+    # A later chunk's first forward waits for its first layer's own buckets, 1.6 ms, less the
+    # 0.1 ms TP all-gather before its first GEMM (which waits for none): 1.5 ms; a layer's share
+    # (1.25 ms) where no such buckets are given; none where the lead outlasts them.
+    times = _times(later_first_gather_s=0.0016)
+    assert later_first_s(times, 0.00125, 0.0001).tolist() == pytest.approx([0.0015])
+    assert later_first_s(_times(), 0.00125, 0.0001).tolist() == pytest.approx([0.00125])
+    assert later_first_s(times, 0.00125, 0.002).tolist() == [0.0]
+
+
+def test_zero2_gathers_floor_is_each_chunks_own_first_calls_less_the_lead():
+    # 16 layers of 2 ms over 4 chunks, 22 ms of calls (root 2 ms, a layer's share 1.25 ms), the
+    # first 4 ms (the embedding's 3 ms of them), chunk 1's first layer's 1.6 ms, the TP lead 0.1 ms,
+    # the embedding's forward 0.5 ms. Floor: chunk 0's max(3, 4 - 0.5 - 0.1) = 3.4 ms, each later
+    # chunk's 1.6 - 0.1 = 1.5 ms: 7.9 ms. The window: 32.5 ms less 3 x (2 - 0.1 + 1.5) ms of the
+    # chunks' last layers (_top_wait_s: 2 - max(0, 2.5 - 2)) = 22.3 ms, above the 22 ms: the floor.
+    times = _times(param_all_gather_s=0.022, root_gather_s=0.002, first_all_gather_s=0.004, tail_gather_s=0.003,
+                   later_first_gather_s=0.0016)
+    kw = dict(fwd_window_s=0.032, layers=16.0, chunks=4.0, overlapped=True, before_s=0.0005)
+    assert chunks_gather_s(times, lead_s=0.0001, **kw).tolist() == pytest.approx([0.0079])
+    # A layer's share per later chunk without their own buckets: 3.4 + 3 x 1.25 = 7.15 ms.
+    share = times._replace(later_first_gather_s=np.array([0.0]))
+    assert chunks_gather_s(share, lead_s=0.0001, **kw).tolist() == pytest.approx([0.00715])
+    # Chunk 0's share of the 7.9 ms: its 3.4 ms.
+    assert first_chunk_gather_s(0.0079, times, 16.0, 4, before_s=0.0005, lead_s=0.0001).tolist() == pytest.approx(
+        [0.0034])
