@@ -15,7 +15,7 @@ from sp_planner.pipeline_order import last_group, micro_batch_group
 
 def chunked_exposed_s(total_s, chunk_s, unhideable_s, window_s, *, pp, vpp, overlapped: bool,
                       launched_whole: bool = False, chunk0_extra_s=0.0, rank=0, end_share=1.0, phases_s=None,
-                      jobs=None):
+                      jobs=None, lead_s=0.0):
     """Exposed seconds of a once-a-step data-parallel pass (ZeRO-0/1's gradient sync, ZeRO-1's
     parameter gather) on a stage of an interleaved pipeline. Each later model chunk is one call of
     chunk_s (cost.buckets._chunked), chunk 0 the rest (its buckets and the embedding's); window_s
@@ -49,10 +49,14 @@ def chunked_exposed_s(total_s, chunk_s, unhideable_s, window_s, *, pp, vpp, over
     last chunk's first); 1 elsewhere (even chunks, the end stages). `phases_s`: the first stage's
     (D_1, D_full, D_top) of cost.pipeline_tails.first_stage_phases_s, its drain from its last
     backward of chunk k to its last of chunk k - 1 (k = 1, a middle k, vpp - 1), where it waits
-    for the stages above beyond its own J chunk backwards: the queue drains that much longer."""
+    for the stages above beyond its own J chunk backwards: the queue drains that much longer.
+    `lead_s`: of window_s, what runs before the pass's first call is issued (Megatron issues a
+    bucket's call once all its parameters' gradients are ready, param_and_grad_buffer.py
+    register_grad_ready -> start_grad_sync, Megatron-LM d98e8a6), less what runs after window_s in
+    the same backward; without virtual stages only (cost.pipeline_tails gives it)."""
     vpp = np.asarray(vpp)
     jobs = pp if jobs is None else jobs
-    whole = hidden_behind(total_s, window_s, unhideable_s, overlapped)
+    whole = hidden_behind(total_s, window_s - lead_s, unhideable_s, overlapped)
     if not overlapped:
         return whole
     # The last chunk's call beyond a full chunk's: the last stage's output layer, a short middle
@@ -170,20 +174,21 @@ def _top_wait_s(times: DPTimes, fwd_layer_s, share_s, chunk_layers):
 
 def once_a_step_s(overlap: Overlap, *, zero, layers, times: DPTimes, fwd_window_s, bwd_window_s, chunks=1, pp=1,
                   edges: Edges | None = None, rank=0, end_share=1.0, phases_s=None, micro_batches=None,
-                  vpp_group=None):
+                  vpp_group=None, grad_lead_s=0.0):
     """(ZeRO-0's all-reduce, ZeRO-1's reduce-scatter, ZeRO-1/2's parameter gather): the exposed
     seconds of a stage's once-a-step passes (cost.dp_passes.dp_exposed_s's arguments), each on every
     row; `end_share` a middle stage's short end chunk's, `phases_s` the first stage's drain phases
     (chunked_exposed_s, its gradient syncs); `micro_batches`: m, whose last group's backwards follow
     each chunk's sync and whose first group's forwards each chunk's gather (None: groups of pp);
-    `vpp_group` the plans' own groups (pipeline_order.micro_batch_group's `pinned`)."""
+    `vpp_group` the plans' own groups (pipeline_order.micro_batch_group's `pinned`); `grad_lead_s`
+    the gradient syncs' chunked_exposed_s lead_s."""
     t = times
     # Interleaved (chunks > 1): each model chunk's sync and gather on its own (chunked_exposed_s).
     chunk = dict(pp=pp, vpp=chunks)
     # The first stage's chunk-0 backwards carry the embedding's (Edges.bwd_tail_s; 0 on the others).
     grads = dict(chunk, launched_whole=overlap.aligned_grad_reduce, rank=rank, end_share=end_share, phases_s=phases_s,
                  chunk0_extra_s=0.0 if edges is None else edges.bwd_tail_s,
-                 jobs=None if micro_batches is None else last_group(pp, micro_batches, vpp_group))
+                 jobs=None if micro_batches is None else last_group(pp, micro_batches, vpp_group), lead_s=grad_lead_s)
     reduce0 = chunked_exposed_s(t.grad_all_reduce_s, t.chunk_all_reduce_s,
                                 last_calls_s(t.last_all_reduce_s, t.tail_all_reduce_s, edges), bwd_window_s,
                                 overlapped=overlap.grad_all_reduce, **grads)

@@ -128,6 +128,12 @@ def stage_tails_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[S
                                            group=micro_batch_group(pp[rows][at], sub(micro_batches)[at], group[at])))
     # The first stage's chunk phases in the drain, which its syncs' queue hides behind.
     phases = first_stage_phases_s(bare, middles, sub(micro_batches), group)
+    # Without virtual stages the first stage's first bucket holds its last layer's gradients
+    # (buckets in backprop order, cost.buckets), issued once that layer's backward ends
+    # (register_grad_ready, Megatron-LM d98e8a6): its queue starts that late, and the embedding's
+    # backward after its first layer's (Edges.bwd_tail_s) hides it longer. One layer: a lower
+    # bound where the first bucket spans more. Later stages hold one bucket: unhideable whole.
+    lead0 = np.where(chunks == 1, bwd_s[0] - row_edges.bwd_tail_s, 0.0)
     start, tails, busy = [], [], []
     for i, s in enumerate(by_stage):
         t = s.times
@@ -136,7 +142,8 @@ def stage_tails_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[S
                                                  chunks=chunks, pp=pp[rows], edges=stage_edges(row_edges, i),
                                                  rank=(0, rank, pp[rows] - 1)[i], end_share=end_share[i],
                                                  phases_s=phases if i == 0 else None,
-                                                 micro_batches=sub(micro_batches), vpp_group=group)
+                                                 micro_batches=sub(micro_batches), vpp_group=group,
+                                                 grad_lead_s=lead0 if i == 0 else 0.0)
         tails.append(np.where(z == 0, reduce0, reduce1))
         grads_busy = np.where(z == 0, t.grad_all_reduce_s, t.grad_reduce_scatter_s)
         if i == 0:  # cost.dp_exposure's: before its first forward, or after the optimizer
