@@ -4,6 +4,7 @@ rank only, every rank exiting 2 (cli.joined, cli.common.run_app's once_per_node)
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -97,7 +98,9 @@ def test_run_app_once_per_node_exits_2_on_every_rank_with_one_line(monkeypatch, 
 
 def test_sp_calibrate_under_torchrun_says_a_bad_option_once(tmp_path):
     # Three ranks refusing `--out .yaml` printed the line two or three times (a rank torchrun
-    # stopped first said none); now local rank 0 says it and every rank exits 2.
+    # stopped first said none); now local rank 0 says it and exits 2, and the quiet ranks exit 2 once
+    # torchrun stops them, or die of that stop (-15) where it comes while they still import (a loaded
+    # machine skews the ranks' start-up: cli.joined), saying nothing either way.
     env = {**os.environ, "PYTHONPATH": str(Path(sp_planner.__file__).parents[1])}
     for name in LAUNCH_VARIABLES:
         env.pop(name, None)
@@ -108,7 +111,9 @@ def test_sp_calibrate_under_torchrun_says_a_bad_option_once(tmp_path):
     assert [line for line in output.splitlines() if line.startswith("error:")] == [
         "error: Invalid value for '--out': .yaml is an extension alone, with no file name before .yaml "
         "(\"$NAME.yaml\" with NAME unset?); give a name before it, e.g. out.yaml"]
-    assert output.count("exitcode  : 2 ") == 3, output
+    codes = re.findall(r"exitcode\s+: (-?\d+)", output)  # the failure table, not the log line
+    assert len(codes) == 3 and codes.count("2") >= 1 and set(codes) <= {"2", "-15"}, output
+    assert re.search(r"Root Cause.*?local_rank: 0.*?exitcode\s+: 2 ", output, re.S), output
 
 
 def _interrupted_app(stop: BaseException) -> typer.Typer:
