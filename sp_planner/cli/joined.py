@@ -7,7 +7,9 @@ node says it once because each node's launcher shows its own ranks' output (one 
 node). torchrun stops a node's other ranks (SIGTERM) as soon as one exits, so a quiet rank waits
 for that stop before it exits, and the first rank's line is never cut off by a quiet rank leaving
 first; a quiet rank that is not stopped (the first rank went on: a refusal of this rank alone)
-says its line after all. srun stops no one, and its first task says the line unhurried.
+says its line after all. A quiet rank still importing when the stop comes (a loaded machine skews
+the ranks' start-up) dies of it, exit -15, saying nothing too. srun stops no one, and its first
+task says the line unhurried.
 
 Ctrl-C's 'interrupted' line follows the same rule, without the wait: the terminal sends SIGINT to
 its foreground process group, the launcher and every rank of the node alike (torchrun then sends
