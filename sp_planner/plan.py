@@ -12,6 +12,7 @@ from pydantic import Field, model_validator
 
 from sp_planner.choices import MAX_DEGREE, CpComm, Fp8Recipe, Precision  # noqa: F401 (re-exported: they were defined here)
 from sp_planner.layout import CP_AXES, GRID_ORDER
+from sp_planner.pipeline_order import priced_group
 from sp_planner.plan_messages import rule_message
 from sp_planner.plan_rules import (  # noqa: F401 (re-exported: the rules were defined here)
     ATTENTION_RULES,
@@ -166,6 +167,11 @@ class ParallelPlan(FrozenModel):
 
     def num_micro_batches_of(self, global_batch: int) -> int:
         return global_batch // (self.dp * self.micro_batch)
+
+    def priced_vpp_group(self, global_batch: int) -> int | None:
+        """The interleaved micro-batch group the plan is priced with at `global_batch`: its own
+        vpp_group (--vpp-group) or the one sp-plan prices, None at vpp 1 (pipeline_order.priced_group)."""
+        return priced_group(self.pp, self.vpp, self.num_micro_batches_of(global_batch), self.vpp_group)
 
     @property
     def dp_shard(self) -> int:

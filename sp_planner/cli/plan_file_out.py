@@ -24,7 +24,6 @@ from sp_planner.flags.flash_head_dim import flash_head_dim_problem
 from sp_planner.flags.own_recipe import framework_plan
 from sp_planner.flags.torchtitan import resolve_version
 from sp_planner.layout import rank_groups
-from sp_planner.pipeline_order import priced_group
 from sp_planner.planfile import PlanFile
 from sp_planner.planfile_layout import RankLayout
 from sp_planner.search import evaluate
@@ -130,8 +129,7 @@ def answer_plan_file(answer: Answer, *, full_rank_groups: bool = False) -> tuple
     framework, estimate = recorded.framework, recorded.estimate
     # The micro-batch group priced, Megatron's default pp included (ParallelPlan.vpp_group; the flags
     # set it where it is not pp).
-    group = priced_group(estimate.plan.pp, estimate.plan.vpp, estimate.plan.num_micro_batches(q.workload),
-                         estimate.plan.vpp_group)
+    group = estimate.plan.priced_vpp_group(q.workload.global_batch)
     estimate = estimate.model_copy(update={"plan": estimate.plan.model_copy(update={"vpp_group": group})})
     plan_file = PlanFile(
         model=recorded.model, hardware=recorded.hardware, workload=q.workload, num_nodes=q.num_nodes,

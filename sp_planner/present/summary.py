@@ -40,7 +40,6 @@ from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.flags import FRAMEWORKS, FlagChoices
 from sp_planner.flags.own_recipe import own_recipe_flags
 from sp_planner.layout import rank_groups
-from sp_planner.pipeline_order import priced_group
 from sp_planner.plan import RULES, ParallelPlan
 from sp_planner.planfile_layout import RankLayout
 from sp_planner.present.advice import FitSuggestion
@@ -163,7 +162,7 @@ def plan_entry(
     entry: dict[str, Any] = {
         **plan.model_dump(),
         # The micro-batch group priced (a plan's own, --vpp-group, else the one sp-plan prices), null at vpp 1.
-        "vpp_group": priced_group(plan.pp, plan.vpp, plan.num_micro_batches(workload), plan.vpp_group),
+        "vpp_group": plan.priced_vpp_group(workload.global_batch),
         **estimate.model_dump(exclude={"plan"}),
         "memory": estimate.memory.whole_bytes(),  # parts that sum to memory_peak_bytes
         "rank_layout": RankLayout.of(estimate.plan).model_dump(mode="json"),
@@ -182,9 +181,7 @@ def suggestion_entry(suggestion: FitSuggestion) -> dict[str, Any]:
         "description": suggestion.description,
         # The micro-batch group priced at the suggestion's own global batch, as plan_entry's.
         "plan": {**est.plan.model_dump(),
-                 "vpp_group": priced_group(est.plan.pp, est.plan.vpp,
-                                           est.plan.num_micro_batches_of(suggestion.global_batch),
-                                           est.plan.vpp_group)},
+                 "vpp_group": est.plan.priced_vpp_group(suggestion.global_batch)},
         "memory_peak_bytes": est.memory_peak_bytes,
         "step_time_s": est.step_time_s,
     }
@@ -195,7 +192,7 @@ def estimate_row(estimate: PlanEstimate, *, global_batch: int) -> dict[str, Any]
     micro-batch group priced at `global_batch` (null at vpp 1), as plans.csv writes it."""
     plan: ParallelPlan = estimate.plan
     row: dict[str, Any] = {**plan.model_dump(), "cp": plan.cp, "world_size": plan.world_size}
-    row["vpp_group"] = priced_group(plan.pp, plan.vpp, plan.num_micro_batches_of(global_batch), plan.vpp_group)
+    row["vpp_group"] = plan.priced_vpp_group(global_batch)
     row.update(
         fits=estimate.fits,
         reason=estimate.reason,
