@@ -2,7 +2,8 @@
 `sp-plan --help` and the option parser's errors load neither numpy nor pandas nor the cost model
 (benchmarks/startup.py). The modules that use them import them from here: plan (Precision,
 Fp8Recipe, CpComm, MAX_DEGREE), recompute (Recompute), cost.attention_kernels (AttentionKernel),
-flags.base (Framework), flags.launch (Launcher).
+flags.base (Framework), flags.launch (Launcher); and the FP8 recipe each framework runs where
+--fp8-recipe is not given (own_fp8_recipe: cli.option_checks, flags.own_recipe).
 """
 
 from __future__ import annotations
@@ -36,3 +37,14 @@ Launcher = Literal["torchrun", "slurm"]
 # Far above any cluster (the largest runs use about 2**15 GPUs), small enough that every product of
 # degrees stays exact in int64.
 MAX_DEGREE = 2**20
+
+
+def own_fp8_recipe(framework: str) -> Fp8Recipe:
+    """The per-tensor FP8 recipe `framework` runs by default, which sp-plan --framework `framework`
+    pins where --fp8-recipe is not given (cli.option_checks.resolve_fp8_recipe) and flags.own_recipe
+    asks its flags with: torchtitan's torchao float8 scales each tensor from its own amax
+    (recipe_name tensorwise, rowwise or rowwise_with_gw_hp: torchtitan 0.2.2 config/job_config.py
+    line 738); Megatron-LM's (and MindSpeed's) fp8_recipe defaults to delayed
+    (megatron/core/transformer/transformer_config.py line 594 at d98e8a64). DeepSpeed and yunchang
+    have no FP8 recipe (their flags refuse FP8 or read no recipe): delayed, the plan's default."""
+    return "tensorwise" if framework == "torchtitan" else "delayed"

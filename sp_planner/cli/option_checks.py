@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from sp_planner.choices import own_fp8_recipe
 from sp_planner.cost.dsa import DSA_FRAMEWORK_FAILURE
 from sp_planner.cost.fp8_attention import fp8_attention_problem
 from sp_planner.cost.offload import check_host_link
@@ -122,12 +123,12 @@ def resolve_fp8_recipe(fp8_recipe: Fp8Recipe | None, framework: str,
     others: here the default delayed cannot be told from a given one."""
     if fp8_recipe is not None and precision not in ("fp8", "auto"):
         raise _unread_recipe(fp8_recipe, precision)
-    if framework != "torchtitan" or precision not in ("fp8", "auto"):
-        return "delayed" if fp8_recipe is None else fp8_recipe
-    if fp8_recipe == "delayed":
+    if framework == "torchtitan" and precision in ("fp8", "auto") and fp8_recipe == "delayed":
         raise UserInputError("--fp8-recipe delayed: torchtitan's float8 (torchao) has no delayed scaling, it "
                              "scales each tensor from its own amax; use --fp8-recipe tensorwise or leave it out")
-    return "tensorwise" if fp8_recipe is None else fp8_recipe
+    if fp8_recipe is not None:
+        return fp8_recipe
+    return own_fp8_recipe(framework) if precision in ("fp8", "auto") else "delayed"
 
 
 def check_framework_version(framework: str, version: str | None) -> None:

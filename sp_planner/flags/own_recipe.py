@@ -10,19 +10,10 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from sp_planner.choices import own_fp8_recipe  # noqa: F401 (re-exported: it was defined here)
 from sp_planner.flags import render_flags
 from sp_planner.flags.base import FlagRequest, FrameworkFlags
 from sp_planner.plan import Fp8Recipe, ParallelPlan
-
-
-def own_fp8_recipe(framework: str) -> Fp8Recipe:
-    """The per-tensor FP8 recipe `framework` runs by default, which sp-plan --framework `framework`
-    pins where --fp8-recipe is not given (cli.option_checks.resolve_fp8_recipe): torchtitan's torchao float8 scales each
-    tensor from its own amax (recipe_name tensorwise, rowwise or rowwise_with_gw_hp: torchtitan 0.2.2
-    config/job_config.py line 738); Megatron-LM's (and MindSpeed's) fp8_recipe defaults to delayed
-    (megatron/core/transformer/transformer_config.py line 594 at d98e8a64). DeepSpeed and yunchang
-    have no FP8 recipe (their flags refuse FP8 or read no recipe): delayed, the plan's default."""
-    return "tensorwise" if framework == "torchtitan" else "delayed"
 
 
 def framework_plan(plan: ParallelPlan, name: str, *, recipe_given: bool) -> ParallelPlan:
