@@ -14,9 +14,9 @@ from sp_planner.cost.offload import check_host_link
 from sp_planner.cost.precision import check_blockwise, precision_problem
 from sp_planner.errors import UserInputError
 from sp_planner.flags import deepspeed
-from sp_planner.flags.base import (
+from sp_planner.flags.base import FlagChoices
+from sp_planner.flags.option_refusals import (
     CAPACITY_FRAMEWORKS,
-    FlagChoices,
     MEGATRON_ONLY_OPTION_FRAMEWORKS,
     MLA_UP_PROJ_FRAMEWORKS,
     MODULE_RECOMPUTE_FRAMEWORKS,

@@ -150,7 +150,7 @@ def precision_flags(request: FlagRequest, *, explicit_te: bool = False, fp8_para
     weights = []
     if fp8_params and fp8_weights(request):
         weights = ["--fp8-param-gather"] + (["--reuse-grad-buf-for-mxfp8-param-ag"] if p.precision == "mxfp8" else [])
-    # FP8 core attention has no flag (flags.base.FP8_ATTENTION_NO_FLAG): such plans are refused.
+    # FP8 core attention has no flag (flags.option_refusals.FP8_ATTENTION_NO_FLAG): such plans are refused.
     return ["--bf16", *te, *fp8_recipe_flags(p), *weights]
 
 

@@ -69,7 +69,7 @@ def test_options_only_some_frameworks_emit(update, framework, message):
 
 @pytest.mark.parametrize(("update", "framework", "fix"), [
     # Megatron-LM's flags are for CUDA GPUs: on Ascend NPUs the advice names MindSpeed alone, where
-    # MindSpeed takes the option (flags.base.MTP_FRAMEWORKS and the like) ...
+    # MindSpeed takes the option (flags.option_refusals.MTP_FRAMEWORKS and the like) ...
     ({"mtp_layers": 1}, "deepspeed", "use --framework mindspeed, or leave out --mtp-layers"),
     ({"recompute": "mlp"}, "torchtitan", "use --framework mindspeed, or --recompute selective or full"),
     ({"recompute": "moe_act"}, "yunchang", "use --framework mindspeed, or --recompute selective or full"),

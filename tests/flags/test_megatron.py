@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sp_planner.flags.base import FP8_ATTENTION_NO_FLAG
+from sp_planner.flags.option_refusals import FP8_ATTENTION_NO_FLAG
 from sp_planner.flags import render_flags
 from sp_planner.specs.model import ModelSpec
 

@@ -217,7 +217,7 @@ def test_megatron_core_accepts_the_flags(req):
     # The recipe the cost model timed (cost.precision.quantize_bytes_per_elem).
     recipe = {"bf16": None, "fp8": p.fp8_recipe, "mxfp8": "mxfp8"}[p.precision]
     assert (config.fp8_recipe if p.precision != "bf16" else None) == recipe
-    assert not config.fp8_dot_product_attention  # no flag sets it (flags.base.FP8_ATTENTION_NO_FLAG)
+    assert not config.fp8_dot_product_attention  # no flag sets it (flags.option_refusals.FP8_ATTENTION_NO_FLAG)
     # FP8 weights exactly where the cost model counts them (cost.fp8_params).
     assert config.fp8_param == (p.precision != "bf16" and p.zero == 1)
     # Activation offloading exactly as the cost model times it (cost.offload).

@@ -6,7 +6,7 @@ import ast
 
 from sp_planner.catalog import load_model
 from sp_planner.flags import render_flags
-from sp_planner.flags.base import FP8_ATTENTION_YUNCHANG
+from sp_planner.flags.option_refusals import FP8_ATTENTION_YUNCHANG
 
 
 def calls(text: str) -> dict[str, ast.Call]:
@@ -146,7 +146,8 @@ def test_attn_type_is_fa3_only_where_yunchangs_fa3_computes_the_models_attention
 
 def test_fp8_attention_is_refused_and_bf16_attention_is_expressed(build):
     # yunchang's attention types that train (FA, FA3) are flash-attn's bf16 kernels; its SAGE_FP8 types run
-    # forward only: a plan timed with FP8 attention is not one yunchang runs (flags.base.FP8_ATTENTION_YUNCHANG).
+    # forward only: a plan timed with FP8 attention is not one yunchang runs
+    # (flags.option_refusals.FP8_ATTENTION_YUNCHANG).
     # Its FP8 GEMMs come from the training framework, so the same plan with bf16 attention is expressed.
     fp8 = build.request(build.llama3_8b, 131072, 2, ulysses=8, dp=2, zero=1, precision="fp8", fp8_attention=True)
     refused = render_flags("yunchang", fp8)
