@@ -147,7 +147,7 @@ def check_framework_version(framework: str, version: str | None) -> None:
 def _use(frameworks: tuple[str, ...], instead: str, *, npu: bool) -> str:
     """The advice for an option only `frameworks` take: those of them that run on the profile's
     chips (Megatron-LM's flags are for CUDA GPUs and reach Ascend NPUs only through MindSpeed,
-    cli.question.framework_device_note; MindSpeed runs on NPUs alone), or that none does there;
+    cli.profile_notes.framework_device_note; MindSpeed runs on NPUs alone), or that none does there;
     `instead` is the other fix ("leave out --mtp-layers")."""
     runs = tuple(f for f in frameworks if f == "mindspeed") if npu else frameworks
     if runs:

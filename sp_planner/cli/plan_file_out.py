@@ -1,7 +1,7 @@
 """The plan file sp-plan writes for its answer (--out): the chosen plan and the framework that runs
 it. For one --framework, that framework. Under --framework all, which times every plan with
 Megatron's runtime (cost.runtime.framework_runtime), the first of flags.FRAMEWORKS that runs the
-plan: its flags express it, they are for the profile's chips (cli.question.framework_device_note:
+plan: its flags express it, they are for the profile's chips (cli.profile_notes.framework_device_note:
 MindSpeed's for Ascend NPUs, the others' for CUDA GPUs) and it fits as that framework runs it,
 timed again as sp-plan --framework X times it: its runtime, which the file's readers time it with
 (PlanFile.runtime), its default attention kernel (PlanFile.hardware's curves), its expert GEMMs
@@ -15,7 +15,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, NamedTuple, cast
 
 from sp_planner.cli.plan_kernel import stack_default_kernel
-from sp_planner.cli.question import PlanQuestion, framework_device_note
+from sp_planner.cli.profile_notes import framework_device_note
+from sp_planner.cli.question import PlanQuestion
 from sp_planner.cost.attention_kernels import TimedKernel, timed_kernel, with_attention_kernel
 from sp_planner.cost.grouped_gemm import with_framework_expert_gemm
 from sp_planner.estimate import PlanEstimate
@@ -61,7 +62,7 @@ class RecordedPlan(NamedTuple):
     # fit as they run it.
     unfit: tuple[str, ...] = ()
     # Under --framework all with framework None: those whose flags express the plan (sp-plan prints
-    # them for plan 1) but are for other chips than the profile's (cli.question.framework_device_note).
+    # them for plan 1) but are for other chips than the profile's (cli.profile_notes.framework_device_note).
     off_device: tuple[str, ...] = ()
 
 

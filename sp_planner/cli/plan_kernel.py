@@ -8,7 +8,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from sp_planner.cli.plan_notes import KernelTiming, kernel_notes
-from sp_planner.cli.question import PlanQuestion, edited_curves_note
+from sp_planner.cli.profile_notes import edited_curves_note
+from sp_planner.cli.question import PlanQuestion
 from sp_planner.cost.attention_kernels import (
     UNFUSED,
     default_kernel,

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from sp_planner.catalog import import_notes
-from sp_planner.cli.question import domain_split_note, framework_device_note, generic_gpu_note, node_size_note
+from sp_planner.cli.profile_notes import domain_split_note, framework_device_note, generic_gpu_note, node_size_note
 from sp_planner.cost.attention_kernels import framework_kernel
 from sp_planner.flags.flash_head_dim import te_kernel_note, te_unfused_note, torchtitan_sdpa_note
 from sp_planner.flags.kernel_choice import kernel_choice_note

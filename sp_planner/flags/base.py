@@ -158,7 +158,7 @@ def _group_failures(framework: str, request: FlagRequest) -> list[str]:
 
 def _group_fix(request: FlagRequest) -> str:
     """The fixes for _group_failures that run on the plan's chips: Megatron-LM's flags are for CUDA
-    GPUs and reach Ascend NPUs only through MindSpeed (cli.question.framework_device_note)."""
+    GPUs and reach Ascend NPUs only through MindSpeed (cli.profile_notes.framework_device_note)."""
     batch = "a global batch whose micro-batches are a multiple of pp"
     return batch if request.on_npu else f"--framework megatron or {batch}"
 
