@@ -35,7 +35,7 @@ def check_plan_runs(plan: ParallelPlan, model: ModelSpec, workload: Workload, *,
                     gpus_per_node: int) -> None:
     """Refuse, in one UserInputError line, a plan that cannot run on the cluster: degrees that do
     not multiply to its GPUs, or any of plan_problems. sp-simulate and sp-report check a plan file
-    with it before any work (planfile.check_plan_file_runs), and the simulator its every plan."""
+    with it before any work (planfile_checks.check_plan_file_runs), and the simulator its every plan."""
     world = num_nodes * gpus_per_node
     if plan.world_size != world:
         raise UserInputError(

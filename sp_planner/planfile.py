@@ -25,12 +25,8 @@ from sp_planner import __version__
 from sp_planner.errors import UserInputError
 from sp_planner.estimate import PlanEstimate
 from sp_planner.cost.attention_kernels import UNFUSED, TimedKernel, with_attention_kernel
-from sp_planner.cost.fp8_attention import fp8_attention_problem
-from sp_planner.cost.offload import check_host_link
 from sp_planner.cost.deepep import deepep_refusal
 from sp_planner.cost.families import on_npu
-from sp_planner.cost.dsa import dsa_untimed
-from sp_planner.cost.precision import check_blockwise, precision_problem
 from sp_planner.destination import deliver_text
 from sp_planner.fileio import kind_of, read_structured, validate_as
 from sp_planner.cost.runtime import Runtime
@@ -40,7 +36,7 @@ from sp_planner.flags.flash_head_dim import te_runs_unfused
 from sp_planner.flags.torchtitan import VERSIONS
 from sp_planner.catalog.models import builtin_models
 from sp_planner.plan import ParallelPlan
-from sp_planner.plan_checks import check_plan_runs
+from sp_planner.planfile_checks import hardware_problems
 from sp_planner.planfile_layout import RankLayout, layout_problem, rank_groups_problem
 from sp_planner.planfile_router import UnrecordedRouter, unrecorded_router
 from sp_planner.planfile_unrecorded import Unrecorded, unfused_untimed_note, unrecorded_fields, unrecorded_release
@@ -165,47 +161,6 @@ class PlanFile(FrozenModel):
         if self.rank_groups and (problem := rank_groups_problem(self.plan, self.rank_groups)) is not None:
             raise ValueError(problem)
         return self
-
-
-def hardware_problems(plan: ParallelPlan, hardware: HardwareProfile) -> list[str]:
-    """What of `plan` the cost model cannot run on `hardware`, as sp-plan refuses its options:
-    a GEMM precision the profile has no peak and efficiency for, FP8 attention without a published
-    curve, FP8 block scaling off Hopper, activation offloading without a measured host link."""
-    problems = []
-    precision = precision_problem(plan.precision, hardware)
-    if precision is not None:
-        problems.append(f"plan.precision {precision}")
-    attention = fp8_attention_problem(hardware) if plan.fp8_attention else None
-    if attention is not None:
-        problems.append(f"plan.fp8_attention: {attention}")
-    try:
-        if plan.fp8_blockwise:
-            check_blockwise(hardware)
-    except ValueError as err:
-        problems.append(f"plan.fp8_recipe: {err}")
-    try:
-        check_host_link(hardware, plan.cpu_offload_layers)
-    except ValueError as err:
-        problems.append(f"plan.cpu_offload_layers: {err}")
-    return problems
-
-
-def check_plan_file_runs(plan_file: PlanFile) -> None:
-    """Refuse, in one UserInputError line, a plan file whose plan cannot run on its cluster
-    (plan_checks.check_plan_runs: its GPUs, the hard rules, options sp-plan never combines), before
-    any work: sp-run's check, and sp-simulate's and sp-report's with check_loaded_plan_times."""
-    check_plan_runs(plan_file.plan, plan_file.model, plan_file.workload, num_nodes=plan_file.num_nodes,
-                    gpus_per_node=plan_file.gpus_per_node)
-
-
-def check_loaded_plan_times(loaded: LoadedPlan) -> None:
-    """check_plan_file_runs, and refuse in one UserInputError line a file whose model cannot be
-    timed (LoadedPlan.timing_problem, as sp-run refuses it): what sp-simulate and sp-report ask of
-    a plan file they read before any work."""
-    check_plan_file_runs(loaded.plan_file)
-    problem = loaded.timing_problem() or dsa_untimed(loaded.plan_file.model, loaded.plan_file.hardware)
-    if problem is not None:  # it would time another model's attention (full, not windowed or sparse)
-        raise UserInputError(problem)
 
 
 def write_plan_file(path: Path, plan_file: PlanFile) -> None:

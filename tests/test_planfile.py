@@ -434,24 +434,6 @@ def test_an_older_file_is_refused_for_timing_only_where_a_timed_field_cannot_be_
     assert load_plan_file(_older_file(tmp_path, load_model("gemma-2-27b"), **BEFORE_MLA)).timing_problem() is None
 
 
-def test_a_plan_file_of_a_sparse_attention_model_is_refused_where_sparse_mla_is_not_timed(tmp_path):
-    from sp_planner.planfile import check_loaded_plan_times
-    from sp_planner.specs.attention import DSASpec
-
-    v32 = load_model("DeepSeek-V3").model_copy(update={
-        "name": "DeepSeek-V3.2-Exp", "dsa": DSASpec(index_n_heads=64, index_head_dim=128, index_topk=2048)})
-    path = tmp_path / "plan.json"
-    plan = ParallelPlan(dp=4, pp=1, tp=2, ulysses=1, ring=2, cp_comm="allgather")  # 61 layers: no even split
-    pf = _plan_file(plan).model_copy(update={"model": v32})
-    write_plan_file(path, pf)
-    check_loaded_plan_times(load_plan_file(path))  # timed on an H800 (cost.dsa)
-    write_plan_file(path, pf.model_copy(update={"hardware": load_hardware("a800")}))
-    with pytest.raises(UserInputError, match=r"^DeepSeek-V3.2-Exp uses DeepSeek Sparse Attention .* on A800 none is"):
-        check_loaded_plan_times(load_plan_file(path))
-    write_plan_file(path, _plan_file())
-    check_loaded_plan_times(load_plan_file(path))  # a dense model's file is timed
-
-
 def test_a_plan_file_keeps_whether_the_dsa_indexer_trains(tmp_path):
     from sp_planner.specs.attention import DSASpec
 

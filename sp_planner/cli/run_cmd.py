@@ -31,7 +31,7 @@ from sp_planner.executor.multinode import split_endpoint
 from sp_planner.plan import MAX_DEGREE, CpComm, RingLayout
 from sp_planner.specs.model import MAX_HEAD_DIM, MAX_HEADS
 from sp_planner.specs.workload import MAX_GLOBAL_BATCH
-from sp_planner.planfile import check_plan_file_runs
+from sp_planner.planfile_checks import check_plan_file_runs
 from sp_planner.cli.help_format import PlainHelpCommand, wrap_argv
 
 EPILOG = """\

@@ -31,7 +31,8 @@ from sp_planner.figure_mark import figure_signature
 from sp_planner.fileio import bears_signature
 from sp_planner.present.fit import FitColumn, FitTable, fitted_tables
 from sp_planner.plan_messages import empty_chunks_text
-from sp_planner.planfile import PlanFile, check_loaded_plan_times, load_plan_file
+from sp_planner.planfile import PlanFile, load_plan_file
+from sp_planner.planfile_checks import check_loaded_plan_times
 from sp_planner.search import evaluate
 from sp_planner.estimate import PlanEstimate
 from sp_planner.sim import AnalyticStep, simulate

@@ -18,7 +18,8 @@ from sp_planner.destination import check_folder_destination, same_destination
 from sp_planner.errors import UserInputError
 from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.plan_messages import empty_chunks_text
-from sp_planner.planfile import PlanFile, check_loaded_plan_times, load_plan_file
+from sp_planner.planfile import PlanFile, load_plan_file
+from sp_planner.planfile_checks import check_loaded_plan_times
 from sp_planner.present.advice import suggest_fits
 from sp_planner.present.expressible import expressible_plans
 from sp_planner.present.summary import build_summary

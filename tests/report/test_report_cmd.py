@@ -107,7 +107,7 @@ def test_sp_report_refuses_one_run_given_twice(capsys, question, plan_path, resu
 
 @pytest.mark.parametrize("hardware, edits, message", REFUSED)
 def test_a_plan_that_cannot_run_is_refused_before_any_work(capsys, tmp_path, hardware, edits, message):
-    # As sp-simulate refuses it (the same check, planfile.check_plan_file_runs), not reported on.
+    # As sp-simulate refuses it (the same check, planfile_checks.check_plan_file_runs), not reported on.
     plan_file = edited_plan_file(tmp_path / "plan.json", hardware, edits)
     code, out, err = sp_report(capsys, plan_file, "--out", tmp_path / "rep")
     assert code == 2 and out == ""
