@@ -17,7 +17,7 @@ from typing import Literal
 
 import numpy as np
 
-from sp_planner.cost.buckets import BucketCounts, bucket_counts
+from sp_planner.cost.bucket_counts import BucketCounts, bucket_counts
 from sp_planner.cost.fp8_params import gather_bytes_per_gemm_param, unit_gather_width
 from sp_planner.cost.fsdp import expert_shard_size, replicate_stride, shard_group_size
 from sp_planner.cost.collective_sizes import ring_tensor_bytes, sized
@@ -219,7 +219,7 @@ def _moving_calls(hardware: HardwareProfile, kind: str, bytes_per_param, n_param
 
 def _layouts(model: ModelSpec, c, layers, stage_code: np.ndarray, chunk=0,
              lightest: bool = False) -> tuple[BucketCounts, BucketCounts]:
-    """cost.buckets.bucket_counts of each row's stage (its index in STAGES; `chunk`:
+    """cost.bucket_counts.bucket_counts of each row's stage (its index in STAGES; `chunk`:
     pipeline.stage_chunk; `lightest`: a middle row's stage the one with the fewest MoE layers)."""
     return bucket_counts(model, tp=c.tp, ep=c.ep, etp=c.etp, layers=layers, pp=c.pp, dp=c.dp, zero=c.zero, vpp=c.vpp,
                          first_stage=stage_code == STAGES.index("first"),

@@ -49,7 +49,7 @@ class DPTimes(NamedTuple):
     chunk_all_reduce_s: np.ndarray | float = 0.0
     chunk_reduce_scatter_s: np.ndarray | float = 0.0
     chunk_all_gather_s: np.ndarray | float = 0.0
-    # ZeRO-2 with virtual stages (cost.buckets._chunk_summary; 0 elsewhere): the reduce-scatters
+    # ZeRO-2 with virtual stages (cost.bucket_counts._chunk_summary; 0 elsewhere): the reduce-scatters
     # of chunk 0's layers' buckets and of the last chunk's (on a model whose layers differ, else
     # 0), of the last chunk's first layer's and of chunk 1's first layer's, each chunk its own
     # layers' (cost.pipeline_blocks._chunk_traffic, _zero2_exposed_s).
@@ -116,7 +116,7 @@ def micro_batch_dp_s(overlap: Overlap, *, zero, layers, times: DPTimes, fwd_wind
     `chunks`: the stage's model chunks (interleaved 1F1B, vpp), each wrapped on its own and run as
     its own forward and backward (Megatron's get_model builds one DDP/FSDP module a chunk), so each
     exposes its own first gather and last reduce-scatter; a ZeRO-2 chunk's (its first layer's
-    buckets) its own, each chunk bucketed on its own (cost.buckets._chunk_summary, DPTimes.
+    buckets) its own, each chunk bucketed on its own (cost.bucket_counts._chunk_summary, DPTimes.
     later_first_*). ZeRO-2's calls hide chunk by chunk, each behind its own backward (its
     module's root post-backward waits for them), and a chunk's cannot start before its first
     layer's last GEMM is done: saturated, its queue starts a layer late less that layer's TP

@@ -168,7 +168,7 @@ def _chunk_traffic(overlap: Overlap, *, last: bool, zero, vpp, stages: tuple[Sta
         layer_calls = np.where(own_s > 0, own_s, layer_calls)
         if last:
             # Its first layer's buckets, which cannot hide: ZeRO-2's its own (each chunk bucketed
-            # on its own, cost.buckets._chunk_summary; chunk 0's but the embedding's where not
+            # on its own, cost.bucket_counts._chunk_summary; chunk 0's but the embedding's where not
             # priced), ZeRO-3's a layer's share.
             first_s = np.asarray(t.end_first_reduce_scatter_s)
             per_layer_s = np.where(np.asarray(zero) == 2,

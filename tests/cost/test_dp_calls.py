@@ -52,7 +52,7 @@ def test_calls_priced_on_the_moving_rows_equal_each_row_priced_alone():
 
 def test_zero2s_later_chunks_gather_their_first_layers_own_buckets():
     # Llama-3-8B, pp 2 x vpp 4 x tp 2, ZeRO-2, dp 16 on 8 x 8 H100: each model chunk is bucketed
-    # on its own (cost.buckets._chunk_summary), so a later chunk's first forward waits for its first
+    # on its own (cost.bucket_counts._chunk_summary), so a later chunk's first forward waits for its first
     # layer's buckets, the very calls the last stage's chunk 0 opens with (no embedding there),
     # more than a layer's share of the stage's calls (the walk leaves the rest to the first layer).
     from sp_planner.candidates import Candidates

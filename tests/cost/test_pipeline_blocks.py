@@ -128,7 +128,7 @@ def test_zero2_chunks_of_mixed_kinds_are_priced_from_their_own_layers_buckets(pp
     # DeepSeek-V3 4K on 128 x 8 H100s, tp 2, ring 2, ep 8, 1,024 sequences, ZeRO-2: a chunk's
     # gradient calls were its layers' share of its stage's (the first stage's chunk 0, dense layer
     # 0 and the embedding, priced as 1 / 7 of six MoE layers and a dense one's); now its own layers'
-    # buckets (cost.buckets._chunk_summary), as sim.dp_work issues each layer's. `before`: the
+    # buckets (cost.bucket_counts._chunk_summary), as sim.dp_work issues each layer's. `before`: the
     # analytic step's % over the simulator's then, before the MFU ceiling; within 0.15% now.
     est, sim, est_s, sim_s = deepseek_v3_uncapped(pp, vpp, split, zero=2)
     assert before > 0.25 and est_s == pytest.approx(sim_s, rel=0.0016)

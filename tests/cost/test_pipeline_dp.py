@@ -288,7 +288,7 @@ def test_a_short_middle_chunk_and_the_chain_down_the_stages_agree_with_the_simul
     # no path held: -3.27% before the MFU ceiling, then +0.77%. The drain passes the first stage's
     # and stage 1's chunk 0 (1 dense layer; 2 dense and 1 MoE), whose ZeRO-2 calls were their
     # stage's share by layer count (118 ms and 274 ms blocks, simulated 22 ms and 138 ms): each
-    # chunk's own layers' buckets now (cost.buckets._chunk_summary), -0.15%.
+    # chunk's own layers' buckets now (cost.bucket_counts._chunk_summary), -0.15%.
     paths = []
 
     def keep(blocks, *args, **kw):
@@ -310,7 +310,7 @@ def test_a_short_middle_chunk_and_the_chain_down_the_stages_agree_with_the_simul
     # The relayed middle stages' mean chunk-0 block: 1/6 of the way from stage 2..6's to stage 1's
     # (6 MoE layers of the middle stages' mean 7 2/3, cost.stage_params.dp_lightest_middle_stage),
     # stage 1's 147 ms against 138 ms simulated (its first layer's buckets the heaviest's, a MoE
-    # layer's: cost.buckets._summary `lightest`).
+    # layer's: cost.bucket_counts._summary `lightest`).
     stage1 = middle.first_bwd_s[0] + 6 * (relay.first_bwd_s[0] - middle.first_bwd_s[0])
     assert float(stage1) == pytest.approx(simulated(1, "B1"), rel=0.07)
     assert est_s == pytest.approx(sim_s, rel=0.003)

@@ -11,7 +11,7 @@ over the first stage's.
 import numpy as np
 import pytest
 
-from sp_planner.cost.buckets import bucket_counts
+from sp_planner.cost.bucket_counts import bucket_counts
 from sp_planner.cost.params import stage_params_per_rank
 from sp_planner.cost.runtime import MEGATRON_RUNTIME
 from sp_planner.pipeline import stage_layers

@@ -10,7 +10,7 @@ last one of m % N >= pp (pp 2, m 5: 3 + 2; pp 4, m 9: 5 + 4; pp 8, m 17: 9 + 8),
 layout split (7 / 9 over pp 4 x vpp 2) at m 6 and 10 (5 + 5) and Qwen2.5-14B's 15 / 9 at m 9.
 Within 0.2% of the simulator (the worst, Qwen2.5-14B pp 4 x vpp 3 at 15 / 9: +0.16%; ZeRO-2's,
 Qwen2.5-14B pp 2 x vpp 3, m 5: -0.10%, and Llama-3-8B pp 2 x vpp 4, m 3 -0.20% -> -0.02% once each
-chunk's first layer held its own buckets, cost.buckets._chunk_summary). Before, these plans were
+chunk's first layer held its own buckets, cost.bucket_counts._chunk_summary). Before, these plans were
 refused (the vpp rule); with the wraps' sends' slack counted in groups of pp (cost.pipeline_sends
 before this change) Llama-3-8B pp 8 x vpp 4 at m 11 was 3.2% over the simulator, every wrap's
 hops charged."""
@@ -55,7 +55,7 @@ def test_zero2_gathers_expose_the_fills_hops_as_the_simulators(m):
     # m 5 -0.90%; then +0.19% and +0.16%, the first stage's later chunks' first layers' buckets
     # taken from chunk 0 (whose last one the embedding carries): 11.8 ms of its hidden traffic
     # too many at m 9 (90.04 against 78.46 ms), 1.4 ms of slowdown. Each chunk's own buckets
-    # (cost.buckets._chunk_summary): 78.26 ms hidden, +0.001% (0.68438 s) and +0.014%.
+    # (cost.bucket_counts._chunk_summary): 78.26 ms hidden, +0.001% (0.68438 s) and +0.014%.
     plan = ParallelPlan(dp=8, pp=4, vpp=4, tp=2, zero=2)
     workload = Workload(seq_len=4096, global_batch=m * plan.dp)
     est = evaluate(LLAMA, H100, workload, plan, num_nodes=8, gpus_per_node=8)
