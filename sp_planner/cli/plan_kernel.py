@@ -10,13 +10,8 @@ from typing import NamedTuple
 from sp_planner.cli.plan_notes import KernelTiming, kernel_notes
 from sp_planner.cli.profile_notes import edited_curves_note
 from sp_planner.cli.question import PlanQuestion
-from sp_planner.cost.attention_kernels import (
-    UNFUSED,
-    default_kernel,
-    framework_kernel,
-    timed_kernel,
-    with_attention_kernel,
-)
+from sp_planner.cost.attention_kernels import UNFUSED, timed_kernel, with_attention_kernel
+from sp_planner.cost.framework_kernels import default_kernel, framework_kernel
 from sp_planner.cost.families import on_npu
 from sp_planner.cost.fp8_attention import with_fp8_attention
 from sp_planner.cost.grouped_gemm import with_framework_expert_gemm
@@ -75,7 +70,7 @@ def set_up_kernel(question: PlanQuestion, *, framework: str, attention_kernel: s
     stack = "megatron" if framework == "all" else framework
     question = question.model_copy(update={"model": with_framework_expert_gemm(question.model, stack),
                                            "given_hardware": question.hardware, "given_model": question.model})
-    # torchtitan's kernel follows the release its flags target (cost.attention_kernels.TORCHTITAN_KERNEL).
+    # torchtitan's kernel follows the release its flags target (cost.framework_kernels.TORCHTITAN_KERNEL).
     interface = resolve_version(framework_version) if stack == "torchtitan" else None
     runs = framework_kernel(stack, question.hardware, interface)
     # Before the kernel's curves replace the profile's: whether they are the user's own.

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 from sp_planner.catalog import import_notes
 from sp_planner.cli.profile_notes import domain_split_note, framework_device_note, generic_gpu_note, node_size_note
-from sp_planner.cost.attention_kernels import framework_kernel
+from sp_planner.cost.framework_kernels import framework_kernel
 from sp_planner.flags.flash_head_dim import te_kernel_note, te_unfused_note, torchtitan_sdpa_note
 from sp_planner.flags.kernel_choice import kernel_choice_note
 from sp_planner.flags.softmax import softmax_timing_note
@@ -38,7 +38,7 @@ class KernelTiming(NamedTuple):
     @classmethod
     def of_plan_file(cls, pf: PlanFile) -> KernelTiming:
         """As sp-plan timed the plan file's plan: with its framework's kernel (torchtitan's by its
-        release: cost.attention_kernels.TORCHTITAN_KERNEL) and its recorded one (the user's where
+        release: cost.framework_kernels.TORCHTITAN_KERNEL) and its recorded one (the user's where
         attention_kernel_chosen)."""
         stack = pf.framework or "megatron"  # a file naming none was timed as --framework all times plans
         interface = resolve_version(pf.framework_version) if stack == "torchtitan" else None

@@ -1,23 +1,8 @@
-"""Which attention kernel a software stack runs on a GPU, and its efficiency curves.
+"""Which attention kernel a profile's curves measure, and each kernel's efficiency curves on a GPU.
 
 A hardware profile's attention curves measure one kernel (`PROFILE_KERNEL`: FA3 on the Hopper
-profiles, FA2 on Ampere, the NPU fusion kernel on Ascend). Frameworks run other kernels (shared
-reference attention_kernels_and_cp_costs.md, section 2):
-- Megatron-LM (Transformer Engine, attention_backend auto): cuDNN fused attention on Hopper and
-  newer ("Disabling FlashAttention to give FusedAttention preference on Hopper+", TE
-  dot_product_attention/utils.py), FlashAttention-2 on Ampere. TE has preferred it on sm90 since
-  v1.2 (32db392, 2023-12) with NVTE_FUSED_ATTN/NVTE_FLASH_ATTN unset (read at v1.3, v2.2, v2.9);
-  a run that sets NVTE_FUSED_ATTN=0 runs flash-attn instead (FA2 until TE v1.11 added FA3), as the
-  NeMo-Framework-Launcher did by default in tags 24.01-24.07 (validation/corpus/nemo_long_sequence.yaml);
-- MindSpeed: torch_npu.npu_fusion_attention;
-- torchtitan by the release its flags target (TORCHTITAN_KERNEL): v0.2.x runs SDPA under
-  sdpa_kernel([CUDNN, FLASH, MATH], set_priority=True), cuDNN first on every GPU (models/attention.py
-  at v0.2.0-v0.2.2, since 6a3a9da9; d0ed9b42 put FLASH first, cuDNN first on sm100 only), flash where
-  PyTorch's cuDNN SDPA refuses the head dim (flags.flash_head_dim.torchtitan_default_kernel); 0.3.0
-  runs FlexAttention (release/0.3 models/common/config_utils.py), which no published curve measures:
-  SDPA's flash curve (FA2-based, pytorch#142132: 329 TFLOPS on H100) stands in;
-- yunchang: AttnType.FA, the flash-attn 2 package (FA3 only if built from source);
-- DeepSpeed-Ulysses: the wrapped HF kernel, flash_attention_2 by default.
+profiles, FA2 on Ampere, the NPU fusion kernel on Ascend). Frameworks run other kernels by
+default (cost.framework_kernels), whose published curves are read here (kernel_curves).
 Hopper curves are the FlashAttention-3 paper's H100 SXM5 measurements (arXiv 2407.08608, Fig. 5/6:
 B*S = 16K, H*d = 2048, head_dim 128, non-causal, BF16) for FA2, FA3 and cuDNN, all in one setup, so
 their ratios are like for like. They apply to every Hopper profile (H100/H200/H800: same SMs and
@@ -88,18 +73,6 @@ PROFILE_KERNEL: dict[str, str] = {
     "ascend-910b": "npu",
 }
 
-# torchtitan's kernel by config interface (flags.torchtitan.resolve_version's keys; module docstring).
-TORCHTITAN_KERNEL: dict[str, tuple[str, str]] = {"0.3": ("sdpa", "sdpa"), "0.2": ("cudnn", "cudnn")}
-# The kernel each framework runs by default on Hopper and newer / before (module docstring).
-FRAMEWORK_KERNEL: dict[str, tuple[str, str]] = {
-    "megatron": ("cudnn", "fa2"),
-    "mindspeed": ("npu", "npu"),
-    "deepspeed": ("fa2", "fa2"),
-    "yunchang": ("fa2", "fa2"),
-    "torchtitan": TORCHTITAN_KERNEL["0.3"],
-}
-
-
 def measured_attention(hardware: HardwareProfile) -> bool:
     """Whether the profile's attention curves are sp-calibrate's measurement (calibration.attention)."""
     return hardware.calibration is not None and bool(hardware.calibration.attention)
@@ -155,39 +128,13 @@ def causal_ratio(hardware: HardwareProfile, *, backward: bool) -> tuple[CurvePoi
 
 
 def timed_kernel(hardware: HardwareProfile, chosen: str | None) -> str | None:
-    """The kernel whose curves time the plans: `chosen` (default_kernel's or the user's), else the
-    one the profile's own curves measure (PROFILE_KERNEL); None for a profile whose attention
-    sp-calibrate measured or the user edited (own_attention: the user's kernel, unnamed) or a GPU
-    without a named one."""
+    """The kernel whose curves time the plans: `chosen` (cost.framework_kernels.default_kernel's or
+    the user's), else the one the profile's own curves measure (PROFILE_KERNEL); None for a profile
+    whose attention sp-calibrate measured or the user edited (own_attention: the user's kernel,
+    unnamed) or a GPU without a named one."""
     if chosen is not None or own_attention(hardware):
         return chosen
     return PROFILE_KERNEL.get(profile_key(hardware))
-
-
-def framework_kernel(framework: str, hardware: HardwareProfile, interface: str | None = None) -> str:
-    """The kernel `framework` runs by default on this GPU (FRAMEWORK_KERNEL), curve or not;
-    `interface`: torchtitan's, "0.3" (None) or "0.2" (TORCHTITAN_KERNEL)."""
-    if framework not in FRAMEWORK_KERNEL:
-        raise ValueError(f"unknown framework {framework!r}; expected one of {', '.join(FRAMEWORK_KERNEL)}")
-    kernels = FRAMEWORK_KERNEL[framework]
-    if framework == "torchtitan" and interface is not None:
-        if interface not in TORCHTITAN_KERNEL:
-            raise ValueError(f"unknown torchtitan interface {interface!r}; expected one of "
-                             f"{', '.join(TORCHTITAN_KERNEL)}")
-        kernels = TORCHTITAN_KERNEL[interface]
-    hopper_or_newer, older = kernels
-    return hopper_or_newer if profile_key(hardware) in (*HOPPER_PROFILES, *BLACKWELL_PROFILES) else older
-
-
-def default_kernel(framework: str, hardware: HardwareProfile, interface: str | None = None) -> str | None:
-    """The framework's kernel on this GPU where its curve is known; None: the profile's own, and
-    always for a profile whose attention curves are its own (own_attention: sp-calibrate's
-    `calibration.attention` or the user's edit; --attention-kernel still picks a published curve).
-    `interface`: torchtitan's (framework_kernel)."""
-    kernel = framework_kernel(framework, hardware, interface)
-    if own_attention(hardware):
-        return None
-    return kernel if kernel_curves(hardware, kernel) is not None else None
 
 
 # Megatron-LM's core attention before FlashAttention (cost.kernels.unfused_attention_time_s): for

@@ -150,7 +150,7 @@ def _te_flash_replaces_fused(model: ModelSpec, hardware: HardwareProfile) -> boo
 
 def te_default_kernel(model: ModelSpec, hardware: HardwareProfile, kernel: str | None) -> str | None:
     """The kernel that times Megatron's default (no --attention-kernel): `kernel`, its framework
-    default (cost.attention_kernels.default_kernel), or FA2 where TE runs it in place of cuDNN
+    default (cost.framework_kernels.default_kernel), or FA2 where TE runs it in place of cuDNN
     (_te_flash_replaces_fused) and FA2's curve is published for the GPU."""
     if kernel == "cudnn" and _te_flash_replaces_fused(model, hardware) and kernel_curves(hardware, "fa2") is not None:
         return "fa2"

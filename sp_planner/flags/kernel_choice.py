@@ -2,7 +2,7 @@
 what they cannot say.
 
 Without --attention-kernel the flags select no kernel: each framework runs its own
-(cost.attention_kernels FRAMEWORK_KERNEL). With it, the flags select the chosen kernel where the
+(cost.framework_kernels FRAMEWORK_KERNEL). With it, the flags select the chosen kernel where the
 framework has an option for it (FlagRequest.attention_kernel): Megatron-LM's --attention-backend,
 yunchang's attn_type. Elsewhere, and for what the option leaves open, a note says how to make the
 run use it, or that the framework cannot.
@@ -173,7 +173,7 @@ def kernel_choice_note(framework: str, chosen: str | None, runs: str, *, model: 
                        workload: Workload, hardware: HardwareProfile | None = None) -> str | None:
     """A note where the plans are timed with `chosen` (--attention-kernel) and `framework`'s flags
     cannot say all of it: they select no such kernel (its own default, `runs`:
-    cost.attention_kernels.framework_kernel, runs instead) or leave part of it to what is installed.
+    cost.framework_kernels.framework_kernel, runs instead) or leave part of it to what is installed.
     None where the flags run it or none was chosen. `framework` is the one whose flags follow the
     table (megatron for --framework all); `hardware`, the plan's GPU, where known."""
     if chosen is None:

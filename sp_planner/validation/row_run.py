@@ -8,7 +8,8 @@ from __future__ import annotations
 
 
 from sp_planner.catalog import load_hardware, load_model
-from sp_planner.cost.attention_kernels import TRITON_PORT, default_kernel, with_attention_kernel
+from sp_planner.cost.attention_kernels import TRITON_PORT, with_attention_kernel
+from sp_planner.cost.framework_kernels import default_kernel
 from sp_planner.cost.fp8_attention import with_fp8_attention
 from sp_planner.cost.grad_buffer import TORCH_FSDP1_GRAD_SYNC
 from sp_planner.cost.loss_memory import (

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from sp_planner.catalog import load_hardware, load_model
-from sp_planner.cost.attention_kernels import default_kernel, with_attention_kernel
+from sp_planner.cost.attention_kernels import with_attention_kernel
+from sp_planner.cost.framework_kernels import default_kernel
 from sp_planner.cost.runtime import framework_runtime
 from sp_planner.flags import FlagRequest, render_all, render_flags
 from sp_planner.layout import rank_groups

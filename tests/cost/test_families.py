@@ -35,10 +35,10 @@ def _gpu_tables(hardware) -> tuple:
     """Every cost-model lookup keyed by the profile's GPU, read for `hardware`."""
     import numpy as np
 
-    from sp_planner.cost.attention_kernels import (
-        causal_ratio, default_kernel, head_dim_rounding, kernel_curves)
+    from sp_planner.cost.attention_kernels import causal_ratio, head_dim_rounding, kernel_curves
     from sp_planner.cost.collective_sizes import size_factor
     from sp_planner.cost.fp8_attention import fp8_sdpa_chip
+    from sp_planner.cost.framework_kernels import default_kernel
     from sp_planner.cost.gemm_outputs import has_output_table, output_ratio
     from sp_planner.cost.gemm_shapes import contraction_ratio
     from sp_planner.cost.host import host_s_per_op

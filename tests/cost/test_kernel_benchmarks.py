@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from sp_planner.catalog import load_hardware
-from sp_planner.cost.attention_kernels import default_kernel, with_attention_kernel
+from sp_planner.cost.attention_kernels import with_attention_kernel
+from sp_planner.cost.framework_kernels import default_kernel
 from sp_planner.cost.kernel_benchmarks import SDPA_H200_BWD, SDPA_H200_FWD, SDPA_H200_TOKENS, blackwell_curves
 from sp_planner.cost.kernels import curve_efficiency, flash_flops, flash_time_s
 

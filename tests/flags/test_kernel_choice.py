@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from sp_planner.catalog import load_hardware, load_model
-from sp_planner.cost.attention_kernels import ATTENTION_KERNELS, framework_kernel
+from sp_planner.cost.attention_kernels import ATTENTION_KERNELS
+from sp_planner.cost.framework_kernels import framework_kernel
 from sp_planner.flags.kernel_choice import (kernel_choice_note, megatron_backend_flags, mla_flash_note,
                                             yunchang_attn_type, yunchang_fa3_drops)
 from sp_planner.specs.attention import WindowSpec
@@ -123,7 +124,7 @@ def test_no_note_without_a_choice_or_for_the_kernel_the_flags_run(kernel):
     ("yunchang", H100, "fa2"), ("deepspeed", A800, "fa2"), ("mindspeed", H100, "npu"),
 ])
 def test_the_kernel_each_framework_runs(framework, hardware, kernel):
-    # cost.attention_kernels FRAMEWORK_KERNEL by GPU generation, whether or not a curve is published
+    # cost.framework_kernels FRAMEWORK_KERNEL by GPU generation, whether or not a curve is published
     # (MindSpeed's NPU kernel has none on H100, where default_kernel falls back to the profile's).
     assert framework_kernel(framework, hardware) == kernel
 
