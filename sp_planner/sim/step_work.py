@@ -24,10 +24,7 @@ from sp_planner.pipeline import stage_layers
 from sp_planner.cost.kernels import memory_pass_time_s
 from sp_planner.cost.layer_kinds import distinct_kinds
 from sp_planner.cost.fp8_params import weight_cast_s
-from sp_planner.cost.collective_sizes import bus_factor
-from sp_planner.cost.fsdp import grad_reduces_per_step, root_gathers_per_micro_batch, stage_synced
-from sp_planner.cost.params import candidate_stage_layers
-from sp_planner.cost.partial_tp_grads import partial_grad_calls, partial_grad_elem_bytes
+from sp_planner.cost.fsdp import root_gathers_per_micro_batch, stage_synced
 from sp_planner.cost.gathered_transpose import layer_gather_bytes
 from sp_planner.cost.embedding_work import embedding_work
 from sp_planner.cost.gemm_work import gemm_work
@@ -40,15 +37,14 @@ from sp_planner.cost.pipeline_dp import LOSS_BACKWARD_SHARE
 from sp_planner.cost.dtypes import BF16_BYTES
 from sp_planner.cost.overlap import (chunk_gathers_ahead, overlap_compute_slowdown, pp_sends_beside_compute,
                                     slowed_by_overlap)
-from sp_planner.cost.replicated_grads import replicated_sent_bytes
 from sp_planner.cost.runtime import MEGATRON_RUNTIME, Runtime
-from sp_planner.cost.tied_embedding import tied_grad_bytes
 from sp_planner.estimate import CommBytes
 from sp_planner.layout import DP_CP_AXES, DP_SHARD_CP_AXES, groups_over, rank_groups
 from sp_planner.plan import ParallelPlan
 from sp_planner.sim.attention_steps import AttentionSteps, attention_steps, dsa_phases, ulysses_work_s, windowed
 from sp_planner.sim.cluster import Cluster
 from sp_planner.sim.dp_work import dp_calls
+from sp_planner.sim.grad_all_reduces import step_end_all_reduces
 from sp_planner.sim.flows import PhaseResult, run_phase
 from sp_planner.sim.kind_work import NO_MOE, attention_share, kind_layer, kind_models, stage_kinds
 from sp_planner.sim.moe_work import moe_work
@@ -197,22 +193,10 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     step_bytes = [float(np.ravel(v)[0]) for v in _each_stage(first_b, middle_b, last_b, pp)]
     pp_bytes = comm.pp_p2p / (2 * m * plan.vpp) if pp > 1 else 0.0  # one activation or gradient
     pp_send = phase("pp send/recv", groups["pp"], pp_bytes, "chain", "p2p")
-    # The embedding table's gradient all-reduce over each pipeline's two ends (a tied output layer's,
-    # or MTP's copy on the last stage; cost.tied_embedding): each sends 2 (n - 1) / n = 1 x its
-    # buffer in the ring's two rounds.
-    # The gradients of the parameters whole on every TP rank, all-reduced over each TP group at step
-    # end in two calls, the sequence-parallel ones' (SUM) then DSA's indexer's (AVG)
-    # (cost.replicated_grads; each rank sends 2 (n - 1) / n x a buffer in the ring's two rounds).
-    calls = replicated_sent_bytes(model, one, runtime.states, seq_len=workload.seq_len,
-                                  sums_sequence_parallel=runtime.sums_sequence_parallel_grads, sequence_parallel=sp)
-    replicated = sum((phase(name, groups["tp"], float(sent[0]), "ring", "all_reduce", rounds=2)
-                      for name, sent in (("sequence-parallel grad all-reduce (tp)", calls.summed),
-                                         ("indexer grad all-reduce (tp)", calls.averaged)) if float(sent[0]) > 0), 0.0)
-    if runtime.partial_tp_grads and tp > 1:  # torchtitan's per-parameter calls, with it (cost.partial_tp_grads)
-        replicated += _partial_grad_all_reduces(phase, model, one, groups["tp"], m, runtime.overlap.pp_stage_grad_sync)
-    tied_bytes = float(tied_grad_bytes(model, one, runtime.states)[0])
-    tied = phase("embedding grad all-reduce (pipeline ends)", groups["pp"][:, [0, -1]], tied_bytes, "ring",
-                 "all_reduce", rounds=2) if tied_bytes > 0 else 0.0
+    # The gradients whole on every TP rank, then the embedding table's over each pipeline's two ends,
+    # all-reduced at step end (sim.grad_all_reduces).
+    replicated, tied = step_end_all_reduces(phase, model, one, runtime, tp_groups=groups["tp"],
+                                            pp_groups=groups["pp"], micro_batches=m, seq_len=workload.seq_len)
 
     # A pipeline's ZeRO-3 stages synced once a step (torch.distributed.pipelining, cost.fsdp.stage_synced).
     synced = bool(stage_synced(runtime.overlap.pp_stage_grad_sync, pp, plan.zero))
@@ -279,18 +263,6 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         dp_param_gather_s=after_step,
     )
     return work, phases
-
-
-def _partial_grad_all_reduces(phase, model: ModelSpec, one, tp_groups, m: int, pp_stage_grad_sync: bool) -> float:
-    """Seconds a step of FSDP2's per-parameter TP all-reduces of Partial gradients, exposed on the
-    compute stream (cost.partial_tp_grads): one phase per parameter size, times its calls."""
-    share = bus_factor("all_reduce", int(one.tp[0]))
-    elem = float(partial_grad_elem_bytes(one, pp_stage_grad_sync)[0])
-    rounds = float(grad_reduces_per_step(one, m, pp_stage_grad_sync)[0])
-    calls = partial_grad_calls(model, candidate_stage_layers(model, one).first, one.pp)
-    return rounds * sum(float(count[0]) * phase("norm grad all-reduce (tp, per parameter)", tp_groups,
-                                                share * n * elem, "ring", "all_reduce", rounds=2)
-                        for n, count in calls.items())
 
 
 def _ring_steps(att: AttentionSteps, ring_kv_s: float, ring_dkv_s: float,
