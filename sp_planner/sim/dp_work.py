@@ -85,7 +85,7 @@ def dp_calls(phase: Phase, hardware: HardwareProfile, model: ModelSpec, plan: Pa
     tp, ep, etp, zero = plan.tp, plan.ep, plan.etp, plan.zero
     overlap = runtime.overlap
     grad_bytes = runtime.states.grad_bytes
-    # The routed experts shard over `egroups` (edp / dp_replicate ranks under HSDP, sim.step_work);
+    # The routed experts shard over `egroups` (edp / dp_replicate ranks under HSDP, sim.dp_groups);
     # their shards' all-reduce runs over the dense shards' replica groups, the same ranks (cost.fsdp).
     z, edp, rep = zgroups.shape[1], egroups.shape[1], plan.dp_replicate
     own = stage_params(model, tp, plan.pp, ep, etp, stages, stage_moe_counts(model, seq_len, plan, stages))

@@ -39,10 +39,11 @@ from sp_planner.cost.overlap import (chunk_gathers_ahead, overlap_compute_slowdo
                                     slowed_by_overlap)
 from sp_planner.cost.runtime import MEGATRON_RUNTIME, Runtime
 from sp_planner.estimate import CommBytes
-from sp_planner.layout import DP_CP_AXES, DP_SHARD_CP_AXES, groups_over, rank_groups
+from sp_planner.layout import rank_groups
 from sp_planner.plan import ParallelPlan
 from sp_planner.sim.attention_steps import AttentionSteps, attention_steps, dsa_phases, ulysses_work_s, windowed
 from sp_planner.sim.cluster import Cluster
+from sp_planner.sim.dp_groups import expert_shard_groups, shard_and_replicate_groups
 from sp_planner.sim.dp_work import dp_calls
 from sp_planner.sim.grad_all_reduces import step_end_all_reduces
 from sp_planner.sim.flows import PhaseResult, run_phase
@@ -52,26 +53,6 @@ from sp_planner.sim.work import LayerWork, StepWork
 from sp_planner.candidates import Candidates
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
-
-
-def dp_cp_groups(plan: ParallelPlan) -> np.ndarray:
-    """The data-parallel x context-parallel groups (Megatron's dp-cp group), ranks ascending."""
-    return groups_over(plan, DP_CP_AXES)  # (pp*tp, dp*cp)
-
-
-def shard_and_replicate_groups(plan: ParallelPlan) -> tuple[np.ndarray, np.ndarray]:
-    """HSDP's groups (cost.fsdp), as the plan file lists them (layout.HSDP_GROUPS): the shard groups
-    of dp_shard x cp and the replicate groups across them (the dp-cp groups and groups of one rank
-    without replicas)."""
-    return groups_over(plan, DP_SHARD_CP_AXES), groups_over(plan, ("dp_replicate",))
-
-
-def expert_shard_groups(plan: ParallelPlan) -> np.ndarray:
-    """HSDP's expert shard groups (cost.fsdp.expert_shard_size; layout.HSDP_GROUPS edp_shard): runs
-    of edp / dp_replicate consecutive members of each expert-data-parallel group (Megatron's
-    intra-partial expert groups, parallel_state.create_hierarchical_groups level 0). Their
-    replicate groups are shard_and_replicate_groups' (the same ranks, cost.fsdp)."""
-    return groups_over(plan, ("edp_shard",))
 
 
 def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: ParallelPlan,

@@ -59,11 +59,11 @@ def test_the_instances_split_the_expert_data_parallel_groups_as_the_cost_model(p
     # expert RankGenerator with create_hierarchical_groups([edp / R, R]) (lines 378-434): level 0
     # "(l s u) -> (l u) s" with u = 1 takes runs of edp / R members (the experts' shard groups),
     # level 1 with u = edp / R the members edp / R apart (the replicas). Those are
-    # sim.step_work.expert_shard_groups' and, for the replicas, the dense replicate groups.
+    # sim.dp_groups.expert_shard_groups' and, for the replicas, the dense replicate groups.
     import numpy as np
 
     from sp_planner.cost.fsdp import expert_shard_size
-    from sp_planner.sim.step_work import expert_shard_groups, shard_and_replicate_groups
+    from sp_planner.sim.dp_groups import expert_shard_groups, shard_and_replicate_groups
 
     experts = RankGenerator(tp=plan.etp, ep=plan.ep, dp=plan.edp, pp=plan.pp, cp=1, order="tp-cp-ep-dp-pp")
     edp_groups = np.array(experts.get_ranks("dp"))

@@ -215,15 +215,3 @@ def test_hsdp_over_routed_experts_agrees_with_the_analytic_model(zero):
     assert sim.step_time_s == pytest.approx(est.step_time_s, rel=0.001)
     assert sim.dp_exposed_s == pytest.approx(est.time.dp_comm_exposed_s, rel=0.01)
     assert {"edp grad reduce-scatter", "hsdp shard all-reduce"} <= {p.name for p in sim.phases}
-
-
-def test_hsdp_expert_shard_groups_by_hand():
-    from sp_planner.sim.step_work import expert_shard_groups
-
-    # 16 ranks, ep 4: the edp groups are {0, 4, 8, 12}, {1, 5, 9, 13}, ... (layout.EXPERT_GRID_ORDER);
-    # 2 replicas split each into runs of 2 consecutive members (Megatron's intra-partial groups).
-    plan = ParallelPlan(tp=1, dp=16, ep=4, zero=1, dp_replicate=2)
-    shards = expert_shard_groups(plan)
-    assert shards.tolist()[:4] == [[0, 4], [1, 5], [2, 6], [3, 7]]
-    assert [8, 12] in shards.tolist() and [9, 13] in shards.tolist()
-    assert shards.shape == (8, 2)
