@@ -1,7 +1,6 @@
 """The rank groups a simulated step's data-parallel collectives run over, slices of the one layout.
 
-Megatron's dp-cp groups (its gradient buckets' all-reduce or reduce-scatter), HSDP's shard and
-replicate groups (cost.fsdp; layout.HSDP_GROUPS, as the plan file lists them) and its expert shard
+HSDP's shard and replicate groups (cost.fsdp; layout.HSDP_GROUPS, as the plan file lists them) and its expert shard
 groups: each one call of layout.groups_over on the plan's axes, ranks ascending.
 """
 
@@ -9,13 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from sp_planner.layout import DP_CP_AXES, DP_SHARD_CP_AXES, groups_over
+from sp_planner.layout import DP_SHARD_CP_AXES, groups_over
 from sp_planner.plan import ParallelPlan
-
-
-def dp_cp_groups(plan: ParallelPlan) -> np.ndarray:
-    """The data-parallel x context-parallel groups (Megatron's dp-cp group), ranks ascending."""
-    return groups_over(plan, DP_CP_AXES)  # (pp*tp, dp*cp)
 
 
 def shard_and_replicate_groups(plan: ParallelPlan) -> tuple[np.ndarray, np.ndarray]:
