@@ -67,12 +67,14 @@ SwiGLU, bias-dropout-add, gradient-accumulation, router, permute), TP 1:
   QK norm (models with one): +3 forward, +2 backward, in the attention part (cost.qk_norm).
   DeepSeek Sparse Attention (models with one): the indexer's, top-k's and sparse MLA's ops in
     place of the core attention's kernel, in the attention part (cost.dsa_host; DeepSeek-V3.2 at
-    32K, b 1, tp 8: +84 forward, +11 backward).
+    32K, b 1, tp 8: +90 forward, +11 backward).
   TE's unfused attention under GQA: repeat_interleave's copy of K and of V, +2 forward, and
     expand's reduction of their gradients, +2 backward (TransformerEngine d0067d0
     pytorch/attention/dot_product_attention/backends.py lines 540-549; cost.unfused_gqa), in the
-    attention part. (The unfused path's own kernels, baddbmm, softmax and bmm, are not counted
-    apart: its core attention counts as the flash kernel's calls above.)
+    attention part. The unfused path's own ops (get_full_mask's 10, baddbmm, softmax, dropout,
+    bmm, the output copy, and their backward) in place of the flash kernel's calls: +13 forward,
+    +4 backward below 16384 keys, +17 and +7 from there (TE's torch softmax), +1 each way with
+    attention dropout (cost.unfused_host), in the attention part.
   Not counted: the logits and loss (a few ops behind the largest GEMM of the step), the
   optimizer (multi-tensor kernels once per step), recompute of selected modules (full recompute
   re-issues the forward in the backward and is counted).
@@ -188,7 +190,7 @@ def current_scaling_pair_ops(tp, fp8_current):
 def layer_host_ops(model: ModelSpec, *, tp, ep, etp, low_precision, full_recompute,
                    cuda_graphs: frozenset[str] = NO_GRAPHS, ring_ops=(0, 0), fp8_current=False,
                    sequence_parallel: bool = True, regathers_saved_inputs: bool = True, dsa_ops=(0, 0),
-                   gqa_ops=(0, 0)):
+                   gqa_ops=(0, 0), unfused_ops=(0, 0)):
     """(forward, backward) host ops of the model's average layer per micro-batch, per candidate;
     `cuda_graphs`: the scopes the run graphs (cost.cuda_graphs), each layer's graphed parts
     costing one replay per direction instead of their ops; `fp8_current`: FP8 with current
@@ -196,7 +198,8 @@ def layer_host_ops(model: ModelSpec, *, tp, ep, etp, low_precision, full_recompu
     TP's two all-reduces each way, one call each (cost.tp_calls); `regathers_saved_inputs` False
     (TpGathers.regathers_saved_inputs: torchtitan): no backward all-gathers of the saved inputs;
     `dsa_ops`: a DSA layer's (forward, backward) ops beyond the dense count (cost.dsa_host);
-    `gqa_ops`: the unfused attention's K/V expansion's (cost.unfused_gqa.gqa_host_ops)."""
+    `gqa_ops`: the unfused attention's K/V expansion's (cost.unfused_gqa.gqa_host_ops);
+    `unfused_ops`: its own ops beyond the flash kernel's (cost.unfused_host.unfused_host_ops)."""
     low = np.asarray(low_precision, dtype=bool)
     pair = current_scaling_pair_ops(tp, low & np.asarray(fp8_current, dtype=bool))
     zero = np.zeros(np.broadcast(np.asarray(tp), low, np.asarray(ep), np.asarray(etp)).shape)
@@ -216,12 +219,13 @@ def layer_host_ops(model: ModelSpec, *, tp, ep, etp, low_precision, full_recompu
     attn_fwd = ATTENTION_FORWARD_OPS + np.where(low, ATTENTION_FP8_FORWARD_OPS, 0) + tp_fwd / 2 + pair
     attn_bwd = ATTENTION_BACKWARD_OPS + np.where(low, ATTENTION_FP8_BACKWARD_OPS, 0) + tp_bwd / 2 + pair
     # The ring's later steps (ring_host_ops), the QK norm (cost.qk_norm), RoPE (the mean layer's
-    # share of its RoPE layers' launches, cost.rope), DSA (cost.dsa_host) and unfused GQA's K/V
-    # expansion (cost.unfused_gqa), part of the attention a graph of it captures.
+    # share of its RoPE layers' launches, cost.rope), DSA (cost.dsa_host) and the unfused attention
+    # (cost.unfused_host) with its GQA K/V expansion (cost.unfused_gqa), part of the attention a
+    # graph of it captures.
     qk_fwd, qk_bwd = qk_norm_host_ops(model)
     rope_fwd, rope_bwd = rope_host_ops(model)
-    own_fwd = qk_fwd + rope_fwd + dsa_ops[0] + gqa_ops[0]
-    own_bwd = qk_bwd + rope_bwd + dsa_ops[1] + gqa_ops[1]
+    own_fwd = qk_fwd + rope_fwd + dsa_ops[0] + gqa_ops[0] + unfused_ops[0]
+    own_bwd = qk_bwd + rope_bwd + dsa_ops[1] + gqa_ops[1] + unfused_ops[1]
     fwd, bwd = fwd + ring_ops[0] + own_fwd, bwd + ring_ops[1] + own_bwd
     attn_fwd, attn_bwd = attn_fwd + ring_ops[0] + own_fwd, attn_bwd + ring_ops[1] + own_bwd
     attn = ATTN in cuda_graphs

@@ -15,6 +15,7 @@ from sp_planner.cost.ring_impl import RingImpl
 from sp_planner.cost.te_host import layer_te_calls, te_module_extra_s
 from sp_planner.cost.tp_gathers import TpGathers
 from sp_planner.cost.unfused_gqa import gqa_host_ops
+from sp_planner.cost.unfused_host import unfused_host_ops
 from sp_planner.plan import RECOMPUTE_FULL
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -26,19 +27,23 @@ def pacing_host_stalls_s(model: ModelSpec, hardware: HardwareProfile, c: Candida
     """(forward, backward) host stall per micro-batch of the pacing stage's `layers` layers, each
     `layer_s` of GPU time of which `fwd_layer_s` forward (split as the CPU issues it), and its
     ends' GPU work `ends_s` (logits, TP collectives, embedding); the options as cost.step_layers.layer_parts';
-    `seq_len` the workload's, for a DSA layer's top-k blocks (cost.dsa_host)."""
+    `seq_len` the workload's, for a DSA layer's top-k blocks (cost.dsa_host) and the unfused
+    attention's softmax (cost.unfused_host)."""
     full = c.recompute == RECOMPUTE_FULL
     dsa = dsa_host_ops(model, seq_len=seq_len, micro_batch=c.micro_batch, tp=c.tp, ring=c.ring,
                        sequence_parallel=sequence_parallel)
     # Heads a rank attends with after the Ulysses all-to-all, as cost.attention times them.
     kv_heads = kv_heads_for_ulysses(model.num_kv_heads, c.tp, c.ulysses) / c.ulysses
-    gqa = gqa_host_ops(model.num_heads / (c.tp * c.ulysses), kv_heads, unfused=hardware.efficiency.attention_unfused)
+    unfused = hardware.efficiency.attention_unfused
+    gqa = gqa_host_ops(model.num_heads / (c.tp * c.ulysses), kv_heads, unfused=unfused)
+    # TE's unfused attention's own ops over the whole sequence (no context parallelism runs it).
+    own = unfused_host_ops(model, kv_tokens=seq_len, unfused=unfused)
     ops_fwd, ops_bwd = layer_host_ops(model, tp=c.tp, ep=c.ep, etp=c.etp, low_precision=c.precision != BF16,
                                       full_recompute=full, cuda_graphs=cuda_graphs, fp8_current=c.fp8_current,
                                       sequence_parallel=sequence_parallel,
                                       regathers_saved_inputs=tp_gathers.regathers_saved_inputs,
                                       ring_ops=ring_host_ops(ring_impl, ring=c.ring, allgather=c.allgather),
-                                      dsa_ops=dsa, gqa_ops=gqa)
+                                      dsa_ops=dsa, gqa_ops=gqa, unfused_ops=own)
     per_op = host_s_per_op(hardware)
     # TE module calls cost TE's module overhead on top (cost.te_host).
     te_fwd, te_bwd = layer_te_calls(model, full_recompute=full, cuda_graphs=cuda_graphs)

@@ -37,15 +37,21 @@ def test_gpu_work_above_the_host_time_leaves_no_stall():
 
 
 def test_unfused_gqa_adds_its_expansion_ops_where_a_rank_expands():
-    # Llama-3-70B (64 query, 8 KV heads) on TE's unfused attention. At tp 8 a rank holds 8 query
-    # heads and 1 KV head: K and V are copied to 8 heads, 16 + 2 ops forward, 26 + 2 backward:
-    # 10 x (46 x 13.48 - 300) us - 500 us shared 18 : 28.
+    # Llama-3-70B (64 query, 8 KV heads) on TE's unfused attention at 8K keys: its own ops beyond
+    # the flash kernel's, +13 forward and +4 backward (cost.unfused_host), and at tp 8, where a rank
+    # holds 8 query heads and 1 KV head, K and V copied to 8 heads, +2 and +2: 16 + 15 ops forward,
+    # 26 + 6 backward: 10 x (63 x 13.48 - 300) us - 500 us shared 31 : 32.
     unfused = with_attention_kernel(load_hardware("h100-sxm"), UNFUSED)
     fwd, bwd = _stalls(unfused, ParallelPlan(tp=8, dp=1))
-    total = 10 * (46 * 13.48e-6 - 300e-6) - 0.5e-3
-    assert fwd == pytest.approx(total * 18 / 46, rel=1e-12)
-    assert bwd == pytest.approx(total * 28 / 46, rel=1e-12)
+    total = 10 * (63 * 13.48e-6 - 300e-6) - 0.5e-3
+    assert fwd == pytest.approx(total * 31 / 63, rel=1e-12)
+    assert bwd == pytest.approx(total * 32 / 63, rel=1e-12)
     # At tp 8 x ulysses 8 the 8 query heads spread one a rank and the KV head is replicated to each
-    # (cost.attention_comm.kv_heads_for_ulysses): no expansion, the flash kernel's count.
+    # (cost.attention_comm.kv_heads_for_ulysses): no expansion, the unfused path's own ops only,
+    # 16 + 13 forward, 26 + 4 backward, against the flash kernel's 16 and 26.
     flash = _stalls(load_hardware("h100-sxm"), ParallelPlan(tp=8, ulysses=8, dp=1))
-    assert _stalls(unfused, ParallelPlan(tp=8, ulysses=8, dp=1)) == flash
+    assert flash == pytest.approx(((10 * (42 * 13.48e-6 - 300e-6) - 0.5e-3) * 16 / 42,
+                                   (10 * (42 * 13.48e-6 - 300e-6) - 0.5e-3) * 26 / 42), rel=1e-12)
+    total = 10 * (59 * 13.48e-6 - 300e-6) - 0.5e-3
+    assert _stalls(unfused, ParallelPlan(tp=8, ulysses=8, dp=1)) == pytest.approx(
+        (total * 29 / 59, total * 30 / 59), rel=1e-12)
