@@ -19,6 +19,14 @@ Forward, DSAIndexer.forward_before_topk (lines 1248-1322), under no_grad:
   1984-1993) and the latent key's (lines 1835-1856): 4; backward the latent key gradient's
   reduce-scatter and index_select's backward (a zeroed gradient and index_add_): 3. The reorder
   index's build (_build_kv_reorder_idx, a few small ops once a forward) is not counted.
+Row bounds, DSAttention.forward (lines 1901-1917 and 2088-2096), causal, unpacked:
+dsa_masking.py build_dsattention_forward_mask (lines 430-522) builds the rows' key bounds,
+torch.zeros(sq), torch.arange(1, sq + 1) and its clamp (3); build_fused_indexer_varlen_bounds
+(lines 525-560) through normalize_varlen_bounds (lines 148-176: the int64 .to's are no-ops) the key
+positions' arange, then the two bounds' .to(int32) (3): 6. Under context parallelism the query
+positions come first: no position_ids reach the attention (transformer_layer.py lines 669-680), so
+dsa_layout.py get_cp_positions_from_layout (lines 180-221) builds the zigzag positions (two aranges
+and their cat) and the keys' arange: 4 more (zeros_like, + 1 and clamp in place of the 3).
 Top-k, ops/tilelang_dsa.py fused_qk_topk_lighting (lines 215-289), per sequence of the micro-batch:
 weights[:, bi].float() (1; q[:, bi] and k[:, bi].contiguous() copy only at b > 1: 2 more); per block
 of INDEXER_BLOCK_QUERIES local queries: ops/indexer.py lighting_indexer_indices runs the tilelang
@@ -42,7 +50,7 @@ Sparse MLA, ops/tilelang_dsa.py fused_sparse_mla_absorbed and ops/sparse_mla.py 
 These replace the dense core attention's kernel (cost.host: 1 forward; 3 backward, the dot(dO, O)
 pre-pass, the kernel and the dQ conversion); its layout copy stays (the absorbed output's einsum
 and .contiguous(), line 173). Without the indexer loss the indexer has no backward. Not counted:
-the row bounds and masks (dsa_masking, a few small ops a forward), the trained indexer's loss path
+the trained indexer's loss path
 (DSASpec.indexer_loss sparse: its fused top-k with the streaming KL and the indexer backward), and
 the main attention's unfused RoPE under DSA (cost.rope: its launches stay the fused count).
 """
@@ -64,6 +72,8 @@ INDEXER_FORWARD_OPS = (INDEXER_GEMMS + INDEXER_ROPE_CALLS * (ROPE_CALL_OPS + IND
                        + INDEXER_ELEMENTWISE_OPS)
 INDEXER_TP_GATHERS = 2  # x and qr, under sequence parallelism
 CP_FORWARD_OPS, CP_BACKWARD_OPS = 4, 3
+# The rows' key bounds, each forward (module docstring); under CP the zigzag query positions first.
+ROW_BOUNDS_OPS, CP_POSITION_OPS = 3 + 3, 4
 TOPK_SEQUENCE_OPS, TOPK_SEQUENCE_COPIES = 1, 2  # weights' .float(); q's and k's copies at b > 1
 TOPK_BLOCK_OPS = 10
 SPARSE_MLA_FORWARD_OPS, SPARSE_MLA_BACKWARD_OPS = 8, 14
@@ -76,7 +86,7 @@ CORE_ATTENTION_FORWARD_KERNELS, CORE_ATTENTION_BACKWARD_OPS = 1, 3
 def dsa_host_ops(model: ModelSpec, *, seq_len: int, micro_batch, tp, ring, sequence_parallel: bool = True):
     """(forward, backward) host ops a DSA layer adds to the dense layer's count per micro-batch
     (module docstring), per candidate; (0, 0) without DSA. DeepSeek-V3.2 at 32K, b 1, tp 8, no
-    CP: 34 + 2 + (1 + 4 x 10) + 8 - 1 = 84 forward, 14 - 3 = 11 backward."""
+    CP: 34 + 2 + 6 + (1 + 4 x 10) + 8 - 1 = 90 forward, 14 - 3 = 11 backward."""
     b = np.asarray(micro_batch, dtype=np.float64)
     zero = np.zeros(np.broadcast(b, np.asarray(tp), np.asarray(ring)).shape)
     if model.dsa is None:
@@ -90,7 +100,7 @@ def dsa_host_ops(model: ModelSpec, *, seq_len: int, micro_batch, tp, ring, seque
     sparse_fwd = SPARSE_MLA_FORWARD_OPS + np.where(multi, SPARSE_MLA_FORWARD_COPIES, 0) + pad
     sparse_bwd = SPARSE_MLA_BACKWARD_OPS + np.where(multi, SPARSE_MLA_BACKWARD_COPIES, 0)
     cp = r > 1
-    fwd = (INDEXER_FORWARD_OPS + gathers + topk + sparse_fwd - CORE_ATTENTION_FORWARD_KERNELS
-           + np.where(cp, CP_FORWARD_OPS, 0))
+    fwd = (INDEXER_FORWARD_OPS + gathers + ROW_BOUNDS_OPS + topk + sparse_fwd - CORE_ATTENTION_FORWARD_KERNELS
+           + np.where(cp, CP_FORWARD_OPS + CP_POSITION_OPS, 0))
     bwd = sparse_bwd - CORE_ATTENTION_BACKWARD_OPS + np.where(cp, CP_BACKWARD_OPS, 0)
     return fwd + zero, bwd + zero
