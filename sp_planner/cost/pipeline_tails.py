@@ -133,6 +133,10 @@ def stage_tails_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[S
     # (register_grad_ready, Megatron-LM d98e8a6): its queue starts that late, and the embedding's
     # backward after its first layer's (Edges.bwd_tail_s) hides it longer. One layer: a lower
     # bound where the first bucket spans more. Later stages hold one bucket: unhideable whole.
+    # Negative where the embedding's backward outlasts a layer's (a large vocabulary on a thin
+    # layer): the queue runs beside it to the stage's compute end, a window longer than the
+    # layers' by the difference, as the simulator runs it (sim.layer_program.stage_backward);
+    # not clipped (tests/cost/test_pipeline_tails.py, Stop 66).
     lead0 = np.where(chunks == 1, bwd_s[0] - row_edges.bwd_tail_s, 0.0)
     start, tails, busy = [], [], []
     for i, s in enumerate(by_stage):
