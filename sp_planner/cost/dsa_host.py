@@ -49,10 +49,10 @@ Sparse MLA, ops/tilelang_dsa.py fused_sparse_mla_absorbed and ops/sparse_mla.py 
   buckets (256, 64), so none of the padding copies run.
 These replace the dense core attention's kernel (cost.host: 1 forward; 3 backward, the dot(dO, O)
 pre-pass, the kernel and the dQ conversion); its layout copy stays (the absorbed output's einsum
-and .contiguous(), line 173). Without the indexer loss the indexer has no backward. Not counted:
-the trained indexer's loss path
-(DSASpec.indexer_loss sparse: its fused top-k with the streaming KL and the indexer backward), and
-the main attention's unfused RoPE under DSA (cost.rope: its launches stay the fused count).
+and .contiguous(), line 173). Without the indexer loss the indexer has no backward. Not counted
+here: the trained indexer's loss path (DSASpec.indexer_loss sparse: cost.dsa_loss_host counts it on
+top). Not counted: the main attention's unfused RoPE under DSA (cost.rope: its launches stay the
+fused count).
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ from __future__ import annotations
 from sp_planner.candidates import Candidates
 from sp_planner.cost.attention_comm import kv_heads_for_ulysses
 from sp_planner.cost.dsa_host import dsa_host_ops
+from sp_planner.cost.dsa_loss_host import indexer_loss_host_ops
 from sp_planner.cost.host import (OPS_AFTER_SYNC, exposed_host_parts_s, host_s_per_op, host_syncs_per_layer,
                                   layer_host_ops, ring_host_ops)
 from sp_planner.cost.moe import moe_layer_fraction
@@ -27,11 +28,14 @@ def pacing_host_stalls_s(model: ModelSpec, hardware: HardwareProfile, c: Candida
     """(forward, backward) host stall per micro-batch of the pacing stage's `layers` layers, each
     `layer_s` of GPU time of which `fwd_layer_s` forward (split as the CPU issues it), and its
     ends' GPU work `ends_s` (logits, TP collectives, embedding); the options as cost.step_layers.layer_parts';
-    `seq_len` the workload's, for a DSA layer's top-k blocks (cost.dsa_host) and the unfused
+    `seq_len` the workload's, for a DSA layer's top-k blocks (cost.dsa_host, cost.dsa_loss_host) and the unfused
     attention's softmax (cost.unfused_host)."""
     full = c.recompute == RECOMPUTE_FULL
     dsa = dsa_host_ops(model, seq_len=seq_len, micro_batch=c.micro_batch, tp=c.tp, ring=c.ring,
                        sequence_parallel=sequence_parallel)
+    # The trained indexer's loss path on top (cost.dsa_loss_host; none without the loss).
+    loss = indexer_loss_host_ops(model, seq_len=seq_len, micro_batch=c.micro_batch, tp=c.tp, ring=c.ring)
+    dsa = (dsa[0] + loss[0], dsa[1] + loss[1])
     # Heads a rank attends with after the Ulysses all-to-all, as cost.attention times them.
     kv_heads = kv_heads_for_ulysses(model.num_kv_heads, c.tp, c.ulysses) / c.ulysses
     unfused = hardware.efficiency.attention_unfused
