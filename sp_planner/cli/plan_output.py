@@ -20,11 +20,10 @@ from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.flags import FRAMEWORKS, FlagChoices, FlagRequest, render_flags, render_launch
 from sp_planner.flags import torchtitan
 from sp_planner.flags.launch import Launcher
-from sp_planner.flags.own_recipe import own_recipe_flags, with_own_recipe_note
 from sp_planner.planfile import write_plan_file
 from sp_planner.present.advice import FitSuggestion
 from sp_planner.present.summary import build_summary, estimate_row
-from sp_planner.present.expressible import EXPRESSIBLE_COLUMN, MAX_SCANNED, best_expert_parallel, best_expressible
+from sp_planner.present.expressible import EXPRESSIBLE_COLUMN, MAX_SCANNED, best_expert_parallel, framework_flags
 from sp_planner.present.breakdown import comm_table, memory_table, prune_table, time_table
 from sp_planner.present.fit import fitted_tables, print_heading
 from sp_planner.present.table import ranked_tables
@@ -234,24 +233,18 @@ def print_flags(answer: Answer, console: Console) -> None:
         names = ()
     for name in names:
         # Each framework's flags with its own FP8 recipe where none was given, as the plan file names it
-        # (flags.own_recipe): under --framework all, torchtitan's tensorwise for the delayed scaling
-        # that ranked the plans, which its flags refuse; with a note saying so.
-        rendered, recipe = own_recipe_flags(name, request)
-        heading = f"{name} flags for plan 1"
-        if not rendered.supported:
-            console.print(f"{name} cannot express plan 1: {rendered.reason}", markup=False, highlight=False)
-            # Renders flags down the ranking, a second or more at a large world: a bar on a terminal.
-            with delayed_progress(f"looking for a plan {name} can express"):
-                fallback = best_expressible(answer.result, name, model=q.model, workload=q.workload,
-                                            num_nodes=q.num_nodes, gpus_per_node=q.gpus_per_node,
-                                            choices=answer.flag_choices, fp8_recipe=recipe)
-            if fallback is None:
-                console.print(f"No plan that fits can be expressed in {name}.", markup=False, highlight=False)
-                continue
-            rank, est, rendered = fallback
-            rendered = with_own_recipe_note(rendered, name, recipe, request.plan.fp8_recipe)
+        # (flags.own_recipe); where they cannot express plan 1, the best plan's they can (a bar on a terminal).
+        with delayed_progress(f"looking for a plan {name} can express"):
+            found = framework_flags(name, request, answer.result)
+        if found.refusal is not None:
+            console.print(f"{name} cannot express plan 1: {found.refusal}", markup=False, highlight=False)
+        if found.flags is None:
+            console.print(f"No plan that fits can be expressed in {name}.", markup=False, highlight=False)
+            continue
+        rendered, est, heading = found.flags, found.estimate, f"{name} flags for plan 1"
+        if est is not None:
             slower = est.step_time_s / answer.result.ranked[0].step_time_s - 1
-            heading = f"{name} flags for plan {rank} ({plan_name(est.plan)}; {slower:.1%} slower than plan 1)"
+            heading = f"{name} flags for plan {found.rank} ({plan_name(est.plan)}; {slower:.1%} slower than plan 1)"
         print_heading(console, heading)
         # Plain, unwrapped text so that it can be pasted as it is.
         console.print(rendered.text, markup=False, highlight=False, soft_wrap=True)

@@ -3,7 +3,8 @@
 (cli.option_checks.resolve_fp8_recipe). --framework all ranks FP8 plans with Megatron's delayed
 scaling, which torchtitan's flags refuse (torchao float8 has none), so torchtitan's are asked with
 its tensorwise, with a note saying so. One rule for the flags sp-plan prints for plan 1, the
-framework a plan file names (cli.plan_file_out), the report's flags and summary.json's.
+framework a plan file names (cli.plan_file_out), the report's flags and summary.json's, and each
+plan a framework's flags are looked for down the ranking (present.expressible).
 """
 
 from __future__ import annotations

@@ -13,9 +13,11 @@ from itertools import islice
 import numpy as np
 
 from sp_planner.estimate import PlanEstimate, SearchResult, plan_of_row
-from sp_planner.flags import FlagChoices, FrameworkFlags, render_flags
-from sp_planner.plan import Fp8Recipe, ParallelPlan
+from sp_planner.flags import FlagChoices, FlagRequest, FrameworkFlags, render_flags
+from sp_planner.flags.own_recipe import own_recipe_flags
+from sp_planner.plan import ParallelPlan
 from sp_planner.search import HEAD_ROWS, Progress
+from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
 from sp_planner.units import plural
@@ -33,12 +35,12 @@ MAX_EXPERT_PARALLEL_TRIED = 100
 
 def _expressible(
     result: SearchResult, framework: str, *, model: ModelSpec, workload: Workload, num_nodes: int,
-    gpus_per_node: int, choices: FlagChoices, fp8_recipe: Fp8Recipe | None = None,
+    gpus_per_node: int, choices: FlagChoices,
 ) -> Iterator[tuple[int, PlanEstimate, FrameworkFlags]]:
     """(rank from 1, estimate, flags rendered with `choices`) of each fitting plan `framework` can
     express, in the order of `result.head` (fitting plans first, fastest first); stops at the first
-    plan that does not fit. `fp8_recipe`: the recipe the flags are asked with for a per-tensor FP8
-    plan (the framework's own, where --framework all ranked with another), else the plan's."""
+    plan that does not fit. Each plan's flags are asked with the framework's own FP8 recipe where
+    none was given (flags.own_recipe.own_recipe_flags, with its note), as plan 1's are."""
     head = result.head(MAX_SCANNED)
     # The flags read the plan alone: each row's plan columns are read, and a row's whole estimate
     # (PlanEstimate.from_row, a millisecond) only where the framework expresses it.
@@ -47,10 +49,8 @@ def _expressible(
         if not fits:
             return
         plan = plan_of_row(dict(zip(names, values)))
-        if fp8_recipe is not None and plan.precision == "fp8":
-            plan = plan.model_copy(update={"fp8_recipe": fp8_recipe})
-        flags = render_flags(framework, choices.request(plan, model=model, workload=workload, num_nodes=num_nodes,
-                                                        gpus_per_node=gpus_per_node))
+        flags = own_recipe_flags(framework, choices.request(plan, model=model, workload=workload, num_nodes=num_nodes,
+                                                            gpus_per_node=gpus_per_node)).flags
         if flags.supported:
             _, whole = next(head.iloc[rank - 1:rank].iterrows())  # the row as iterrows gives it
             yield rank, PlanEstimate.from_row(whole), flags
@@ -65,12 +65,36 @@ def best_expressible(
     num_nodes: int,
     gpus_per_node: int,
     choices: FlagChoices = FlagChoices(),
-    fp8_recipe: Fp8Recipe | None = None,
 ) -> tuple[int, PlanEstimate, FrameworkFlags] | None:
-    """(rank from 1, estimate, flags) of the best fitting plan `framework` can express, or None;
-    `fp8_recipe` as _expressible's."""
+    """(rank from 1, estimate, flags) of the best fitting plan `framework` can express, or None."""
     return next(_expressible(result, framework, model=model, workload=workload, num_nodes=num_nodes,
-                             gpus_per_node=gpus_per_node, choices=choices, fp8_recipe=fp8_recipe), None)
+                             gpus_per_node=gpus_per_node, choices=choices), None)
+
+
+class ExpressedFlags(FrozenModel):
+    """A framework's flags for a plan or, where they cannot express it, for the best fitting plan of
+    the search that they can (framework_flags): what sp-plan prints and the report shows."""
+
+    flags: FrameworkFlags | None  # supported flags; None where no fitting plan can be expressed
+    refusal: str | None = None  # why the flags cannot express the plan asked; None where they can
+    rank: int | None = None  # the search's rank of the plan `flags` are for, where it is not the one asked
+    estimate: PlanEstimate | None = None  # that plan's estimate
+
+
+def framework_flags(name: str, request: FlagRequest, result: SearchResult) -> ExpressedFlags:
+    """`name`'s flags for the request's plan, asked with its own FP8 recipe where none was given
+    (flags.own_recipe); where they cannot express it, those of the best fitting plan of `result`
+    they can (best_expressible, renders down the ranking: a second or more at a large world)."""
+    flags = own_recipe_flags(name, request).flags
+    if flags.supported:
+        return ExpressedFlags(flags=flags)
+    found = best_expressible(result, name, model=request.model, workload=request.workload,
+                             num_nodes=request.num_nodes, gpus_per_node=request.gpus_per_node,
+                             choices=request.choices)
+    if found is None:
+        return ExpressedFlags(flags=None, refusal=flags.reason)
+    rank, estimate, expressed = found
+    return ExpressedFlags(flags=expressed, refusal=flags.reason, rank=rank, estimate=estimate)
 
 
 def expressible_plans(

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from sp_planner.estimate import PlanEstimate, SearchResult, plan_of_row
 from sp_planner.flags import FRAMEWORKS, FlagRequest
-from sp_planner.flags.own_recipe import own_recipe_flags, with_own_recipe_note
-from sp_planner.present.expressible import best_expressible
+from sp_planner.present.expressible import framework_flags
 from sp_planner.present.labels import FULL_SQUARE_MFU, peak_name, plan_name
 from sp_planner.present.why import why_this_plan
 from sp_planner.report.html import Raw, join, section, tag
@@ -104,19 +103,16 @@ def _flags(request: FlagRequest, framework: str, result: SearchResult) -> Raw:
     names = FRAMEWORKS if framework == "all" else (framework,)
     parts: list[object] = []
     for name in names:
-        flags, recipe = own_recipe_flags(name, request)
+        found = framework_flags(name, request, result)
         parts.append(tag("h3", f"{name} flags"))
-        if not flags.supported:
-            fallback = best_expressible(result, name, model=request.model, workload=request.workload,
-                                        num_nodes=request.num_nodes, gpus_per_node=request.gpus_per_node,
-                                        choices=request.choices, fp8_recipe=recipe)
-            parts.append(tag("p", f"{name} cannot express this plan: {flags.reason}.", class_="warn"))
-            if fallback is None:
-                parts.append(tag("p", f"No plan that fits can be expressed in {name}."))
-                continue
-            rank, est, flags = fallback
-            flags = with_own_recipe_note(flags, name, recipe, request.plan.fp8_recipe)
-            parts.append(tag("p", f"The best plan {name} can express is plan {rank} of the search, "
+        if found.refusal is not None:
+            parts.append(tag("p", f"{name} cannot express this plan: {found.refusal}.", class_="warn"))
+        if found.flags is None:
+            parts.append(tag("p", f"No plan that fits can be expressed in {name}."))
+            continue
+        flags, est = found.flags, found.estimate
+        if est is not None:
+            parts.append(tag("p", f"The best plan {name} can express is plan {found.rank} of the search, "
                                   f"{plan_name(est.plan)}, at {format_seconds(est.step_time_s)} per step:"))
         parts.append(tag("pre", flags.text))
         if flags.notes:

@@ -105,18 +105,19 @@ def test_the_look_for_a_plan_a_framework_can_express_shows_the_bar(run_main, mon
     """--framework all renders flags down the ranking for each framework that cannot express plan 1:
     over a second each at 1,024 GPUs, with no bar until this was wrapped."""
     from sp_planner.cli import plan_cmd, plan_output
+    from sp_planner.present import expressible
     from tests.cli.conftest import README_QUESTION
 
     open_bars, recording = _bar_recorder()
     looked_under: list[tuple[str, str | None]] = []
-    real_best = plan_output.best_expressible
+    real_best = expressible.best_expressible
 
     def best(result, name, **kwargs):
         looked_under.append((name, open_bars[-1] if open_bars else None))
         return real_best(result, name, **kwargs)
 
     monkeypatch.setattr(plan_output, "delayed_progress", recording)
-    monkeypatch.setattr(plan_output, "best_expressible", best)
+    monkeypatch.setattr(expressible, "best_expressible", best)
     assert run_main(plan_cmd, *README_QUESTION, "--framework", "all").exit_code == 0
     # Plan 1 is ulysses 8 x ring 2: DeepSpeed has no ring axis.
     assert "deepspeed" in dict(looked_under)
