@@ -3,6 +3,8 @@ terminal tables, the why-this-plan text, the report and its figures."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sp_planner.estimate import CommBytes, MemoryBreakdown, TimeBreakdown
 from sp_planner.layout import GRID_ORDER
 from sp_planner.plan import ParallelPlan
@@ -118,6 +120,26 @@ def plan_name(plan: ParallelPlan, *, compact: bool = False) -> str:
                if plan.cpu_offload_layers else "") + (", Adam moments in bf16" if plan.adam_moments_bf16 else "")
     return (f"{degrees}, ZeRO-{plan.zero}, {RECOMPUTE_LONG[plan.recompute]}, "
             f"micro batch {plan.micro_batch}{extras}")
+
+
+def pinned_vpp_group(plan: ParallelPlan) -> int | None:
+    """The interleaved schedule's micro-batch group sp-plan --vpp-group pinned (ParallelPlan.vpp_group
+    of a search row), shown beside the plan's virtual stages; None where none was (the group priced
+    then goes unshown: JSON and CSV hold it)."""
+    return plan.vpp_group if plan.vpp > 1 else None
+
+
+def pp_cell(plan: ParallelPlan) -> str:
+    """The ranked table's pp: pp 16 with 4 virtual stages per rank (interleaved 1F1B) reads '16v4',
+    and '16v4g32' with a pinned micro-batch group of 32."""
+    group = f"g{pinned}" if (pinned := pinned_vpp_group(plan)) is not None else ""
+    return f"{plan.pp}v{plan.vpp}{group}" if plan.vpp > 1 else str(plan.pp)
+
+
+def pp_group_legend(plans: Sequence[ParallelPlan]) -> str | None:
+    """What a pinned group in the pp cells means, by the first of `plans` that has one; None if none does."""
+    plan = next((p for p in plans if pinned_vpp_group(p) is not None), None)
+    return None if plan is None else f"pp {pp_cell(plan)}: micro-batch groups of {plan.vpp_group} (--vpp-group)"
 
 
 def reason_key(reason: object) -> str:

@@ -15,7 +15,7 @@ from rich.text import Text
 from sp_planner.estimate import PlanEstimate
 from sp_planner.plan import ParallelPlan
 from sp_planner.present.fit import CONTINUED, greedy_groups, longest_word
-from sp_planner.present.labels import FULL_SQUARE_MEGATRON, FULL_SQUARE_MFU
+from sp_planner.present.labels import FULL_SQUARE_MEGATRON, FULL_SQUARE_MFU, pp_cell, pp_group_legend
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.units import GIB, format_seconds, format_tflops
 
@@ -74,8 +74,7 @@ def plan_columns(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, w
 
     columns = [
         column("tp", lambda e: str(e.plan.tp)),
-        # pp 16 with 4 virtual stages per rank (interleaved 1F1B) reads "16v4".
-        column("pp", lambda e: f"{e.plan.pp}v{e.plan.vpp}" if e.plan.vpp > 1 else str(e.plan.pp)),
+        column("pp", lambda e: pp_cell(e.plan), pp_group_legend([e.plan for e in ranked])),
         column("dp", lambda e: str(e.plan.dp)),
         column("ulysses", lambda e: str(e.plan.ulysses)),
         column("ring", lambda e: ring_cell(e.plan), odd),

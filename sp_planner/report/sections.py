@@ -13,7 +13,8 @@ from sp_planner.present.table import MODEL_MFU_LEGEND, model_mfu_cell, zero_cell
 from sp_planner.report import plots, plots_space
 from sp_planner.report.assumptions import CONVENTIONS, profile_rows
 from sp_planner.report.html import Raw, facts, figure, join, section, table, tag
-from sp_planner.present.labels import COMM_LABELS, FULL_SQUARE_MEGATRON, FULL_SQUARE_MFU, plan_name, reason_key
+from sp_planner.present.labels import (COMM_LABELS, FULL_SQUARE_MEGATRON, FULL_SQUARE_MFU, pinned_vpp_group, plan_name,
+                                       reason_key)
 from sp_planner.report.runs import RunRecord, compare_runs
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -67,8 +68,11 @@ def top_plans_section(shown: Sequence[PlanEstimate], *, chosen: PlanEstimate, ha
     # The MoE and offload columns only where a shown plan uses them (a dense search's table stays as it was).
     moe = any(est.plan.ep > 1 or est.plan.etp > 1 for est in shown)
     offload = any(est.plan.cpu_offload_layers for est in shown)
+    # sp-plan --vpp-group's micro-batch group where a shown plan pins one (the one priced is in plans.csv).
+    grouped = any(pinned_vpp_group(est.plan) is not None for est in shown)
     headers = ["#", "tp", "ulysses", "ring", "dp", "pp", *(["ep", "etp"] if moe else []), "ZeRO", "recompute",
-               "micro batch", "ring layout", "ring K/V", "virtual stages", "first/last stage layers",
+               "micro batch", "ring layout", "ring K/V", "virtual stages", *(["micro-batch group"] if grouped else []),
+               "first/last stage layers",
                *(["offloaded layers"] if offload else []), "precision", "step time", "tokens/s",
                "full-square TFLOPS/GPU", FULL_SQUARE_MFU, "hardware MFU", "peak memory", "network bytes/step", "fits"]
     # sp-plan --simulate K re-ranks the first K plans by the event simulator's step time.
@@ -83,6 +87,7 @@ def top_plans_section(shown: Sequence[PlanEstimate], *, chosen: PlanEstimate, ha
         row = [i, p.tp, p.ulysses, p.ring, p.dp, p.pp, *([p.ep, p.etp] if moe else []), zero_cell(p), p.recompute,
                p.micro_batch, p.ring_layout if p.ring > 1 else "-", RING_KV_CELLS[p.cp_comm] if p.ring > 1 else "-",
                p.vpp if p.pp > 1 else "-",
+               *([pinned_vpp_group(p) or "-"] if grouped else []),
                f"{p.first_stage_layers}/{p.last_stage_layers}" if p.first_stage_layers is not None else "-",
                *([p.cpu_offload_layers] if offload else []), p.precision, format_seconds(est.step_time_s),
                f"{est.tokens_per_s:,.0f}", format_tflops(est.model_tflops_per_gpu), model_mfu_cell(est),

@@ -94,3 +94,23 @@ def test_a_plan_file_with_a_pinned_group_round_trips(sp_plan, run_main, tmp_path
     assert timeline["analytic_step_time_s"] == doc["estimate"]["step_time_s"]
     # The simulator runs Megatron's order in groups of 6 (tests/sim/test_micro_batch_group_agreement.py).
     assert timeline["step_time_s"] == pytest.approx(doc["estimate"]["step_time_s"], rel=0.003)
+
+
+def test_the_ranked_table_shows_a_pinned_group_in_the_pp_cell(sp_plan):
+    # JSON, CSV and the flags carried --vpp-group 6, the table read 4v2 as for Megatron's default 4.
+    args = [*QUESTION, "--pp", "4", "--vpp", "2", "--framework", "megatron"]
+
+    def rows_and_legend(stdout: str) -> tuple[list[str], list[str]]:
+        lines = stdout.splitlines()
+        rule = next(i for i, line in enumerate(lines) if set(line.strip()) == {"─"})
+        rows = lines[rule + 1:rule + 11]
+        assert max(len(line) for line in lines[rule - 1:rule + 12]) <= 80  # header, rows, first legend
+        return [row.split()[2] for row in rows], lines[rule + 11:rule + 13]
+
+    pinned = sp_plan(*args, "--vpp-group", "6")
+    assert pinned.exit_code == 0, pinned.stderr
+    cells, legend = rows_and_legend(pinned.stdout)
+    assert cells == ["4v2g6"] * 10
+    assert legend[0].rstrip() == "pp 4v2g6: micro-batch groups of 6 (--vpp-group)"
+    cells, legend = rows_and_legend(sp_plan(*args).stdout)
+    assert cells == ["4v2"] * 10 and not legend[0].startswith("pp ")

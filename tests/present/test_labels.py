@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 from sp_planner.plan import ParallelPlan
-from sp_planner.present.labels import breaks_hard_rule, peak_name, plan_name, reason_key
+from sp_planner.present.labels import (breaks_hard_rule, peak_name, pinned_vpp_group, plan_name, pp_cell,
+                                       pp_group_legend, reason_key)
 
 
 def test_plan_label_names_every_choice_and_only_a_non_default_ring_layout():
@@ -51,3 +52,16 @@ def test_fp8_plans_name_the_bf16_peak_their_share_is_of():
     assert peak_name(ParallelPlan(dp=8)) == "peak"
     assert peak_name(ParallelPlan(dp=8, precision="fp8")) == "the BF16 peak"
     assert peak_name(ParallelPlan(dp=8, precision="mxfp8")) == "the BF16 peak"
+
+
+def test_the_pp_cell_shows_a_pinned_micro_batch_group_only():
+    # sp-plan --vpp-group 6 on pp 4 x vpp 2 (tests/cli/test_plan_vpp_group.py): a search row holds the
+    # group pinned; unpinned it holds none (the group priced, 4, goes to JSON and CSV, not the table).
+    interleaved = ParallelPlan(dp=2, pp=4, tp=1, vpp=2)
+    pinned = interleaved.model_copy(update={"vpp_group": 6})
+    assert [pp_cell(p) for p in (ParallelPlan(dp=8, pp=1, tp=1), interleaved, pinned)] == ["1", "4v2", "4v2g6"]
+    assert (pinned_vpp_group(interleaved), pinned_vpp_group(pinned)) == (None, 6)
+    assert pp_group_legend([interleaved]) is None
+    # Told by the first shown plan that pins one, as the ring and ZeRO legends are.
+    eight = ParallelPlan(dp=1, pp=8, tp=1, vpp=4, vpp_group=12)
+    assert pp_group_legend([interleaved, eight, pinned]) == "pp 8v4g12: micro-batch groups of 12 (--vpp-group)"

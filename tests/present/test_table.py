@@ -101,6 +101,26 @@ def test_the_legend_names_only_the_suffixes_shown():
         "ring 8ag: all-gather CP; ZeRO 3r4: 4 HSDP replicas")
 
 
+def test_a_pinned_micro_batch_group_rides_in_the_pp_cell_within_80_columns():
+    # sp-plan --vpp-group 6 (pp 4 x vpp 2, m 12): JSON, CSV and the flags named the group, the table
+    # did not; the cell reads 4v2g6 and the legend says what g6 is. Unpinned, the table is as it was.
+    plans = [ParallelPlan(tp=1, pp=4, vpp=2, dp=2, ring=2, vpp_group=6), ParallelPlan(tp=1, pp=4, vpp=2, dp=1, ring=4)]
+
+    def rendered(ranked):
+        console = Console(file=io.StringIO(), width=80, color_system=None)
+        for table in ranked_tables(ranked, A800, wide=False, title="Ranked plans (best first)", console=console):
+            console.print(table)
+        return console.file.getvalue().splitlines()
+
+    pinned = rendered([_estimate(plans[0], 1.48), _estimate(plans[1].model_copy(update={"vpp_group": 6}), 1.49)])
+    assert max(map(len, pinned)) <= 80
+    assert [line.split()[:3] for line in pinned[3:5]] == [["1", "1", "4v2g6"], ["2", "1", "4v2g6"]]
+    assert pinned[5:] == ["pp 4v2g6: micro-batch groups of 6 (--vpp-group)".ljust(len(pinned[1]))]
+    unpinned = rendered([_estimate(plans[0].model_copy(update={"vpp_group": None}), 1.48), _estimate(plans[1], 1.49)])
+    assert [line.split()[:3] for line in unpinned[3:5]] == [["1", "1", "4v2"], ["2", "1", "4v2"]]
+    assert len(unpinned) == 5 and "--vpp-group" not in "\n".join(unpinned)
+
+
 def test_the_outcome_table_keeps_its_title_and_legend_on_whole_lines():
     # A MoE search with mixed precision at 80 columns: the degrees take the first table and '#' and
     # '% peak' a 13-column outcome table, whose title and FP8 legend Rich folded to that width

@@ -85,6 +85,27 @@ def test_the_top_plans_table_says_how_the_ring_moves_kv_and_how_zero_keeps_param
     assert "<th>ep</th>" in html and "<th>etp</th>" in html and "<th>offloaded layers</th>" in html
 
 
+def test_the_top_plans_table_shows_a_pinned_micro_batch_group(question):
+    # sp-plan --vpp-group 6 (a search row holds the group pinned): a column of its own after the
+    # virtual stages; unpinned (the group priced, in plans.csv) no column, the table as it was.
+    from sp_planner.report.sections import top_plans_section
+
+    best = question.result.ranked[0]
+    interleaved = best.plan.model_copy(update={"pp": 4, "vpp": 2})  # a row of the table, not a plan to run
+    pinned = best.model_copy(update={"plan": interleaved.model_copy(update={"vpp_group": 6})})
+    plain = best.model_copy(update={"plan": best.plan.model_copy(update={"micro_batch": 2})})
+    html = str(top_plans_section([pinned, plain], chosen=pinned, hardware=question.hardware))
+    headers = re.findall(r"<th>([^<]*)</th>", html)
+    at = headers.index("micro-batch group")
+    assert headers[at - 1] == "virtual stages"
+    cells = [re.findall(r"<td[^>]*>([^<]*)</td>", row) for row in re.findall(r"<tr[^>]*>(.*?)</tr>", html)[1:]]
+    assert [row[at - 1:at + 1] for row in cells] == [["2", "6"], ["-" if best.plan.pp == 1 else str(best.plan.vpp),
+                                                                  "-"]]
+    unpinned = pinned.model_copy(update={"plan": interleaved})
+    assert "micro-batch group" not in str(top_plans_section([unpinned, plain], chosen=unpinned,
+                                                              hardware=question.hardware))
+
+
 def test_the_question_names_the_gemm_precision_the_plans_run(question):
     # An FP8 plan's report said "bf16 mixed precision" (Workload.precision is always bf16): the
     # question names the precisions the ranked plans run their GEMMs in.
