@@ -15,6 +15,7 @@ import yaml
 
 from sp_planner.destination import write_text
 from sp_planner.errors import UserInputError
+from sp_planner.missing_file import missing_file_hint
 
 T = TypeVar("T", bound=pydantic.BaseModel)
 
@@ -164,7 +165,7 @@ def read_structured(path: Path, *, what: str) -> object:
         # a parser ignore it); every other byte decodes as UTF-8.
         text = raw.decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n")  # universal newlines
     except FileNotFoundError:
-        raise UserInputError(f"{what} file {path} does not exist") from None
+        raise UserInputError(f"{what} file {path} does not exist{missing_file_hint(path)}") from None
     except IsADirectoryError:
         raise UserInputError(f"{what} file {path} is a folder; give the path of the file itself") from None
     except UnicodeDecodeError as err:
@@ -175,8 +176,8 @@ def read_structured(path: Path, *, what: str) -> object:
     except OSError as err:
         raise UserInputError(f"cannot read {what} file {path}: {err}") from None
     try:
-        if path.suffix.lower() == ".json":
-            return json.loads(text, object_pairs_hook=_refuse_duplicate_pairs)
+        if path.suffix.lower() == ".json":  # empty: None, as YAML reads it (json said "Expecting value")
+            return None if not text.strip() else json.loads(text, object_pairs_hook=_refuse_duplicate_pairs)
         return yaml.load(text, Loader=_StrictSafeLoader)  # noqa: S506 - a SafeLoader subclass
     except (ValueError, RecursionError, yaml.YAMLError) as err:  # ValueError: JSON errors, 4300+ digit numbers
         detail = " ".join(str(err).split())

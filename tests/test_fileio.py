@@ -200,7 +200,7 @@ def test_a_table_page_or_image_given_for_a_json_or_yaml_file_is_named_as_what_it
 
 
 def test_a_missing_csv_or_a_folder_named_like_one_is_said_to_be_that(tmp_path):
-    with pytest.raises(UserInputError, match=r"plans.csv does not exist$"):
+    with pytest.raises(UserInputError, match=r"plans.csv does not exist; check the path$"):
         read_structured(tmp_path / "plans.csv", what="plan")
     (tmp_path / "runs.csv").mkdir()
     with pytest.raises(UserInputError, match=r"runs.csv is a folder; give the path of the file itself$"):
@@ -227,3 +227,22 @@ def test_text_in_another_encoding_is_named_with_the_fix(tmp_path, data, said):
     with pytest.raises(UserInputError) as err:
         read_structured(path, what="plan")
     assert str(err.value) == f"plan file {path} {said}; save it as UTF-8"
+
+
+def test_a_missing_file_says_how_to_mend_the_path(tmp_path):
+    # Was "plan file .../pinned.jsn does not exist": the file beside it went unsaid.
+    (tmp_path / "pinned.json").write_text("{}")
+    with pytest.raises(UserInputError) as err:
+        read_structured(tmp_path / "pinned.jsn", what="plan")
+    assert str(err.value) == f"plan file {tmp_path}/pinned.jsn does not exist; did you mean {tmp_path}/pinned.json?"
+
+
+def test_an_empty_json_file_reads_as_nothing_as_an_empty_yaml_file_does(tmp_path):
+    # Was "is malformed: Expecting value: line 1 column 1 (char 0)"; the readers say "got nothing
+    # (an empty file or null)" for None.
+    for name in ("empty.json", "empty.yaml"):
+        (tmp_path / name).write_text(" \n")
+        assert read_structured(tmp_path / name, what="plan") is None
+    with pytest.raises(UserInputError, match="must hold a mapping, got nothing"):
+        validate_as(_Bounded, read_structured(tmp_path / "empty.json", what="run result"), what="run result",
+                    path=tmp_path / "empty.json")
