@@ -8,7 +8,14 @@ from pathlib import Path
 
 import yaml
 
-from sp_planner.catalog.names import find, looks_like_path, lookup_table, normalise, unknown_name_error
+from sp_planner.catalog.names import (
+    builtin_named_by_missing_path,
+    find,
+    looks_like_path,
+    lookup_table,
+    normalise,
+    unknown_name_error,
+)
 from sp_planner.errors import UserInputError
 from sp_planner.fileio import read_structured, validate_as
 from sp_planner.specs.hardware import HardwareProfile
@@ -92,6 +99,10 @@ def load_hardware(name_or_path: str) -> HardwareProfile:
             raise unknown_name_error(
                 name_or_path, _table(), what="hardware", listed_in=_LISTED_IN, hint=_HINT
             )
+    builtin = builtin_named_by_missing_path(name_or_path, _table())
+    if builtin is not None:
+        raise UserInputError(f"{_WHAT} file {name_or_path} does not exist; for the built-in profile give its "
+                             f"name alone: {builtin}")
     return read_hardware_file(Path(name_or_path))
 
 

@@ -9,7 +9,15 @@ from importlib import resources
 from pathlib import Path
 
 from sp_planner.catalog.hf_config import HF_REPO, load_hf_config
-from sp_planner.catalog.names import FILE_SUFFIXES, find, looks_like_path, lookup_table, unknown_name_error
+from sp_planner.catalog.hf_fields import WHAT
+from sp_planner.catalog.names import (
+    FILE_SUFFIXES,
+    builtin_named_by_missing_path,
+    find,
+    looks_like_path,
+    lookup_table,
+    unknown_name_error,
+)
 from sp_planner.errors import UserInputError
 from sp_planner.specs.model import ModelSpec
 
@@ -55,6 +63,10 @@ def load_model(name_or_path: str) -> ModelSpec:
     hub_error = hub_repo_error(name_or_path)
     if hub_error is not None:
         raise hub_error
+    builtin = builtin_named_by_missing_path(name_or_path, _table())
+    if builtin is not None:
+        raise UserInputError(f"{WHAT} file {name_or_path} does not exist; for the built-in model give its "
+                             f"name alone: {builtin}")
     return load_hf_config(Path(name_or_path))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -60,3 +61,13 @@ def unknown_name_error(
     suggestion = f" Did you mean {close[0]}{others}?" if close else ""
     count = len(set(table.values()))
     return UserInputError(f"unknown {what} {query!r}.{suggestion} {listed_in} lists all {count}; {hint}")
+
+
+def builtin_named_by_missing_path(arg: str, table: Mapping[str, str]) -> str | None:
+    """The built-in name that `arg`, a path to nothing (a800.yaml, ./llama3-8b), spells in its last
+    part without a data-file suffix: a built-in given as a file; None where it spells none or exists."""
+    if os.path.lexists(arg):  # lexists: False, not an error, for a name too long
+        return None
+    name = Path(arg).name
+    suffix = Path(name).suffix.lower()
+    return find(name[:-len(suffix)] if suffix in FILE_SUFFIXES else name, table)

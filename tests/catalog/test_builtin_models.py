@@ -84,11 +84,14 @@ def test_a_hub_repository_id_says_nothing_is_downloaded_and_what_to_give(tmp_pat
 
 def test_a_local_folder_named_like_a_hub_repository_is_read(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(UserInputError, match=r"^model config file nope does not exist$"):
+    here = f"; check the path (a relative path starts at the current folder, {tmp_path})"
+    with pytest.raises(UserInputError) as info:
         load_model("./nope")  # a path, which no repository id begins with
+    assert str(info.value) == f"model config file nope does not exist{here}"
     (tmp_path / "Qwen" / "Qwen3-8B").mkdir(parents=True)
-    with pytest.raises(UserInputError, match=r"^model config file Qwen/Qwen3-8B/config.json does not exist$"):
+    with pytest.raises(UserInputError) as info:
         load_model("Qwen/Qwen3-8B")
+    assert str(info.value) == f"model config file Qwen/Qwen3-8B/config.json does not exist{here}"
 
 
 # Published totals, checked against ModelSpec.num_params within 1%.
@@ -230,3 +233,12 @@ def test_deepseek_v3_mla_projections_by_hand():
     kv = h * 576 + 512 + 512 * 128 * 256
     assert spec.attention_params_per_layer == q + kv + 128 * 128 * h
     assert spec.num_moe_layers == 58 and spec.moe.first_dense_layers == 3
+
+
+def test_a_builtin_given_as_a_config_file_is_named(tmp_path, monkeypatch):
+    # Was "model config file llama3-8b.json does not exist", with no word of the built-in Llama-3-8B.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserInputError) as info:
+        load_model("llama3-8b.json")
+    assert str(info.value) == ("model config file llama3-8b.json does not exist; for the built-in model give its "
+                               "name alone: Llama-3-8B")

@@ -305,6 +305,15 @@ def test_missing_user_profile(tmp_path):
         load_hardware(str(tmp_path / "cluster.yaml"))
 
 
+def test_a_builtin_given_as_a_profile_file_is_named(tmp_path, monkeypatch):
+    # Was "hardware profile file a800.yaml does not exist", with no word of the built-in A800.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserInputError) as info:
+        load_hardware("a800.yaml")
+    assert str(info.value) == ("hardware profile file a800.yaml does not exist; for the built-in profile give its "
+                               "name alone: A800")
+
+
 @pytest.mark.parametrize("name", EXPECTED_NAMES)
 def test_builtins_are_their_own_gpu(name):
     # Their own name is the cost model's key (cost.families.profile_key); a base_profile would also

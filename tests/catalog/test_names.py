@@ -3,6 +3,7 @@
 import pytest
 
 from sp_planner.catalog.names import (
+    builtin_named_by_missing_path,
     close_names,
     find,
     looks_like_path,
@@ -88,3 +89,19 @@ def test_close_names_stop_at_the_limit_and_fold_aliases_into_their_names():
     # difflib ranks a tie by the greater key; h20 (4/9) is below the 0.6 cutoff.
     assert close_names("h100sx", table) == ["H100-SXM", "H800", "H200"]
     assert close_names("h100sx", table, limit=1) == ["H100-SXM"]
+
+
+@pytest.mark.parametrize(("arg", "builtin"), [
+    ("a800.yaml", "A800"), ("./h100-sxm.yml", "H100-SXM"), ("configs/llama3-8b.json", "Llama-3-8B"),
+    ("./Llama-3-8B", "Llama-3-8B"), ("cluster.yaml", None), ("a800.csv", None),
+])
+def test_a_builtin_given_as_a_missing_path_is_found_by_its_last_part(tmp_path, monkeypatch, arg, builtin):
+    monkeypatch.chdir(tmp_path)
+    table = lookup_table(["A800", "H100-SXM", "Llama-3-8B"], {})
+    assert builtin_named_by_missing_path(arg, table) == builtin
+
+
+def test_a_path_that_exists_is_not_taken_for_a_builtin(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a800.yaml").write_text("")
+    assert builtin_named_by_missing_path("a800.yaml", lookup_table(["A800"], {})) is None
