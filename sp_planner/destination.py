@@ -13,6 +13,7 @@ and the error names it, so a result that took minutes is never lost.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import tempfile
@@ -107,7 +108,11 @@ def _probe_folder(folder: Path, label: str) -> None:
     try:
         fd, probe = tempfile.mkstemp(prefix=".sp-planner-probe-", dir=folder)
     except OSError as err:
-        raise UserInputError(f"{label}: cannot write in folder {folder}: {err.strerror or err}") from None
+        # ENOENT for a folder that exists: one that takes no new files (/proc, /sys), whose
+        # "No such file or directory" read as if the folder were missing.
+        why = "it takes no new files" if err.errno == errno.ENOENT else (err.strerror or str(err))
+        raise UserInputError(f"{label}: cannot write in folder {folder} ({why}); give a folder you can "
+                             "write in") from None
     os.close(fd)
     os.unlink(probe)
 

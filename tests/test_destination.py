@@ -104,7 +104,7 @@ def test_dash_is_refused_not_written_as_a_file(tmp_path, monkeypatch):
     ("folder", "--out {p} is a folder"),
     ("under_file", "--out {p}: {tmp}/file is not a folder"),
     ("missing_parent", "--out {p}: folder {tmp}/nope does not exist; create it first"),
-    ("proc", "--out {p}: cannot write in folder /proc"),
+    ("proc", "--out {p}: cannot write in folder /proc (it takes no new files); give a folder you can write in"),
 ])
 def test_unusable_file_destinations_are_refused_in_one_line(tmp_path, where, message):
     (tmp_path / "file").write_text("x")
