@@ -102,7 +102,7 @@ def check_pins(
     if broken:
         rule = broken[0]
         raise UserInputError(f"the pinned plan breaks the {rule.rule} rule: {rule.message}"
-                             + _seq_len_fix(rule.rule, partial, workload.seq_len))
+                             + _rule_fix(rule.rule, partial, model, workload))
 
 
 def check_vpp_group(vpp_group: int | None, vpp: int | None, pp: int | None) -> None:
@@ -120,11 +120,27 @@ def check_vpp_group(vpp_group: int | None, vpp: int | None, pp: int | None) -> N
                              f"[pp, m] (schedules.py); use --vpp-group {pp} or more, or drop --vpp-group")
 
 
-def _seq_len_fix(rule: str, plan: ParallelPlan, seq_len: int) -> str:
-    """How to mend the seq_len rule: the nearest lengths the pinned split divides (or nothing for
-    another rule)."""
-    if rule != "seq_len":
-        return ""
+def _rule_fix(rule: str, plan: ParallelPlan, model: ModelSpec, workload: Workload) -> str:
+    """How to mend a rule the pins break, where its message names no fix: the nearest lengths or
+    global batches the pins divide, the count the pinned degree must divide ('' for another rule)."""
+    if rule == "seq_len":
+        return _seq_len_fix(plan, workload.seq_len)
+    if rule == "batch":
+        unit = plan.dp * plan.micro_batch
+        below, above = workload.global_batch // unit * unit, -(-workload.global_batch // unit) * unit
+        batches = f"{below} or {above}" if below else f"{above}"
+        smaller = "--micro-batch" if plan.micro_batch > 1 else "--dp"
+        return (f"; use --global-batch {batches} (a multiple of dp {plan.dp} x micro_batch {plan.micro_batch}), "
+                f"or a smaller {smaller}")
+    if rule == "heads":
+        return f"; pin tp x ulysses to a divisor of {model.num_heads}"
+    if rule == "experts" and model.moe is not None:
+        return f"; pin --ep to a divisor of {model.moe.num_experts}"
+    return ""
+
+
+def _seq_len_fix(plan: ParallelPlan, seq_len: int) -> str:
+    """How to mend the seq_len rule: the nearest lengths the pinned split divides."""
     divisor = plan.seq_len_divisor()
     below, above = seq_len // divisor * divisor, -(-seq_len // divisor) * divisor
     lengths = f"--seq-len {below} or {above}" if below else f"--seq-len {above}"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from sp_planner.cli.pin_checks import _check_expert_grid, check_fsdp_pins, gpus_left_to, with_derived_dp
+from sp_planner.catalog import load_model
+from sp_planner.cli.pin_checks import _check_expert_grid, check_fsdp_pins, check_pins, gpus_left_to, with_derived_dp
 from sp_planner.errors import UserInputError
+from sp_planner.specs.workload import Workload
 
 PINS = {"tp": 2, "pp": None, "dp": None, "ulysses": 4, "ring": None}
 
@@ -38,3 +40,30 @@ def test_expert_grid_that_divides_no_stage_is_refused_before_any_search():
         _check_expert_grid({"ep": 8, "etp": 3}, None, 16)
     with pytest.raises(UserInputError, match=r"ep\*etp = 8\*1 does not divide the 4 GPUs of a pipeline stage \(pp 2\)"):
         _check_expert_grid({"ep": 8}, 2, 8)
+
+
+def _pinned(model: str, global_batch: int, micro_batch: int | None = None, experts: dict | None = None, **pins) -> str:
+    """The message check_pins refuses these pins on 16 GPUs with."""
+    degrees = {axis: pins.get(axis) for axis in ("tp", "pp", "dp", "ulysses", "ring")}
+    with pytest.raises(UserInputError) as err:
+        check_pins(degrees, micro_batch, load_model(model), Workload(seq_len=32768, global_batch=global_batch),
+                   experts, world_size=16)
+    return str(err.value)
+
+
+@pytest.mark.parametrize("model, global_batch, micro_batch, experts, pins, fix", [
+    # 20 % (8 x 1): the multiples of 8 around 20 (was the rule's message alone, no fix).
+    ("llama3-8b", 20, None, None, {"dp": 8}, "; use --global-batch 16 or 24 (a multiple of dp 8 x micro_batch 1), "
+                                             "or a smaller --dp"),
+    ("llama3-8b", 4, 3, None, {}, "; use --global-batch 3 or 6 (a multiple of dp 1 x micro_batch 3), or a smaller "
+                                  "--micro-batch"),
+    ("llama3-8b", 1, None, None, {"dp": 16}, "; use --global-batch 16 (a multiple of dp 16 x micro_batch 1), or a "
+                                             "smaller --dp"),
+    ("qwen2.5-7b", 16, None, None, {"tp": 8}, "num_heads 28 is not divisible by tp*ulysses = 8*1; pin tp x ulysses "
+                                              "to a divisor of 28"),
+    ("mixtral-8x7b", 16, None, {"ep": 16}, {}, "num_experts 8 is not divisible by ep 16 (Megatron: num_experts % EP "
+                                               "== 0); pin --ep to a divisor of 8"),
+])
+def test_a_broken_rule_says_how_to_mend_the_pins(model, global_batch, micro_batch, experts, pins, fix):
+    message = _pinned(model, global_batch, micro_batch, experts, **pins)
+    assert message.startswith("the pinned plan breaks the ") and message.endswith(fix), message
