@@ -49,6 +49,8 @@ def find_row(corpus: Corpus, row_id: str) -> CorpusRow:
     # Ids are lower case; matched as model and hardware names are, whatever the case typed, and
     # without the spaces a pasted id brings (" a" was said to be no row, its nearest "a").
     wanted = row_id.strip().lower()
+    if not wanted:  # `--row "$ID"` with ID unset: said as "--row : no such row"
+        raise UserInputError("--row is empty; give a row id (`sp-validate` lists every row id)")
     row = next((r for r in corpus.rows if r.id == row_id), None) or next(
         (r for r in corpus.rows if r.id.lower() == wanted), None)
     if row is None:
