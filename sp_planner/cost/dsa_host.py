@@ -47,6 +47,13 @@ Sparse MLA, ops/tilelang_dsa.py fused_sparse_mla_absorbed and ops/sparse_mla.py 
   sparse_mla_bwd's zeroed fp32 dKV, kernel and postprocess (3), _zero_invalid_heads on dQ (2): 14;
   at b > 1 grad_output.contiguous(): 1. The sequence and top-k are multiples of the kernels'
   buckets (256, 64), so none of the padding copies run.
+The V up-projection weight, DSAttention.forward (line 1665): up_v_weight.to(query's device and
+dtype).contiguous() runs once a forward. The weight is absorbed_mla.py _get_kv_up_weights' slice
+(lines 694-705) kv_up_weight[:, qk_head_dim:, :] of the (heads/tp, qk_head_dim + v_head_dim,
+kv_lora_rank) view of linear_kv_up_proj.weight: not contiguous with more than one head on the rank,
+so .contiguous() copies it (aten::clone, one copy_ kernel; the .to is a no-op on the bf16 weight),
+and at one head a view (no op). Its backward (CloneBackward0) passes the gradient on, no kernel.
+The K half (line 573) goes to its einsum strided, a bmm with no copy.
 These replace the dense core attention's kernel (cost.host: 1 forward; 3 backward, the dot(dO, O)
 pre-pass, the kernel and the dQ conversion); its layout copy stays (the absorbed output's einsum
 and .contiguous(), line 173). Without the indexer loss the indexer has no backward. Not counted
@@ -78,6 +85,7 @@ TOPK_SEQUENCE_OPS, TOPK_SEQUENCE_COPIES = 1, 2  # weights' .float(); q's and k's
 TOPK_BLOCK_OPS = 10
 SPARSE_MLA_FORWARD_OPS, SPARSE_MLA_BACKWARD_OPS = 8, 14
 SPARSE_MLA_FORWARD_COPIES, SPARSE_MLA_BACKWARD_COPIES = 3, 1  # at b > 1
+UP_V_WEIGHT_COPY_OPS = 1  # the V up-projection weight's .contiguous() at > 1 head a rank (line 1665)
 SPARSE_MLA_MIN_HEADS = 16  # the kernel's head tile; fewer heads on a rank are padded (1 op)
 # The dense core attention's kernel calls DSA replaces (cost.host).
 CORE_ATTENTION_FORWARD_KERNELS, CORE_ATTENTION_BACKWARD_OPS = 1, 3
@@ -86,7 +94,8 @@ CORE_ATTENTION_FORWARD_KERNELS, CORE_ATTENTION_BACKWARD_OPS = 1, 3
 def dsa_host_ops(model: ModelSpec, *, seq_len: int, micro_batch, tp, ring, sequence_parallel: bool = True):
     """(forward, backward) host ops a DSA layer adds to the dense layer's count per micro-batch
     (module docstring), per candidate; (0, 0) without DSA. DeepSeek-V3.2 at 32K, b 1, tp 8, no
-    CP: 34 + 2 + 6 + (1 + 4 x 10) + 8 - 1 = 90 forward, 14 - 3 = 11 backward."""
+    CP: 34 + 2 + 6 + (1 + 4 x 10) + 8 + 1 (the V up-projection weight's copy) - 1 = 91 forward,
+    14 - 3 = 11 backward."""
     b = np.asarray(micro_batch, dtype=np.float64)
     zero = np.zeros(np.broadcast(b, np.asarray(tp), np.asarray(ring)).shape)
     if model.dsa is None:
@@ -96,8 +105,10 @@ def dsa_host_ops(model: ModelSpec, *, seq_len: int, micro_batch, tp, ring, seque
     blocks = np.ceil(seq_len / r / INDEXER_BLOCK_QUERIES)
     gathers = np.where((np.asarray(tp) > 1) & sequence_parallel, INDEXER_TP_GATHERS, 0)
     topk = b * (TOPK_SEQUENCE_OPS + np.where(multi, TOPK_SEQUENCE_COPIES, 0) + blocks * TOPK_BLOCK_OPS)
-    pad = np.where(model.num_heads / np.asarray(tp) < SPARSE_MLA_MIN_HEADS, 1, 0)
-    sparse_fwd = SPARSE_MLA_FORWARD_OPS + np.where(multi, SPARSE_MLA_FORWARD_COPIES, 0) + pad
+    heads = model.num_heads / np.asarray(tp)
+    pad = np.where(heads < SPARSE_MLA_MIN_HEADS, 1, 0)
+    up_v = np.where(heads > 1, UP_V_WEIGHT_COPY_OPS, 0)
+    sparse_fwd = SPARSE_MLA_FORWARD_OPS + np.where(multi, SPARSE_MLA_FORWARD_COPIES, 0) + pad + up_v
     sparse_bwd = SPARSE_MLA_BACKWARD_OPS + np.where(multi, SPARSE_MLA_BACKWARD_COPIES, 0)
     cp = r > 1
     fwd = (INDEXER_FORWARD_OPS + gathers + ROW_BOUNDS_OPS + topk + sparse_fwd - CORE_ATTENTION_FORWARD_KERNELS

@@ -19,6 +19,9 @@ Forward, per rank with q = b x s / cp local queries (ulysses is refused: plan ru
   layer passes no value, so line 1863's does not run), and backward index_select's gradient, an
   index_add into a zeroed gathered key gradient (PyTorch index_select_backward), each timed as
   cost.dsa_elementwise's indexer-key reorder (latent_reorder_bytes);
+- the V up-projection weight's copy (line 1665, cost.dsa_host): heads / tp x v_head_dim x
+  kv_lora_rank bf16 read and written once a forward where a rank holds more than one head (a view
+  at one), a memory-bound pass (2 MiB each way a layer for DeepSeek-V3.2 at tp 8);
 - sparse MLA forward over heads / tp at tilelang's published rate (cost.dsa.SPARSE_MLA_FLOPS_PER_S),
   less the chip's sustained share as every benchmark rate (cost.kernels.sustained_fraction).
 Backward: Megatron's SparseMLA saves no output nor lse and runs the forward kernel again, then the
@@ -75,6 +78,7 @@ class DSATimes(NamedTuple):
     elementwise_bwd_s: np.ndarray  # their backward, zeros without the indexer's loss
     latent_reorder_fwd_s: np.ndarray  # the gathered latent key's index_select over CP, zeros at cp 1
     latent_reorder_bwd_s: np.ndarray  # its backward (zeroed gradient, index_add), zeros at cp 1
+    up_v_copy_s: np.ndarray  # the V up-projection weight's .contiguous() copy, zeros at one head a rank
     sparse_fwd_s: np.ndarray
     sparse_bwd_s: np.ndarray  # the forward kernel again, the delta pass and the backward kernel
     indexer_tp_gather_s: np.ndarray  # x and qr gathered over TP (sequence parallelism)
@@ -86,7 +90,7 @@ class DSATimes(NamedTuple):
         zero = np.zeros(np.shape(self.sparse_fwd_s))
         return AttentionTimes(
             fwd_compute_s=(self.indexer_projection_s + self.indexer_score_s + self.topk_s + self.elementwise_fwd_s
-                           + self.latent_reorder_fwd_s + self.sparse_fwd_s + self.loss.fwd_s),
+                           + self.latent_reorder_fwd_s + self.up_v_copy_s + self.sparse_fwd_s + self.loss.fwd_s),
             bwd_compute_s=self.sparse_bwd_s + self.elementwise_bwd_s + self.latent_reorder_bwd_s + self.loss.bwd_s,
             fwd_ring_exposed_s=self.indexer_tp_gather_s + self.cp_gather_s,
             bwd_ring_exposed_s=self.cp_scatter_s + self.loss.cp_scatter_s,
@@ -117,6 +121,16 @@ def latent_reorder_bytes(model: ModelSpec, *, seq_len: int, batch, ring) -> tupl
     keys = np.where(r > 1, np.asarray(batch, dtype=np.float64) * seq_len, 0.0)  # gathered whole over CP
     latent = latent_key_elems_per_token(model)
     return (keys * (PASS_BYTES_PER_ELEM * latent + REORDER_INDEX_BYTES), keys * REORDER_BWD_BYTES_PER_ELEM * latent)
+
+
+def up_v_copy_bytes(model: ModelSpec, *, tp) -> np.ndarray:
+    """HBM bytes of the V up-projection weight's copy on one rank per layer forward (module
+    docstring): read and written, (heads / tp) x v_head_dim x kv_lora_rank bf16 each way where a rank
+    holds more than one head; DeepSeek-V3.2 at tp 8: 2 x 16 x 128 x 512 x 2 = 4 MiB."""
+    assert model.mla is not None
+    heads = model.num_heads / np.asarray(tp, dtype=np.float64)
+    weight = heads * model.mla.v_head_dim * model.mla.kv_lora_rank * BF16_BYTES
+    return np.where(heads > 1, 2 * weight, 0.0)
 
 
 class DSACommBytes(NamedTuple):
@@ -184,7 +198,8 @@ def dsa_times(hardware: HardwareProfile, model: ModelSpec, *, seq_len: int, batc
     return DSATimes(
         indexer_projection_s=projection, indexer_score_s=score, topk_s=topk, elementwise_fwd_s=elementwise_fwd,
         elementwise_bwd_s=elementwise_bwd, latent_reorder_fwd_s=memory_pass_time_s(hardware, reorder_fwd),
-        latent_reorder_bwd_s=memory_pass_time_s(hardware, reorder_bwd), sparse_fwd_s=sparse_fwd,
+        latent_reorder_bwd_s=memory_pass_time_s(hardware, reorder_bwd),
+        up_v_copy_s=memory_pass_time_s(hardware, up_v_copy_bytes(model, tp=tp)), sparse_fwd_s=sparse_fwd,
         sparse_bwd_s=sparse_fwd + delta + sparse_bwd, indexer_tp_gather_s=tp_gather, cp_gather_s=gather,
         cp_scatter_s=over_cp("reduce_scatter", sent.cp_scatter), loss=loss,
     )

@@ -88,19 +88,21 @@ def plan_name(plan: ParallelPlan, *, compact: bool = False) -> str:
     all-gather CP, HSDP and ZeRO-3 without reshard only when chosen (defaults stay unnamed).
 
     Prose: 'tp 2 x ulysses 4 x ring 2 x dp 2 x pp 1, ZeRO-1, selective recompute, micro batch 1'.
-    Compact (figure axes, tables): 'tp2 u4 r2 dp2 pp1 | z1 sel-rc mb1'.
+    Compact (figure axes, tables): 'tp2 u4 r2 dp2 pp1 | z1 sel-rc mb1'. A pinned --vpp-group 6 at
+    vpp 2: ', 2 virtual stages per rank in micro-batch groups of 6' and ' v2g6' (as pp_cell).
     """
     contiguous = plan.ring > 1 and plan.ring_layout == "contiguous"
     gather = plan.ring > 1 and plan.allgather
     # Expert degrees only when the plan splits experts (MoE): 'ep 8 x etp 1' after the dense grid.
     expert_axes = EXPERT_AXES if (plan.ep > 1 or plan.etp > 1) else ()
     uneven = plan.first_stage_layers is not None
+    group = pinned_vpp_group(plan)  # --vpp-group, as the ranked table's pp cell shows it
     if compact:
         degrees = " ".join(f"{SHORT_AXIS.get(axis, axis)}{getattr(plan, axis)}" for axis in (*NAME_ORDER, *expert_axes))
         extras = (" contig" if contiguous else "") + (" ag" if gather else "")
         extras += (f" rep{plan.dp_replicate}" if plan.dp_replicate > 1 else "")
         extras += "" if plan.reshard_after_forward else " keep"
-        extras += (f" v{plan.vpp}" if plan.vpp > 1 else "") + (
+        extras += (f" v{plan.vpp}" if plan.vpp > 1 else "") + (f"g{group}" if group is not None else "") + (
             f" {plan.first_stage_layers}/{plan.last_stage_layers}" if uneven else "") + (
             f" {plan.precision}" if plan.precision != "bf16" else "") + (" cs" if plan.fp8_current else "") + (
             " bw" if plan.fp8_blockwise else "")
@@ -112,6 +114,7 @@ def plan_name(plan: ParallelPlan, *, compact: bool = False) -> str:
     extras += (f", HSDP {plan.dp_replicate} replicas" if plan.dp_replicate > 1 else "")
     extras += "" if plan.reshard_after_forward else ", no reshard after forward"
     extras += (f", {plan.vpp} virtual stages per rank" if plan.vpp > 1 else "") + (
+        f" in micro-batch groups of {group}" if group is not None else "") + (
         f", {plan.first_stage_layers}/{plan.last_stage_layers} layers on the first/last stage" if uneven else "") + (
         f", {plan.precision} GEMMs" if plan.precision != "bf16" else "") + (
         " (current scaling)" if plan.fp8_current else "") + (" (block scaling)" if plan.fp8_blockwise else "") + (

@@ -114,3 +114,21 @@ def test_the_ranked_table_shows_a_pinned_group_in_the_pp_cell(sp_plan):
     assert legend[0].rstrip() == "pp 4v2g6: micro-batch groups of 6 (--vpp-group)"
     cells, legend = rows_and_legend(sp_plan(*args).stdout)
     assert cells == ["4v2"] * 10 and not legend[0].startswith("pp ")
+
+
+def test_the_why_text_and_the_report_name_a_pinned_group(sp_plan, tmp_path):
+    # The brief's command: --explain's "Why this plan" and the report's headline and recommendation
+    # name the plan with its group, as the ranked table's pp cell does; unpinned they do not.
+    args = [*QUESTION, "--pp", "4", "--vpp", "2", "--framework", "megatron", "--explain"]
+    named = "micro batch 1, 2 virtual stages per rank in micro-batch groups of 6 takes"
+    pinned = sp_plan(*args, "--vpp-group", "6", "--report", tmp_path / "pinned")
+    assert pinned.exit_code == 0, pinned.stderr
+    assert f"Why this plan. tp 1 x ulysses 1 x ring 2 x dp 2 x pp 4, ZeRO-1, no recompute, {named}" in " ".join(
+        pinned.stdout.split())
+    html = (tmp_path / "pinned" / "index.html").read_text()
+    assert ("<strong>tp 1 x ulysses 1 x ring 2 x dp 2 x pp 4, ZeRO-1, no recompute, micro batch 1, 2 virtual "
+            "stages per rank in micro-batch groups of 6</strong>") in html
+    assert f"<p>tp 1 x ulysses 1 x ring 2 x dp 2 x pp 4, ZeRO-1, no recompute, {named}" in html
+    plain = sp_plan(*args, "--report", tmp_path / "plain")
+    assert "micro-batch groups of" not in plain.stdout
+    assert "micro-batch groups of" not in (tmp_path / "plain" / "index.html").read_text()

@@ -54,6 +54,7 @@ def test_a_small_layer_by_hand():
     # index a key, 704; backward a zeroed gradient and index_add (20 x 8 a key), 1,280.
     assert t.latent_reorder_fwd_s[0] == pytest.approx(8 * (20 * 4 + 8) / memory, rel=1e-12)
     assert t.latent_reorder_bwd_s[0] == pytest.approx(8 * 20 * 8 / memory, rel=1e-12)
+    assert t.up_v_copy_s[0] == 0.0  # 1 head a rank: the weight's slice is contiguous, no copy
     times = t.attention_times()
     assert times.fwd_compute_s[0] == pytest.approx(t.indexer_projection_s[0] + t.indexer_score_s[0] + t.topk_s[0]
                                                    + t.elementwise_fwd_s[0] + t.latent_reorder_fwd_s[0] + fwd,
@@ -68,6 +69,8 @@ def test_no_comm_without_tp_and_cp_and_the_dense_model_is_left_alone():
                   ring=np.array([1]), gpus_per_node=8)
     assert t.indexer_tp_gather_s[0] == t.cp_gather_s[0] == t.cp_scatter_s[0] == 0.0
     assert t.latent_reorder_fwd_s[0] == t.latent_reorder_bwd_s[0] == 0.0  # nothing gathered, nothing reordered
+    # Both heads on the rank: the V up-projection weight is copied, 2 x 8 x 16 bf16 read and written.
+    assert t.up_v_copy_s[0] == pytest.approx(2 * 2 * 8 * 16 * 2 / _rates()[1], rel=1e-12)
     v3 = load_model("DeepSeek-V3")
     dense = t.attention_times()  # any AttentionTimes
     assert sparse_attention_times(dense, H800, v3, seq_len=8, batch=1, tp=1, ulysses=1, ring=1,
@@ -85,6 +88,22 @@ def test_deepseek_v32_at_128k_backward_dominates_and_tp_splits_only_sparse_mla()
     # 100 TFLOPS: 4,096 x 2 x 128 x (1,024 + 1,728) x ~2,032 mean keys = 5.87e12 FLOPs.
     assert 4096 * 64 * 128 * 131072 == pytest.approx(4.40e12, rel=1e-3)
     assert t.sparse_bwd_s[0] > 5 * (t.indexer_score_s[0] + t.topk_s[0])
+
+
+def test_the_v_up_weight_copy_by_hand():
+    # DeepSeek-V3.2 (128 heads, v_head_dim 128, kv_lora_rank 512): at tp 8 a rank's 16 heads of the
+    # weight, 16 x 128 x 512 bf16 = 2 MiB, read and written once a forward; at tp 128 one head, a view.
+    _, memory, _ = _rates()
+    v32 = load_model("deepseek-v3.2-exp")
+    t = dsa_times(H800, v32, seq_len=32768, batch=1, tp=np.array([8, 128]), ulysses=np.array([1, 1]),
+                  ring=np.array([1, 1]), gpus_per_node=8)
+    assert t.up_v_copy_s[0] == pytest.approx(2 * 16 * 128 * 512 * 2 / memory, rel=1e-12)
+    assert t.up_v_copy_s[1] == 0.0
+    times = t.attention_times()
+    parts = (t.indexer_projection_s + t.indexer_score_s + t.topk_s + t.elementwise_fwd_s + t.latent_reorder_fwd_s
+             + t.sparse_fwd_s)
+    assert times.fwd_compute_s[0] == pytest.approx(parts[0] + t.up_v_copy_s[0], rel=1e-12)
+    assert times.bwd_compute_s[0] == t.sparse_bwd_s[0]  # no backward kernel: CloneBackward0 passes it on
 
 
 def test_the_step_model_times_dsa_in_place_of_dense_mla():

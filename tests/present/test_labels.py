@@ -65,3 +65,14 @@ def test_the_pp_cell_shows_a_pinned_micro_batch_group_only():
     # Told by the first shown plan that pins one, as the ring and ZeRO legends are.
     eight = ParallelPlan(dp=1, pp=8, tp=1, vpp=4, vpp_group=12)
     assert pp_group_legend([interleaved, eight, pinned]) == "pp 8v4g12: micro-batch groups of 12 (--vpp-group)"
+
+
+def test_the_plan_name_tells_a_pinned_micro_batch_group_only():
+    # The why-this-plan text and the report's headline name the plan by plan_name: a pinned group
+    # after the virtual stages, as the pp cell shows it; unpinned names stay as they were.
+    interleaved = ParallelPlan(dp=2, pp=4, tp=1, ring=2, vpp=2)
+    pinned = interleaved.model_copy(update={"vpp_group": 6})
+    assert plan_name(interleaved).endswith("micro batch 1, 2 virtual stages per rank")
+    assert plan_name(pinned).endswith("micro batch 1, 2 virtual stages per rank in micro-batch groups of 6")
+    assert plan_name(interleaved, compact=True) == "tp1 u1 r2 dp2 pp4 | z1 no-rc mb1 v2"
+    assert plan_name(pinned, compact=True) == "tp1 u1 r2 dp2 pp4 | z1 no-rc mb1 v2g6"
