@@ -124,10 +124,13 @@ def activation_bytes_per_layer(model: ModelSpec, workload: Workload, *, tp, ulys
     lse = 0.0 if unfused else FP32_BYTES * n * heads
     # b x heads/(tp*u) x s x s scores on the rank; with no ring (unfused kernels cannot) n*u = b*s,
     # so that is n x s x heads/tp elements.
-    per_score = unfused_saved_bytes_per_score(has_attention_dropout(model), workload.seq_len)
+    # TE's softmax kernel or its torch fallback by b x heads/(tp*u) (cost.kernels.te_torch_softmax).
+    attn_batches = micro_batch * heads / ulysses
+    per_score = unfused_saved_bytes_per_score(has_attention_dropout(model), workload.seq_len, attn_batches)
     # With them the torch softmax's saved s x s mask, one per layer (cost.unfused_memory).
     score_elements = n * workload.seq_len * heads
-    scores = per_score * score_elements + unfused_saved_mask_bytes(workload.seq_len) if unfused else 0.0
+    scores = (per_score * score_elements + unfused_saved_mask_bytes(workload.seq_len, attn_batches)
+              if unfused else 0.0)
     o_copies = np.where(ulysses > 1, 2, 1)
     # The QK norm's saved inputs, on the rank's heads before any Ulysses all-to-all (cost.qk_norm).
     kv_bytes = 2 * BF16_BYTES * n * kv * d
@@ -165,7 +168,8 @@ def activation_bytes_per_layer(model: ModelSpec, workload: Workload, *, tp, ulys
         held = gqa_forward_input_bytes(tokens=n, heads=heads, kv_heads=kv, head_dim=d)
         selective = recompute == RECOMPUTE_SELECTIVE
         working = working + unfused_transient_bytes(has_attention_dropout(model), workload.seq_len, score_elements,
-                                                     np.where(selective, 0.0, held)) + np.where(selective, held, 0.0)
+                                                     np.where(selective, 0.0, held),
+                                                     attn_batches=attn_batches) + np.where(selective, held, 0.0)
     return stored, working
 
 

@@ -41,7 +41,8 @@ def pacing_host_stalls_s(model: ModelSpec, hardware: HardwareProfile, c: Candida
     unfused = hardware.efficiency.attention_unfused
     gqa = gqa_host_ops(model.num_heads / (c.tp * c.ulysses), kv_heads, unfused=unfused)
     # TE's unfused attention's own ops over the whole sequence (no context parallelism runs it).
-    own = unfused_host_ops(model, kv_tokens=seq_len, unfused=unfused)
+    own = unfused_host_ops(model, kv_tokens=seq_len, attn_batches=c.micro_batch * model.num_heads / (c.tp * c.ulysses),
+                           unfused=unfused)
     ops_fwd, ops_bwd = layer_host_ops(model, tp=c.tp, ep=c.ep, etp=c.etp, low_precision=c.precision != BF16,
                                       full_recompute=full, cuda_graphs=cuda_graphs, fp8_current=c.fp8_current,
                                       sequence_parallel=sequence_parallel,

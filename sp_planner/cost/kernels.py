@@ -68,24 +68,35 @@ UNFUSED_SOFTMAX_SAVED_BYTES, UNFUSED_DROPOUT_SAVED_BYTES = 2, 3
 # softmax output (4 bytes) and, for the bmm with V, the bf16 probabilities (2; the dropout's output
 # with attention dropout, whose mask adds 1). Megatron-Core's own FusedScaleMaskSoftmax falls back
 # above 4096 keys (megatron/core/fusions/fused_softmax.py at d98e8a64dd); the corpus's unfused rows
-# run 2048 keys, fused under either bound.
+# run 2048 keys, fused under either bound. is_kernel_available (softmax.py lines 296-329) also
+# falls back where sk % 8 != 0 (line 306) or b x heads on the rank % 4 != 0 (lines 298, 315), and
+# where sq % 4 or sq % get_batch_per_block(sk) (4 or 8, lines 386-393) is not 0, or sk <= 16: with
+# self-attention's sq = sk (causal needs it, line 310) those follow from sk % 8 and sk > 16.
 TE_FUSED_SOFTMAX_MAX_KEYS = 16384  # exclusive
+TE_FUSED_SOFTMAX_MIN_KEYS = 16  # exclusive
+TE_FUSED_SOFTMAX_KEY_MULTIPLE, TE_FUSED_SOFTMAX_BATCH_MULTIPLE = 8, 4  # sk, b x heads per rank
 TORCH_SOFTMAX_FWD_BYTES, TORCH_SOFTMAX_BWD_BYTES = 29, 33
 TORCH_SOFTMAX_SAVED_BYTES = 4 + UNFUSED_GEMM_BYTES  # the fp32 output, and the bmm's bf16 input
 
 
-def te_torch_softmax(kv_tokens):
-    """Whether Transformer Engine's softmax runs its torch fallback at `kv_tokens` keys (above)."""
-    return np.asarray(kv_tokens) >= TE_FUSED_SOFTMAX_MAX_KEYS
+def te_torch_softmax(kv_tokens, attn_batches):
+    """Whether Transformer Engine's softmax runs its torch fallback (comment above) at `kv_tokens`
+    keys of self-attention and `attn_batches` = micro-batch x heads on the rank (its [b, np, sq, sk]
+    input's b x np): Gemma-2-9B's 16 heads at tp 8, b 1, are 2, so torch's at any length."""
+    sk = np.asarray(kv_tokens)
+    batches = np.asarray(attn_batches)
+    return ((sk >= TE_FUSED_SOFTMAX_MAX_KEYS) | (sk <= TE_FUSED_SOFTMAX_MIN_KEYS)
+            | (sk % TE_FUSED_SOFTMAX_KEY_MULTIPLE != 0) | (batches % TE_FUSED_SOFTMAX_BATCH_MULTIPLE != 0))
 
 
-def unfused_saved_bytes_per_score(attention_dropout: bool, kv_tokens=0):
+def unfused_saved_bytes_per_score(attention_dropout: bool, kv_tokens, attn_batches):
     """Bytes the unfused kernel stores per score element, with or without attention dropout, at
-    `kv_tokens` keys (the torch softmax's from TE_FUSED_SOFTMAX_MAX_KEYS on: comment above)."""
+    `kv_tokens` keys and `attn_batches` = b x heads on the rank (the torch softmax's where
+    te_torch_softmax: comment above)."""
     fused = UNFUSED_SOFTMAX_SAVED_BYTES + (UNFUSED_DROPOUT_SAVED_BYTES if attention_dropout else 0)
     # With dropout, the bmm saves the dropout's output (counted in UNFUSED_DROPOUT_SAVED_BYTES).
     torch = TORCH_SOFTMAX_SAVED_BYTES + (UNFUSED_DROPOUT_SAVED_BYTES - UNFUSED_GEMM_BYTES if attention_dropout else 0)
-    return np.where(te_torch_softmax(kv_tokens), torch, fused)
+    return np.where(te_torch_softmax(kv_tokens, attn_batches), torch, fused)
 
 
 def unfused_attention_time_s(hardware: HardwareProfile, *, batch, heads, head_dim, q_tokens, kv_tokens,
@@ -93,11 +104,11 @@ def unfused_attention_time_s(hardware: HardwareProfile, *, batch, heads, head_di
     """Unfused attention on a q_tokens x kv_tokens block (comments above): each batched GEMM takes
     the longer of its FLOPs at the GEMM efficiency and its score-sized operand through HBM (with
     head_dim 64-128 these GEMMs are memory-bound on A100/H100), then the softmax passes (the torch
-    fallback's from TE_FUSED_SOFTMAX_MAX_KEYS keys on) and, with `attention_dropout`, the dropout's."""
+    fallback's where te_torch_softmax) and, with `attention_dropout`, the dropout's."""
     elements = np.asarray(batch, dtype=np.float64) * heads * q_tokens * kv_tokens
     gemm_flops, gemm_bytes = 2.0 * head_dim * elements, UNFUSED_GEMM_BYTES * elements
     one_gemm = np.maximum(gemm_time_s(hardware, gemm_flops), memory_pass_time_s(hardware, gemm_bytes))
-    torch = te_torch_softmax(kv_tokens)
+    torch = te_torch_softmax(kv_tokens, np.asarray(batch) * heads)
     if backward:
         softmax = np.where(torch, TORCH_SOFTMAX_BWD_BYTES, UNFUSED_SOFTMAX_BWD_BYTES)
         passes = softmax + (UNFUSED_DROPOUT_BWD_BYTES if attention_dropout else 0)

@@ -214,8 +214,10 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
     # chunks', pipeline.forwards_before_backward): once, not per micro-batch in flight.
     # Transformer Engine's unfused attention caches one s x s causal mask a rank for the run, from
     # 16384 keys (cost.unfused_memory): held at every moment, once, not per micro-batch.
-    mask_cache = te_causal_mask_cache_bytes(workload.seq_len, has_global_layer=not all(
-        layer_is_local(model, workload.seq_len))) if hardware.efficiency.attention_unfused else 0.0
+    mask_cache = te_causal_mask_cache_bytes(
+        workload.seq_len, attn_batches=c.micro_batch * model.num_heads / (c.tp * c.ulysses),
+        has_global_layer=not all(layer_is_local(model, workload.seq_len))
+    ) if hardware.efficiency.attention_unfused else 0.0
     act_first = ((saved_first + emb_mask) * first_stage_in_flight(pp, c.vpp, m, c.vpp_group)
                  + np.where(pp == 1, mtp_saved, 0.0) + mask_cache)
     # The last rank holds one micro-batch under 1F1B and more when interleaved; of the middle

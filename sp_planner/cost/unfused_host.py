@@ -13,7 +13,8 @@ Forward:
   ~(swa_right < 0)): <=, <, ~, &, logical_not: 10;
 - the scores, torch.baddbmm (alpha the softmax scale, beta 0): 1;
 - softmax.py FusedScaleMaskSoftmax (lines 271-383): where its kernel runs (cost.kernels
-  te_torch_softmax: 16 < keys < 16384), scaled_masked_softmax_fwd, 1; from 16384 keys
+  te_torch_softmax false: is_kernel_available, lines 296-329: 16 < keys < 16384, keys a multiple
+  of 8, b x heads on the rank a multiple of 4), scaled_masked_softmax_fwd, 1; else
   forward_torch_softmax: inp.float(), the logical_or of the mask with the cached causal one
   (_get_default_causal_mask, built once a run: not counted), masked_fill_, softmax, .bfloat16():
   5; a local (sliding-window) layer's mask is "arbitrary" (get_full_mask's change_type), so no
@@ -34,9 +35,7 @@ CPU, which splits dropout into bernoulli_, div_ and mul where CUDA launches nati
 These replace the flash kernel's calls (cost.dsa_host CORE_ATTENTION_FORWARD_KERNELS and
 CORE_ATTENTION_BACKWARD_OPS: 1 forward, 3 backward), as the dense count holds them; Megatron's
 query layout copy stays. GQA's K/V expansion is cost.unfused_gqa's. Not counted: the per-call
-Python of TE's DotProductAttention dispatch (common to every backend), the other conditions of
-is_kernel_available (sk % 8, sq and b x heads per rank multiples of 4), under which the softmax
-falls back at fewer keys too.
+Python of TE's DotProductAttention dispatch (common to every backend).
 """
 
 from __future__ import annotations
@@ -60,13 +59,14 @@ TORCH_SOFTMAX_FORWARD_OPS, TORCH_SOFTMAX_BACKWARD_OPS = 5, 4
 CAUSAL_MASK_OR_OPS = 1  # the logical_or a local layer's "arbitrary" mask skips
 
 
-def unfused_host_ops(model: ModelSpec, *, kv_tokens, unfused: bool):
+def unfused_host_ops(model: ModelSpec, *, kv_tokens, attn_batches, unfused: bool):
     """(forward, backward) host ops TE's unfused attention adds to the dense layer's count per
     micro-batch (module docstring), at `kv_tokens` keys (the whole sequence: no context parallelism
-    runs it), the model's average layer (its local layers' share skipping the causal logical_or
-    on the torch softmax); (0, 0) where `unfused` is False. Llama-3-8B at 8K, no dropout: 10 + 1 +
-    1 + 1 + 1 - 1 = 13 forward, 2 + 1 + 4 - 3 = 4 backward; at 32K 17 and 7."""
-    torch = te_torch_softmax(kv_tokens)
+    runs it) and `attn_batches` = b x heads on the rank, the model's average layer (its local
+    layers' share skipping the causal logical_or on the torch softmax); (0, 0) where `unfused` is
+    False. Llama-3-8B at 8K, b x heads 32, no dropout: 10 + 1 + 1 + 1 + 1 - 1 = 13 forward, 2 + 1 +
+    4 - 3 = 4 backward; at 32K, or 8K with b x heads 2, 17 and 7."""
+    torch = te_torch_softmax(kv_tokens, attn_batches)
     local_share = model.num_local_layers / model.num_layers
     softmax_fwd = np.where(torch, TORCH_SOFTMAX_FORWARD_OPS - local_share * CAUSAL_MASK_OR_OPS,
                            FUSED_SOFTMAX_FORWARD_OPS)

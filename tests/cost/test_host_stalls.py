@@ -47,11 +47,16 @@ def test_unfused_gqa_adds_its_expansion_ops_where_a_rank_expands():
     assert fwd == pytest.approx(total * 31 / 63, rel=1e-12)
     assert bwd == pytest.approx(total * 32 / 63, rel=1e-12)
     # At tp 8 x ulysses 8 the 8 query heads spread one a rank and the KV head is replicated to each
-    # (cost.attention_comm.kv_heads_for_ulysses): no expansion, the unfused path's own ops only,
-    # 16 + 13 forward, 26 + 4 backward, against the flash kernel's 16 and 26.
+    # (cost.attention_comm.kv_heads_for_ulysses): no expansion, the unfused path's own ops only;
+    # b x heads 1, no multiple of 4, so TE's torch softmax at 8K (cost.kernels.te_torch_softmax):
+    # 16 + 17 forward, 26 + 7 backward, against the flash kernel's 16 and 26.
     flash = _stalls(load_hardware("h100-sxm"), ParallelPlan(tp=8, ulysses=8, dp=1))
     assert flash == pytest.approx(((10 * (42 * 13.48e-6 - 300e-6) - 0.5e-3) * 16 / 42,
                                    (10 * (42 * 13.48e-6 - 300e-6) - 0.5e-3) * 26 / 42), rel=1e-12)
-    total = 10 * (59 * 13.48e-6 - 300e-6) - 0.5e-3
+    total = 10 * (66 * 13.48e-6 - 300e-6) - 0.5e-3
     assert _stalls(unfused, ParallelPlan(tp=8, ulysses=8, dp=1)) == pytest.approx(
+        (total * 33 / 66, total * 33 / 66), rel=1e-12)
+    # Micro batch 4 makes b x heads 4: the fused kernel's 13 and 4, 16 + 13 forward, 26 + 4 backward.
+    total = 10 * (59 * 13.48e-6 - 300e-6) - 0.5e-3
+    assert _stalls(unfused, ParallelPlan(tp=8, ulysses=8, dp=1, micro_batch=4)) == pytest.approx(
         (total * 29 / 59, total * 30 / 59), rel=1e-12)

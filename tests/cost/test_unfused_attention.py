@@ -92,28 +92,32 @@ def test_with_attention_kernel_unfused_keeps_the_curves():
 
 
 def test_transformer_engines_unfused_scores_of_gemma2_9b_by_hand():
-    # Gemma-2-9B (16 heads, head dim 256) at tp 8: 2 heads per rank, micro batch 1. At 8K keys TE's
-    # FusedScaleMaskSoftmax runs its fused kernel (16 < sk < 16384, softmax.py at d0067d0), which
-    # saves its bf16 output: 2 bytes per score; from 16K on it runs the torch softmax, which keeps
-    # its fp32 output (4) and the bmm its bf16 input (2): 6; with attention dropout the bmm takes the
-    # dropout's output (2) and its mask (1) is kept: 4 + 1 + 2 = 7 (fused: 2 + 1 + 2 = 5); and there
-    # masked_fill_ saves its [1, 1, s, s] bool mask, once a layer (cost.unfused_memory).
+    # Gemma-2-9B (16 heads, head dim 256) at tp 8: 2 heads per rank. TE's FusedScaleMaskSoftmax runs
+    # its fused kernel where 16 < sk < 16384, sk % 8 == 0 and b x heads % 4 == 0 (softmax.py
+    # is_kernel_available at d0067d0), which saves its bf16 output: 2 bytes per score; else the torch
+    # softmax, which keeps its fp32 output (4) and the bmm its bf16 input (2): 6; with attention
+    # dropout the bmm takes the dropout's output (2) and its mask (1) is kept: 4 + 1 + 2 = 7 (fused:
+    # 2 + 1 + 2 = 5); and there masked_fill_ saves its [1, 1, s, s] bool mask, once a layer
+    # (cost.unfused_memory). Micro batch 1: b x heads 2, the torch softmax at 8K too; micro batch 2:
+    # 4, the fused kernel at 8K.
     gemma = load_model("gemma-2-9b")
-    kw = dict(tp=np.array([8]), ulysses=np.array([1]), ring=np.array([1]), micro_batch=np.array([1]),
-              recompute=np.array([RECOMPUTE_NONE]))
 
-    def scores_bytes(model, seq_len):
+    def scores_bytes(model, seq_len, b=1):
+        kw = dict(tp=np.array([8]), ulysses=np.array([1]), ring=np.array([1]), micro_batch=np.array([b]),
+                  recompute=np.array([RECOMPUTE_NONE]))
         workload = Workload(seq_len=seq_len, global_batch=8)
         flash, _ = activation_bytes_per_layer(model, workload, **kw)
         unfused, _ = activation_bytes_per_layer(model, workload, unfused=True, **kw)
         # Flash's fp32 log-sum-exp (2 heads) back in; out, the unfused K and V expanded from the rank's
-        # 1 KV head to its 2 query heads of 256 (cost.unfused_gqa).
-        return float(unfused[0] - flash[0]) + 4 * seq_len * 2 - 2 * 2 * seq_len * 256
+        # 1 KV head to its 2 query heads of 256 (cost.unfused_gqa), per sequence.
+        return float(unfused[0] - flash[0]) + b * (4 * seq_len * 2 - 2 * 2 * seq_len * 256)
 
-    assert scores_bytes(gemma, 8192) == 2 * 8192 * 8192 * 2 == 268_435_456
+    assert scores_bytes(gemma, 8192) == 6 * 8192 * 8192 * 2 + 8192 * 8192 == 872_415_232
+    assert scores_bytes(gemma, 8192, b=2) == 2 * 8192 * 8192 * 4 == 536_870_912
     assert scores_bytes(gemma, 16384) == 6 * 16384 * 16384 * 2 + 16384 * 16384 == 3_489_660_928
     dropout = gemma.model_copy(update={"attention_dropout": 0.1})
-    assert scores_bytes(dropout, 8192) == 5 * 8192 * 8192 * 2
+    assert scores_bytes(dropout, 8192, b=2) == 5 * 8192 * 8192 * 4
+    assert scores_bytes(dropout, 8192) == 7 * 8192 * 8192 * 2 + 8192 * 8192
     assert scores_bytes(dropout, 16384) == 7 * 16384 * 16384 * 2 + 16384 * 16384
     # 128K: 6 x 2 heads x 2^34 = 192 GiB of one layer's scores on each rank and a 16 GiB mask, beyond
     # an L40S's 44.5 GiB.
@@ -135,9 +139,21 @@ def test_transformer_engines_torch_softmax_passes_from_16k_keys():
                                                                                  rel=1e-12)
     assert unfused_attention_time_s(l40s, backward=True, **kw) == pytest.approx(4 * one_gemm + 33 * elements / bw,
                                                                                 rel=1e-12)
-    short = dict(kw, q_tokens=8192, kv_tokens=8192)
+    # At 8K, b 2 x 2 heads: the fused kernel's 4 bytes, on half the elements.
+    short = dict(kw, batch=2, q_tokens=8192, kv_tokens=8192)
     assert unfused_attention_time_s(l40s, backward=False, **short) == pytest.approx(
-        2 * one_gemm / 4 + 4 * elements / 4 / bw, rel=1e-12)
+        2 * one_gemm / 2 + 4 * elements / 2 / bw, rel=1e-12)
+    # b 1 x 2 heads (b x heads not a multiple of 4), or 8,188 keys (not a multiple of 8): the torch
+    # softmax's 29 and 33 below 16K too.
+    assert unfused_attention_time_s(l40s, backward=False, **dict(short, batch=1)) == pytest.approx(
+        2 * one_gemm / 4 + 29 * elements / 4 / bw, rel=1e-12)
+    assert unfused_attention_time_s(l40s, backward=True, **dict(short, batch=1)) == pytest.approx(
+        4 * one_gemm / 4 + 33 * elements / 4 / bw, rel=1e-12)
+    odd = dict(short, q_tokens=8188, kv_tokens=8188)
+    odd_elements = 2 * 2 * 8188 * 8188
+    odd_gemm = max(2 * 256 * odd_elements / gemm_rate, 2 * odd_elements / bw)
+    assert unfused_attention_time_s(l40s, backward=False, **odd) == pytest.approx(
+        2 * odd_gemm + 29 * odd_elements / bw, rel=1e-12)
 
 
 def test_selective_recompute_holds_one_layers_rebuilt_scores_in_its_backward():

@@ -25,31 +25,47 @@ def _scores(heads_per_rank: int, seq_len: int) -> int:
     return heads_per_rank * seq_len * seq_len  # micro batch 1
 
 
-def test_gemma2_fused_softmax_at_8k_is_ruled_by_the_mask_build():
-    # tp 8: 2 heads a rank, E = 2 x 8192^2 = 2^27 scores, M = 8192^2 = 2^26 mask elements. Live at
-    # most: forward bf16 scores + probabilities 4E + the mask M = 9M, backward the saved
-    # probabilities, their gradient and the softmax's fresh input gradient 6E = 12M, get_full_mask's
-    # three int32 tensors and three bools 15M: 15M, less the saved probabilities 2E = 4M: 11M.
-    assert unfused_transient_bytes(False, 8192, _scores(2, 8192)) == 11 * 2**26 == 738_197_504
+def test_gemma2_fused_softmax_at_8k_holds_the_backwards_gradients():
+    # tp 4: 4 heads a rank at b 1 (b x heads a multiple of 4: TE's fused kernel), E = 4 x 8192^2 =
+    # 2^28 scores, M = 8192^2 = 2^26 mask elements. Live at most: forward bf16 scores +
+    # probabilities 4E + the mask M = 17M, backward the saved probabilities, their gradient and the
+    # softmax's fresh input gradient 6E = 24M, get_full_mask's three int32 tensors and three bools
+    # 15M: 24M, less the saved probabilities 2E = 8M: 16M = 1 GiB.
+    assert unfused_transient_bytes(False, 8192, _scores(4, 8192), attn_batches=4) == 16 * 2**26 == 2**30
     # tp 1: 16 heads, E = 16M: the backward's 6E = 96M rules, less 2E: 64M = 4 GiB.
-    assert unfused_transient_bytes(False, 8192, _scores(16, 8192)) == 4 * 2**30
-    # With attention dropout (tp 8): forward 2 + 2 + 1 + 2 = 7E + M = 15M ties the mask build,
-    # less the saved 5E = 10M: 5M.
-    assert unfused_transient_bytes(True, 8192, _scores(2, 8192)) == 5 * 2**26
+    assert unfused_transient_bytes(False, 8192, _scores(16, 8192), attn_batches=16) == 4 * 2**30
+    # With attention dropout (tp 4): forward 2 + 2 + 1 + 2 = 7E + M = 29M above the backward's 7E,
+    # less the saved 5E = 20M: 9M.
+    assert unfused_transient_bytes(True, 8192, _scores(4, 8192), attn_batches=4) == 9 * 2**26
+
+
+def test_gemma2_at_tp8_runs_the_torch_softmax_below_16k_too():
+    # tp 8, b 1: 2 heads a rank, b x heads 2 is no multiple of 4, so is_kernel_available (softmax.py
+    # line 315 at d0067d0) refuses the fused kernel at 8K as at 16K. E = 2 x 2^26, M = 2^26: forward
+    # 12E + two masks = 26M (backward 12E + M = 25M, the mask build 15M), less the saved 6E + M =
+    # 13M: 13 x 64 MiB; the saved and the cached causal masks M each.
+    assert unfused_transient_bytes(False, 8192, _scores(2, 8192), attn_batches=2) == 13 * 2**26
+    assert unfused_saved_mask_bytes(8192, 2) == te_causal_mask_cache_bytes(8192, attn_batches=2) == 2**26
+    # Two sequences a micro-batch make b x heads 4: the fused kernel, no mask kept.
+    assert unfused_saved_mask_bytes(8192, 4) == te_causal_mask_cache_bytes(8192, attn_batches=4) == 0
+    # Keys not a multiple of 8 (line 306) fall back at any b x heads.
+    assert unfused_saved_mask_bytes(8188, 4) == 8188**2
 
 
 def test_gemma2_torch_softmax_from_16k_holds_its_fp32_copies():
     # 16K keys: the torch softmax. tp 8, E = 2 x 2^28, M = 2^28: forward bf16 scores 2 + fp32 copy 4
     # + fp32 probabilities 4 + bf16 probabilities 2 = 12E and two masks = 26M (backward 12E + M =
     # 25M), less the saved 6E + the saved mask M = 13M: 13 x 256 MiB.
-    assert unfused_transient_bytes(False, 16384, _scores(2, 16384)) == 13 * 2**28 == 3_489_660_928
+    assert unfused_transient_bytes(False, 16384, _scores(2, 16384), attn_batches=2) == 13 * 2**28 == 3_489_660_928
     # tp 16, one head: E = M, forward 14M < get_full_mask's 15M, less 7M saved: 8M (2 GiB).
-    assert unfused_transient_bytes(False, 16384, _scores(1, 16384)) == 8 * 2**28
-    # The saved mask and the cached causal mask: 1 byte an s x s element from 16K, none below.
-    assert unfused_saved_mask_bytes(16384) == 2**28 and unfused_saved_mask_bytes(8192) == 0
-    assert te_causal_mask_cache_bytes(16384) == 2**28 and te_causal_mask_cache_bytes(8192) == 0
+    assert unfused_transient_bytes(False, 16384, _scores(1, 16384), attn_batches=1) == 8 * 2**28
+    # The saved mask and the cached causal mask: 1 byte an s x s element from 16K, none below (at a
+    # b x heads of 4).
+    assert unfused_saved_mask_bytes(16384, 4) == 2**28 and unfused_saved_mask_bytes(8192, 4) == 0
+    assert te_causal_mask_cache_bytes(16384, attn_batches=4) == 2**28
+    assert te_causal_mask_cache_bytes(8192, attn_batches=4) == 0
     # A model of local layers only builds "arbitrary" masks, which the cache does not take.
-    assert te_causal_mask_cache_bytes(16384, has_global_layer=False) == 0
+    assert te_causal_mask_cache_bytes(16384, attn_batches=4, has_global_layer=False) == 0
 
 
 def test_a_layer_holds_the_transient_under_every_recompute():
