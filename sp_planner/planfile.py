@@ -43,7 +43,7 @@ from sp_planner.planfile_unrecorded import Unrecorded, unfused_untimed_note, unr
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
-from sp_planner.specs.workload import Workload
+from sp_planner.specs.workload import Workload, tokens_per_gpu_problem
 
 SchemaVersion = Literal["sp-planner.plan/1"]
 SCHEMA_VERSION: SchemaVersion = "sp-planner.plan/1"
@@ -135,6 +135,15 @@ class PlanFile(FrozenModel):
         if version is not None and version not in VERSIONS:
             raise ValueError(f"framework_version {version!r} is not a torchtitan release sp-planner times; "
                              f"give one of {', '.join(VERSIONS)}")
+        return self
+
+    @model_validator(mode="after")
+    def _step_tokens_bounded(self) -> PlanFile:
+        """A batch edited past what the search prices exactly (specs.workload.MAX_TOKENS_PER_GPU)."""
+        problem = tokens_per_gpu_problem(self.workload.seq_len, self.workload.global_batch,
+                                         self.num_nodes * self.gpus_per_node)
+        if problem is not None:
+            raise ValueError(f"workload: {problem}")
         return self
 
     @model_validator(mode="after")

@@ -36,7 +36,7 @@ from sp_planner.candidates import Candidates
 from sp_planner.space_count import count_candidates
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
-from sp_planner.specs.workload import Workload
+from sp_planner.specs.workload import Workload, tokens_per_gpu_problem
 from sp_planner.units import plural
 
 if TYPE_CHECKING:  # pandas loads where a frame is built (search_columns.Evaluated.frame), not with the planner
@@ -119,6 +119,8 @@ def search(model: ModelSpec, hardware: HardwareProfile, workload: Workload, *, n
     world = _check_cluster(num_nodes, gpus_per_node)
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if (too_many := tokens_per_gpu_problem(workload.seq_len, workload.global_batch, world)) is not None:
+        raise UserInputError(too_many)  # past what the int64 byte columns hold (specs.workload)
     axes = search_axes(model, hardware)
     if hardware.efficiency.attention_unfused:
         # Unfused attention runs where Transformer Engine runs it (flags.flash_head_dim.te_runs_unfused),

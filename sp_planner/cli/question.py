@@ -36,7 +36,7 @@ from sp_planner.specs.batch import DEFAULT_TOKENS_PER_STEP, batch_over_budget, b
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.moe import MoEDispatcher, MoERouting
-from sp_planner.specs.workload import Workload, tokens_per_step_problem
+from sp_planner.specs.workload import Workload, tokens_per_gpu_problem
 from sp_planner.units import format_tokens, parse_tokens, plural
 
 
@@ -159,7 +159,7 @@ def resolve_question(
     batch = default_global_batch(seq_len_tokens, world_size) if global_batch is None else global_batch
     if batch <= 0:
         raise UserInputError(f"--global-batch must be at least 1, got {batch}")
-    too_many = tokens_per_step_problem(seq_len_tokens, batch)
+    too_many = tokens_per_gpu_problem(seq_len_tokens, batch, world_size)
     if too_many is not None:
         given = f"--global-batch {batch}" if global_batch is not None else "the default global batch"
         raise UserInputError(f"--seq-len {seq_len}, {given}: {too_many}")

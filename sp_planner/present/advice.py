@@ -25,7 +25,7 @@ from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.batch import default_global_batch
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
-from sp_planner.specs.workload import Workload
+from sp_planner.specs.workload import Workload, tokens_per_gpu_problem
 from sp_planner.units import format_tokens
 
 # Node counts tried for "more GPUs": doubling up to this factor, then the counts in between.
@@ -77,6 +77,8 @@ def suggest_fits(
     def best_fit(*, nodes: int = num_nodes, load: Workload = workload, changes: dict[str, object] | None = None
                  ) -> PlanEstimate | None:
         nonlocal spent
+        if tokens_per_gpu_problem(load.seq_len, load.global_batch, nodes * gpus_per_node) is not None:
+            return None  # a step sp-plan would refuse (specs.workload): not suggested
         changed = pins.model_copy(update=changes or {})
         pinned = [getattr(changed, axis) for axis in PIN_DEGREES if getattr(changed, axis) is not None]
         world = nodes * gpus_per_node

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from sp_planner.specs.base import FrozenModel
 
@@ -12,22 +12,26 @@ from sp_planner.specs.base import FrozenModel
 # 1G tokens per sequence and 1G sequences per step: far beyond any training run.
 MAX_SEQ_LEN = 2**30
 MAX_GLOBAL_BATCH = 2**30
-# Tokens per step (seq_len x global_batch), at most 2**30: 17x the largest published step, DeepSeek-V3's
-# 15360 sequences of 4096 tokens (62.9M; arXiv 2412.19437 section 4.2), 64x Llama 3 405B's 16M
-# (arXiv 2407.21783 section 3.4.1). Beyond it the search's int64 byte columns (a step's tokens x
-# hidden x bytes x layers, cost.comm) overflow (seen from 2**41 tokens with Llama-3.1-405B, where
-# numpy's cast only warns) and the per-micro-batch pipeline walk (cost.chunk_path) takes minutes.
-MAX_TOKENS_PER_STEP = 2**30
+# Tokens a GPU takes per step (seq_len x global_batch / GPUs), at most 2**24 (16.8M): 546x
+# DeepSeek-V3's 30,720 (15360 sequences of 4096 tokens on 2048 H800s, arXiv 2412.19437 sections 3.1
+# and 4.2), 128x the largest in the corpus (MosaicML's 1024 x 1K-token batch on 8 H100s). Beyond it
+# the search's int64 byte columns (cost.comm) overflow, where numpy's cast only warns (seen from
+# 2**37 a GPU: Llama-3.1-405B, 16M sequences of 128K on 16 GPUs), and the per-micro-batch pipeline
+# walk (cost.chunk_path) runs for minutes.
+MAX_TOKENS_PER_GPU = 2**24
 
 
-def tokens_per_step_problem(seq_len: int, global_batch: int) -> str | None:
-    """Why `global_batch` sequences of `seq_len` tokens are too many for one step, or None."""
-    tokens, most = seq_len * global_batch, MAX_TOKENS_PER_STEP // seq_len
-    if tokens <= MAX_TOKENS_PER_STEP:
+def tokens_per_gpu_problem(seq_len: int, global_batch: int, world_size: int) -> str | None:
+    """Why `global_batch` sequences of `seq_len` tokens are too many for one step on `world_size`
+    GPUs, or None."""
+    tokens, most = seq_len * global_batch, MAX_TOKENS_PER_GPU * world_size // seq_len
+    if tokens <= MAX_TOKENS_PER_GPU * world_size:
         return None
-    return (f"{global_batch:,} sequences of {seq_len:,} tokens is {tokens:,} tokens a step, more than the "
-            f"{MAX_TOKENS_PER_STEP:,} (2**30) the planner takes (17x DeepSeek-V3's 62.9M, the largest "
-            f"published step); give a global batch of at most {most:,} sequence{'' if most == 1 else 's'}")
+    fix = (f"give a global batch of at most {most:,} sequence{'' if most == 1 else 's'}" if most else
+           f"give a sequence length of at most {MAX_TOKENS_PER_GPU * world_size:,} tokens, or more GPUs")
+    return (f"{global_batch:,} sequences of {seq_len:,} tokens on {world_size:,} GPUs is {tokens // world_size:,} "
+            f"tokens a GPU a step, more than the {MAX_TOKENS_PER_GPU:,} (2**24) the planner takes (546x "
+            f"DeepSeek-V3's); {fix}")
 
 
 class Workload(FrozenModel):
@@ -40,13 +44,6 @@ class Workload(FrozenModel):
     # 4 gradient bytes/param, as Megatron's own memory estimator does (docs/cost-model.md).
     precision: Literal["bf16"] = "bf16"
     optimizer: Literal["adam"] = "adam"
-
-    @model_validator(mode="after")
-    def _tokens_per_step_bounded(self) -> Workload:
-        problem = tokens_per_step_problem(self.seq_len, self.global_batch)
-        if problem is not None:
-            raise ValueError(problem)
-        return self
 
     @property
     def tokens_per_step(self) -> int:

@@ -46,16 +46,16 @@ def test_a_default_batch_far_over_its_token_budget_is_noted():
     assert default_batch_note(_resolve()) is None
 
 
-def test_a_step_over_2_to_the_30_tokens_is_refused_with_the_largest_batch_that_fits():
-    # 2**30 / 131072 = 8192 sequences at most; 8193 is one sequence over. The default batch over it
-    # (9 nodes: the GPU count's odd factor 9 x 1G-token sequences) is named as the default.
-    assert _resolve(seq_len="128k", global_batch=8192).workload.tokens_per_step == 2**30
+def test_a_step_over_2_to_the_24_tokens_a_gpu_is_refused_with_the_largest_batch_that_fits():
+    # 2**24 x 16 GPUs / 131072 = 2048 sequences at most; 2049 is one sequence over. The default batch
+    # over it (9 nodes: the GPU count's odd factor 9 x 1G-token sequences) is named as the default.
+    assert _resolve(seq_len="128k", global_batch=2048).workload.tokens_per_step == 2**28
     with pytest.raises(UserInputError) as over:
-        _resolve(seq_len="128k", global_batch=8193)
+        _resolve(seq_len="128k", global_batch=2049)
     assert str(over.value) == (
-        "--seq-len 128k, --global-batch 8193: 8,193 sequences of 131,072 tokens is 1,073,872,896 tokens a "
-        "step, more than the 1,073,741,824 (2**30) the planner takes (17x DeepSeek-V3's 62.9M, the largest "
-        "published step); give a global batch of at most 8,192 sequences")
+        "--seq-len 128k, --global-batch 2049: 2,049 sequences of 131,072 tokens on 16 GPUs is 16,785,408 tokens a "
+        "GPU a step, more than the 16,777,216 (2**24) the planner takes (546x DeepSeek-V3's); give a global batch "
+        "of at most 2,048 sequences")
     with pytest.raises(UserInputError, match=r"^--seq-len 1073741824, the default global batch: 9 sequences .* "
                                              r"at most 1 sequence$"):
         _resolve(hardware="h100", num_nodes=9, seq_len="1073741824")

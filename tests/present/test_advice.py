@@ -205,3 +205,18 @@ def test_a_pinned_vpp_with_fewer_micro_batches_than_pp_is_offered_the_nearest_ba
     # Without the closest plan (sp-plan's older callers) no batch is offered.
     assert not [s for s in suggest_fits(model, hardware, workload, num_nodes=2, gpus_per_node=8, pins=pins)
                 if s.change == "global_batch"]
+
+
+def test_a_batch_over_the_step_token_limit_is_not_suggested(monkeypatch):
+    # As above, with the limit (specs.workload.MAX_TOKENS_PER_GPU) lowered to one 128K sequence on the
+    # 16 GPUs: the --global-batch 2 that fits is a step sp-plan would refuse, so it is not offered.
+    from sp_planner.specs import workload as workload_module
+
+    model, hardware = load_model("llama3-8b"), load_hardware("a800")
+    workload = Workload(seq_len=128 * 1024, global_batch=1)
+    pins = Pins(pp=2, vpp=2)
+    closest = search(model, hardware, workload, num_nodes=2, gpus_per_node=8, pins=pins).ranked[0]
+    monkeypatch.setattr(workload_module, "MAX_TOKENS_PER_GPU", 128 * 1024 // 16)
+    suggestions = suggest_fits(model, hardware, workload, num_nodes=2, gpus_per_node=8, pins=pins,
+                               closest=closest.plan)
+    assert not [s for s in suggestions if s.change == "global_batch"]
