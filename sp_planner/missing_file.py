@@ -25,9 +25,12 @@ def missing_file_hint(path: Path) -> str:
         names = [entry.name for entry in itertools.islice(os.scandir(folder), MAX_SIBLINGS)]
     except OSError:  # a folder that cannot be listed: no sibling to offer
         names = []
-    close = difflib.get_close_matches(path.name, names, n=1, cutoff=SIBLING_CUTOFF)
+    # Compared lower case (Plan.JSON beside plan.json), offered as spelt in the folder.
+    spelt = {name.lower(): name for name in sorted(names, reverse=True)}  # the first of a case pair wins
+    close = difflib.get_close_matches(path.name.lower(), list(spelt), n=1, cutoff=SIBLING_CUTOFF)
     if close:
-        return f"; did you mean {folder / close[0] if str(path) != path.name else close[0]}?"
+        found = spelt[close[0]]
+        return f"; did you mean {folder / found if str(path) != path.name else found}?"
     if not path.is_absolute():
         return f"; check the path (a relative path starts at the current folder, {Path.cwd()})"
     return "; check the path"

@@ -19,6 +19,12 @@ def test_the_closest_file_beside_it_is_offered(tmp_path):
     assert missing_file_hint(tmp_path / "cluster.json") == "; check the path"
 
 
+def test_a_slip_of_case_is_offered_as_the_folder_spells_it(tmp_path):
+    (tmp_path / "plan.json").write_text("{}")
+    assert missing_file_hint(tmp_path / "Plan.JSON") == f"; did you mean {tmp_path / 'plan.json'}?"
+    assert missing_file_hint(tmp_path / "PLAN.json") == f"; did you mean {tmp_path / 'plan.json'}?"
+
+
 def test_a_bare_name_is_offered_bare_and_said_relative_to_the_current_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "pinned.json").write_text("")

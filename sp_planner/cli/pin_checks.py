@@ -102,7 +102,8 @@ def check_pins(
     if broken:
         rule = broken[0]
         raise UserInputError(f"the pinned plan breaks the {rule.rule} rule: {rule.message}"
-                             + _rule_fix(rule.rule, partial, model, workload))
+                             + _rule_fix(rule.rule, partial, model, workload, world_size=world_size,
+                                         dp_free=not all(degrees[axis] for axis in PIN_DEGREES if axis != "dp")))
 
 
 def check_vpp_group(vpp_group: int | None, vpp: int | None, pp: int | None) -> None:
@@ -120,23 +121,49 @@ def check_vpp_group(vpp_group: int | None, vpp: int | None, pp: int | None) -> N
                              f"[pp, m] (schedules.py); use --vpp-group {pp} or more, or drop --vpp-group")
 
 
-def _rule_fix(rule: str, plan: ParallelPlan, model: ModelSpec, workload: Workload) -> str:
+def _rule_fix(rule: str, plan: ParallelPlan, model: ModelSpec, workload: Workload, *, world_size: int,
+              dp_free: bool) -> str:
     """How to mend a rule the pins break, where its message names no fix: the nearest lengths or
-    global batches the pins divide, the count the pinned degree must divide ('' for another rule)."""
+    global batches the pins divide, the pins that would pass ('' for another rule). `dp_free`:
+    whether dp may change without other pins (not every other degree pinned)."""
     if rule == "seq_len":
         return _seq_len_fix(plan, workload.seq_len)
     if rule == "batch":
-        unit = plan.dp * plan.micro_batch
-        below, above = workload.global_batch // unit * unit, -(-workload.global_batch // unit) * unit
-        batches = f"{below} or {above}" if below else f"{above}"
-        smaller = "--micro-batch" if plan.micro_batch > 1 else "--dp"
-        return (f"; use --global-batch {batches} (a multiple of dp {plan.dp} x micro_batch {plan.micro_batch}), "
-                f"or a smaller {smaller}")
+        return _batch_fix(plan, workload.global_batch, world_size, dp_free)
     if rule == "heads":
-        return f"; pin tp x ulysses to a divisor of {model.num_heads}"
+        return _heads_fix(plan, model, world_size)
     if rule == "experts" and model.moe is not None:
         return f"; pin --ep to a divisor of {model.moe.num_experts}"
     return ""
+
+
+def _batch_fix(plan: ParallelPlan, global_batch: int, world_size: int, dp_free: bool) -> str:
+    """The batch rule (dp x micro_batch divides the global batch): the nearest global batches that
+    hold it, and the largest smaller micro batch, or dp where the other pins leave it free and the
+    GPUs take it, that passes with the batch given."""
+    unit = plan.dp * plan.micro_batch
+    below, above = global_batch // unit * unit, -(-global_batch // unit) * unit
+    fixes = [f"--global-batch {below} or {above}" if below else f"--global-batch {above}"]
+    micro = next((m for m in range(plan.micro_batch - 1, 0, -1) if global_batch % (plan.dp * m) == 0), None)
+    if micro is not None:
+        fixes.append(f"--micro-batch {micro}")
+    others = plan.tp * plan.pp * plan.ulysses * plan.ring  # the other pinned degrees (unpinned: 1)
+    dp = next((d for d in range(plan.dp - 1, 0, -1) if global_batch % (d * plan.micro_batch) == 0
+               and world_size % (d * others) == 0), None) if dp_free else None
+    if dp is not None:
+        fixes.append(f"--dp {dp}")
+    return f"; use {', or '.join(fixes)}"
+
+
+def _heads_fix(plan: ParallelPlan, model: ModelSpec, world_size: int) -> str:
+    """The heads rule: the tp x ulysses products that divide the heads, meet the KV heads' rule
+    (plan_rules kv_heads: G % s == 0 or s % G == 0) and fit the GPUs the pinned pp and ring leave."""
+    room = world_size // (plan.pp * plan.ring)
+    kv = model.num_kv_heads
+    splits = [s for s in range(1, room + 1)
+              if room % s == 0 and model.num_heads % s == 0 and (kv % s == 0 or s % kv == 0)]
+    return f"; pin tp x ulysses to {', '.join(map(str, splits[:-1]))} or {splits[-1]}" if len(splits) > 1 else (
+        f"; pin tp x ulysses to {splits[0]}")
 
 
 def _seq_len_fix(plan: ParallelPlan, seq_len: int) -> str:

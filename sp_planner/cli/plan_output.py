@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import AbstractContextManager
 import sys
 from pathlib import Path
 from typing import Any
@@ -232,12 +233,12 @@ def print_flags(answer: Answer, console: Console) -> None:
                       "plan.", markup=False, highlight=False)
         names = ()
     for name in names:
-        # Each framework's flags with its own FP8 recipe where none was given, as the plan file names it
-        # (flags.own_recipe); where they cannot express plan 1, the best plan's they can (a bar on a terminal).
-        with delayed_progress(f"looking for a plan {name} can express"):
-            found = framework_flags(name, request, answer.result)
-        if found.refusal is not None:
-            console.print(f"{name} cannot express plan 1: {found.refusal}", markup=False, highlight=False)
+        # Its own FP8 recipe's flags (flags.own_recipe); else the refusal, then a bar while it looks down.
+        def searching(refusal: str, name: str = name) -> AbstractContextManager[object]:
+            console.print(f"{name} cannot express plan 1: {refusal}", markup=False, highlight=False)
+            return delayed_progress(f"looking for a plan {name} can express")
+
+        found = framework_flags(name, request, answer.result, searching=searching)
         if found.flags is None:
             console.print(f"No plan that fits can be expressed in {name}.", markup=False, highlight=False)
             continue

@@ -67,7 +67,7 @@ SwiGLU, bias-dropout-add, gradient-accumulation, router, permute), TP 1:
   QK norm (models with one): +3 forward, +2 backward, in the attention part (cost.qk_norm).
   DeepSeek Sparse Attention (models with one): the indexer's, top-k's and sparse MLA's ops in
     place of the core attention's kernel, in the attention part (cost.dsa_host; DeepSeek-V3.2 at
-    32K, b 1, tp 8: +90 forward, +11 backward); its indexer trained with the sparse KL loss, the
+    32K, b 1, tp 8: +91 forward, +11 backward); its indexer trained with the sparse KL loss, the
     loss path and the indexer's backward on top (cost.dsa_loss_host; there +642, +269).
   TE's unfused attention under GQA: repeat_interleave's copy of K and of V, +2 forward, and
     expand's reduction of their gradients, +2 backward (TransformerEngine d0067d0

@@ -136,7 +136,7 @@ def stage_tails_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[S
     # Negative where the embedding's backward outlasts a layer's (a large vocabulary on a thin
     # layer): the queue runs beside it to the stage's compute end, a window longer than the
     # layers' by the difference, as the simulator runs it (sim.layer_program.stage_backward);
-    # not clipped (tests/cost/test_pipeline_tails.py, Stop 66).
+    # not clipped (tests/cost/test_pipeline_tails.py).
     lead0 = np.where(chunks == 1, bwd_s[0] - row_edges.bwd_tail_s, 0.0)
     start, tails, busy = [], [], []
     for i, s in enumerate(by_stage):

@@ -7,7 +7,8 @@ gets the fitting plans that do, with the overall best shown beside them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from itertools import islice
 
 import numpy as np
@@ -81,16 +82,19 @@ class ExpressedFlags(FrozenModel):
     estimate: PlanEstimate | None = None  # that plan's estimate
 
 
-def framework_flags(name: str, request: FlagRequest, result: SearchResult) -> ExpressedFlags:
+def framework_flags(name: str, request: FlagRequest, result: SearchResult, *,
+                    searching: Callable[[str], AbstractContextManager[object]] | None = None) -> ExpressedFlags:
     """`name`'s flags for the request's plan, asked with its own FP8 recipe where none was given
     (flags.own_recipe); where they cannot express it, those of the best fitting plan of `result`
-    they can (best_expressible, renders down the ranking: a second or more at a large world)."""
+    they can (best_expressible, renders down the ranking: a second or more at a large world),
+    inside `searching(refusal)` where given (sp-plan says the refusal, then shows a bar)."""
     flags = own_recipe_flags(name, request).flags
     if flags.supported:
         return ExpressedFlags(flags=flags)
-    found = best_expressible(result, name, model=request.model, workload=request.workload,
-                             num_nodes=request.num_nodes, gpus_per_node=request.gpus_per_node,
-                             choices=request.choices)
+    with searching(flags.reason or "") if searching is not None else nullcontext():
+        found = best_expressible(result, name, model=request.model, workload=request.workload,
+                                 num_nodes=request.num_nodes, gpus_per_node=request.gpus_per_node,
+                                 choices=request.choices)
     if found is None:
         return ExpressedFlags(flags=None, refusal=flags.reason)
     rank, estimate, expressed = found

@@ -52,15 +52,21 @@ def _pinned(model: str, global_batch: int, micro_batch: int | None = None, exper
 
 
 @pytest.mark.parametrize("model, global_batch, micro_batch, experts, pins, fix", [
-    # 20 % (8 x 1): the multiples of 8 around 20 (was the rule's message alone, no fix).
-    ("llama3-8b", 20, None, None, {"dp": 8}, "; use --global-batch 16 or 24 (a multiple of dp 8 x micro_batch 1), "
-                                             "or a smaller --dp"),
-    ("llama3-8b", 4, 3, None, {}, "; use --global-batch 3 or 6 (a multiple of dp 1 x micro_batch 3), or a smaller "
-                                  "--micro-batch"),
-    ("llama3-8b", 1, None, None, {"dp": 16}, "; use --global-batch 16 (a multiple of dp 16 x micro_batch 1), or a "
-                                             "smaller --dp"),
+    # 20 % (8 x 1): the multiples of 8 around 20, or dp 4 (divides 20 and the 16 GPUs; was the rule's
+    # message alone, no fix).
+    ("llama3-8b", 20, None, None, {"dp": 8}, "; use --global-batch 16 or 24, or --dp 4"),
+    # Micro batch 2 divides 4 where 3 did not; dp 1 has no smaller.
+    ("llama3-8b", 4, 3, None, {}, "; use --global-batch 3 or 6, or --micro-batch 2"),
+    ("llama3-8b", 1, None, None, {"dp": 16}, "; use --global-batch 16, or --dp 1"),
+    # dp 8 and micro batch 2 with batch 4: no micro batch fits (8 > 4), so dp, the largest that divides 4: 2.
+    ("llama3-8b", 4, 2, None, {"dp": 8}, "; use --global-batch 16, or --dp 2"),
+    # Every other degree pinned: dp is fixed at 8 by the GPUs, so only the batch is offered.
+    ("llama3-8b", 20, None, None, {"tp": 2, "pp": 1, "dp": 8, "ulysses": 1, "ring": 1},
+     "the pinned plan breaks the batch rule: global_batch 20 is not divisible by dp*micro_batch = 8*1 (Megatron: "
+     "GBS % (MBS*DP) == 0); use --global-batch 16 or 24"),
+    # 28 heads, 4 KV heads, 16 GPUs: the splits dividing 16 and 28 that the KV heads' rule takes.
     ("qwen2.5-7b", 16, None, None, {"tp": 8}, "num_heads 28 is not divisible by tp*ulysses = 8*1; pin tp x ulysses "
-                                              "to a divisor of 28"),
+                                              "to 1, 2 or 4"),
     ("mixtral-8x7b", 16, None, {"ep": 16}, {}, "num_experts 8 is not divisible by ep 16 (Megatron: num_experts % EP "
                                                "== 0); pin --ep to a divisor of 8"),
 ])

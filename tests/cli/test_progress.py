@@ -109,11 +109,26 @@ def test_the_look_for_a_plan_a_framework_can_express_shows_the_bar(run_main, mon
     from tests.cli.conftest import README_QUESTION
 
     open_bars, recording = _bar_recorder()
+    printed: list[str] = []
+    real_print = plan_output.Console.print
+
+    def recording_print(self, *objects, **kwargs):
+        printed.extend(str(o) for o in objects)
+        return real_print(self, *objects, **kwargs)
+
+    def console_text() -> str:
+        return "\n".join(printed)
+
+    monkeypatch.setattr(plan_output.Console, "print", recording_print)
     looked_under: list[tuple[str, str | None]] = []
     real_best = expressible.best_expressible
 
+    said_first: list[bool] = []
+
     def best(result, name, **kwargs):
         looked_under.append((name, open_bars[-1] if open_bars else None))
+        # The refusal is printed before the look down the ranking, not after it.
+        said_first.append(f"{name} cannot express plan 1: " in console_text())
         return real_best(result, name, **kwargs)
 
     monkeypatch.setattr(plan_output, "delayed_progress", recording)
@@ -122,6 +137,7 @@ def test_the_look_for_a_plan_a_framework_can_express_shows_the_bar(run_main, mon
     # Plan 1 is ulysses 8 x ring 2: DeepSpeed has no ring axis.
     assert "deepspeed" in dict(looked_under)
     assert all(bar == f"looking for a plan {name} can express" for name, bar in looked_under)
+    assert said_first and all(said_first)
 
 
 @pytest.mark.parametrize("output", ["table", "json", "csv"])
