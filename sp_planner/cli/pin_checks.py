@@ -129,39 +129,46 @@ def _rule_fix(rule: str, plan: ParallelPlan, model: ModelSpec, workload: Workloa
     if rule == "seq_len":
         return _seq_len_fix(plan, workload.seq_len)
     if rule == "batch":
-        return _batch_fix(plan, workload.global_batch, world_size, dp_free)
+        return _batch_fix(plan, model, workload, world_size, dp_free)
     if rule == "heads":
-        return _heads_fix(plan, model, world_size)
+        return _heads_fix(plan, model, workload, world_size)
     if rule == "experts" and model.moe is not None:
         return f"; pin --ep to a divisor of {model.moe.num_experts}"
     return ""
 
 
-def _batch_fix(plan: ParallelPlan, global_batch: int, world_size: int, dp_free: bool) -> str:
-    """The batch rule (dp x micro_batch divides the global batch): the nearest global batches that
-    hold it, and the largest smaller micro batch, or dp where the other pins leave it free and the
-    GPUs take it, that passes with the batch given."""
-    unit = plan.dp * plan.micro_batch
+def _passes(plan: ParallelPlan, model: ModelSpec, workload: Workload, rules: tuple[str, ...], **change: int) -> bool:
+    """Whether the pins with `change` break none of `rules` (plan.violations, the rules themselves)."""
+    changed = plan.model_copy(update=change)
+    return not any(v.rule in rules for v in violations(changed, model, workload))
+
+
+def _batch_fix(plan: ParallelPlan, model: ModelSpec, workload: Workload, world_size: int, dp_free: bool) -> str:
+    """The batch rule: the nearest global batches dp x micro_batch divides, and the largest smaller
+    micro batch, or dp where the other pins leave it free and the GPUs take it, that passes with
+    the batch given."""
+    unit, global_batch = plan.dp * plan.micro_batch, workload.global_batch
     below, above = global_batch // unit * unit, -(-global_batch // unit) * unit
     fixes = [f"--global-batch {below} or {above}" if below else f"--global-batch {above}"]
-    micro = next((m for m in range(plan.micro_batch - 1, 0, -1) if global_batch % (plan.dp * m) == 0), None)
+    micro = next((m for m in range(plan.micro_batch - 1, 0, -1)
+                  if _passes(plan, model, workload, ("batch",), micro_batch=m)), None)
     if micro is not None:
         fixes.append(f"--micro-batch {micro}")
     others = plan.tp * plan.pp * plan.ulysses * plan.ring  # the other pinned degrees (unpinned: 1)
-    dp = next((d for d in range(plan.dp - 1, 0, -1) if global_batch % (d * plan.micro_batch) == 0
-               and world_size % (d * others) == 0), None) if dp_free else None
+    dp = next((d for d in range(plan.dp - 1, 0, -1)
+               if world_size % (d * others) == 0 and _passes(plan, model, workload, ("batch",), dp=d)),
+              None) if dp_free else None
     if dp is not None:
         fixes.append(f"--dp {dp}")
     return f"; use {', or '.join(fixes)}"
 
 
-def _heads_fix(plan: ParallelPlan, model: ModelSpec, world_size: int) -> str:
-    """The heads rule: the tp x ulysses products that divide the heads, meet the KV heads' rule
-    (plan_rules kv_heads: G % s == 0 or s % G == 0) and fit the GPUs the pinned pp and ring leave."""
+def _heads_fix(plan: ParallelPlan, model: ModelSpec, workload: Workload, world_size: int) -> str:
+    """The heads rule: the tp x ulysses products that pass it and the KV heads' rule (as tp, ulysses
+    1) and fit the GPUs the pinned pp and ring leave."""
     room = world_size // (plan.pp * plan.ring)
-    kv = model.num_kv_heads
     splits = [s for s in range(1, room + 1)
-              if room % s == 0 and model.num_heads % s == 0 and (kv % s == 0 or s % kv == 0)]
+              if room % s == 0 and _passes(plan, model, workload, ("heads", "kv_heads"), tp=s, ulysses=1)]
     return f"; pin tp x ulysses to {', '.join(map(str, splits[:-1]))} or {splits[-1]}" if len(splits) > 1 else (
         f"; pin tp x ulysses to {splits[0]}")
 
