@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from sp_planner.catalog.names import (
-    builtin_named_by_missing_path,
+    builtin_file_error,
     find,
     looks_like_path,
     lookup_table,
@@ -99,10 +99,9 @@ def load_hardware(name_or_path: str) -> HardwareProfile:
             raise unknown_name_error(
                 name_or_path, _table(), what="hardware", listed_in=_LISTED_IN, hint=_HINT
             )
-    builtin = builtin_named_by_missing_path(name_or_path, _table())
+    builtin = builtin_file_error(name_or_path, _table(), what=_WHAT, kind="profile")
     if builtin is not None:
-        raise UserInputError(f"{_WHAT} file {name_or_path} does not exist; for the built-in profile give its "
-                             f"name alone: {builtin}")
+        raise builtin
     return read_hardware_file(Path(name_or_path))
 
 

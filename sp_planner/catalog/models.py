@@ -12,7 +12,7 @@ from sp_planner.catalog.hf_config import HF_REPO, load_hf_config
 from sp_planner.catalog.hf_fields import WHAT
 from sp_planner.catalog.names import (
     FILE_SUFFIXES,
-    builtin_named_by_missing_path,
+    builtin_file_error,
     find,
     looks_like_path,
     lookup_table,
@@ -63,10 +63,9 @@ def load_model(name_or_path: str) -> ModelSpec:
     hub_error = hub_repo_error(name_or_path)
     if hub_error is not None:
         raise hub_error
-    builtin = builtin_named_by_missing_path(name_or_path, _table())
+    builtin = builtin_file_error(name_or_path, _table(), what=WHAT, kind="model")
     if builtin is not None:
-        raise UserInputError(f"{WHAT} file {name_or_path} does not exist; for the built-in model give its "
-                             f"name alone: {builtin}")
+        raise builtin
     return load_hf_config(Path(name_or_path))
 
 

@@ -63,11 +63,16 @@ def unknown_name_error(
     return UserInputError(f"unknown {what} {query!r}.{suggestion} {listed_in} lists all {count}; {hint}")
 
 
-def builtin_named_by_missing_path(arg: str, table: Mapping[str, str]) -> str | None:
-    """The built-in name that `arg`, a path to nothing (a800.yaml, ./llama3-8b), spells in its last
-    part without a data-file suffix: a built-in given as a file; None where it spells none or exists."""
+def builtin_file_error(arg: str, table: Mapping[str, str], *, what: str, kind: str) -> UserInputError | None:
+    """The error for `arg`, a path to nothing that spells a built-in name in its last part without a
+    data-file suffix (a800.yaml, ./llama3-8b): a built-in given as a file, named; None where it
+    spells none or exists. `what`: the file's kind ('hardware profile'); `kind`: the built-in's
+    ('profile')."""
     if os.path.lexists(arg):  # lexists: False, not an error, for a name too long
         return None
     name = Path(arg).name
     suffix = Path(name).suffix.lower()
-    return find(name[:-len(suffix)] if suffix in FILE_SUFFIXES else name, table)
+    builtin = find(name[:-len(suffix)] if suffix in FILE_SUFFIXES else name, table)
+    if builtin is None:
+        return None
+    return UserInputError(f"{what} file {arg} does not exist; for the built-in {kind} give its name alone: {builtin}")

@@ -3,7 +3,7 @@
 import pytest
 
 from sp_planner.catalog.names import (
-    builtin_named_by_missing_path,
+    builtin_file_error,
     close_names,
     find,
     looks_like_path,
@@ -98,10 +98,12 @@ def test_close_names_stop_at_the_limit_and_fold_aliases_into_their_names():
 def test_a_builtin_given_as_a_missing_path_is_found_by_its_last_part(tmp_path, monkeypatch, arg, builtin):
     monkeypatch.chdir(tmp_path)
     table = lookup_table(["A800", "H100-SXM", "Llama-3-8B"], {})
-    assert builtin_named_by_missing_path(arg, table) == builtin
+    error = builtin_file_error(arg, table, what="hardware profile", kind="profile")
+    assert (None if error is None else str(error)) == (None if builtin is None else (
+        f"hardware profile file {arg} does not exist; for the built-in profile give its name alone: {builtin}"))
 
 
 def test_a_path_that_exists_is_not_taken_for_a_builtin(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a800.yaml").write_text("")
-    assert builtin_named_by_missing_path("a800.yaml", lookup_table(["A800"], {})) is None
+    assert builtin_file_error("a800.yaml", lookup_table(["A800"], {}), what="hardware profile", kind="profile") is None
