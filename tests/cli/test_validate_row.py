@@ -7,16 +7,9 @@ import pytest
 from sp_planner.cli.validate_row import find_row
 from sp_planner.errors import UserInputError
 from sp_planner.validation.corpus import load_corpus
+from tests.validation.corpus_text import FIRST_ROW, SOURCE_AND_DEFAULTS
 
-ONE_ROW = """\
-source: {id: src, title: t, where: w, url: "https://x", read_from: r, setup: s}
-defaults: {model: Llama-2-7B, hardware: A800, num_nodes: 1, gpus_per_node: 8, pp: 1, zero: 1,
-           recompute: none, micro_batch: 1, precision: bf16, framework: Megatron-LM,
-           figure: model_tflops_per_gpu, convention: megatron_full_square, seq_len: 65536,
-           global_batch: 1, ring: 1, dp: 1}
-rows:
-  - {id: a, table: T5 r1, tp: 4, ulysses: 2, measured: 260.2}
-"""
+ONE_ROW = SOURCE_AND_DEFAULTS + FIRST_ROW
 
 
 @pytest.mark.parametrize("row_id", ["", " ", "\t"])

@@ -15,15 +15,9 @@ from sp_planner.fileio import SIGNATURE_HEAD_BYTES
 from sp_planner.validation.corpus import load_corpus
 from sp_planner.validation.report import draw_figure
 from sp_planner.validation.score import score_corpus
+from tests.validation.corpus_text import FIRST_ROW, SOURCE_AND_DEFAULTS
 
-SMALL = """\
-source: {id: src, title: t, where: w, url: "https://x", read_from: r, setup: s}
-defaults: {model: Llama-2-7B, hardware: A800, num_nodes: 1, gpus_per_node: 8, pp: 1, zero: 1,
-           recompute: none, micro_batch: 1, precision: bf16, framework: Megatron-LM,
-           figure: model_tflops_per_gpu, convention: megatron_full_square, seq_len: 65536,
-           global_batch: 1, ring: 1, dp: 1}
-rows:
-  - {id: a, table: T5 r1, tp: 4, ulysses: 2, measured: 260.2}
+SMALL = SOURCE_AND_DEFAULTS + FIRST_ROW + """\
   - {id: b, table: T5 r2, tp: 8, ulysses: 1, measured: 238.9}
   - {id: c, table: T5 r3, tp: 2, ulysses: 4, measured: 250.0}
   - {id: d, table: T5 r4, tp: 8, ulysses: 1, measured: 1, precision: fp8, expressible: false, reason: FP8 run}
