@@ -143,6 +143,14 @@ def dsa_hardware_flops_per_token(model: ModelSpec, seq_len: int) -> float:
             + sparse_mla_bwd_flops_per_token(model, seq_len) + indexer_bwd_flops_per_token(model, seq_len))
 
 
+def copies_up_v_weight(model: ModelSpec, tp) -> np.ndarray:
+    """Whether DSAttention.forward's up_v_weight.contiguous() (Megatron-LM d98e8a6 dsa.py line 1665)
+    copies the V up-projection weight: with more than one head on the rank its slice of
+    linear_kv_up_proj.weight is strided (absorbed_mla.py lines 694-705); at one head it is a view.
+    Its host op is cost.dsa_host's, its HBM pass cost.dsa_times'."""
+    return model.num_heads / np.asarray(tp, dtype=np.float64) > 1
+
+
 def trains_indexer(model: ModelSpec) -> bool:
     """Whether the model's DSA indexer trains with its sparse KL loss (DSASpec.indexer_loss)."""
     return model.dsa is not None and model.dsa.indexer_loss == "sparse"

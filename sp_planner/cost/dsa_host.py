@@ -66,7 +66,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sp_planner.cost.dsa import INDEXER_BLOCK_QUERIES
+from sp_planner.cost.dsa import INDEXER_BLOCK_QUERIES, copies_up_v_weight
 from sp_planner.specs.model import ModelSpec
 
 INDEXER_GEMMS = 3
@@ -107,7 +107,7 @@ def dsa_host_ops(model: ModelSpec, *, seq_len: int, micro_batch, tp, ring, seque
     topk = b * (TOPK_SEQUENCE_OPS + np.where(multi, TOPK_SEQUENCE_COPIES, 0) + blocks * TOPK_BLOCK_OPS)
     heads = model.num_heads / np.asarray(tp)
     pad = np.where(heads < SPARSE_MLA_MIN_HEADS, 1, 0)
-    up_v = np.where(heads > 1, UP_V_WEIGHT_COPY_OPS, 0)
+    up_v = np.where(copies_up_v_weight(model, tp), UP_V_WEIGHT_COPY_OPS, 0)
     sparse_fwd = SPARSE_MLA_FORWARD_OPS + np.where(multi, SPARSE_MLA_FORWARD_COPIES, 0) + pad + up_v
     sparse_bwd = SPARSE_MLA_BACKWARD_OPS + np.where(multi, SPARSE_MLA_BACKWARD_COPIES, 0)
     cp = r > 1

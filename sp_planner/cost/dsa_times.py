@@ -46,6 +46,7 @@ from sp_planner.cost.dsa import (
     FP32_LOGIT_BYTES,
     SPARSE_MLA_FLOPS_PER_S,
     TOPK_LOGIT_PASSES,
+    copies_up_v_weight,
     indexer_input_elems_per_token,
     indexer_projection_flops_per_token,
     indexer_score_flops_per_token,
@@ -130,7 +131,7 @@ def up_v_copy_bytes(model: ModelSpec, *, tp) -> np.ndarray:
     assert model.mla is not None
     heads = model.num_heads / np.asarray(tp, dtype=np.float64)
     weight = heads * model.mla.v_head_dim * model.mla.kv_lora_rank * BF16_BYTES
-    return np.where(heads > 1, 2 * weight, 0.0)
+    return np.where(copies_up_v_weight(model, tp), 2 * weight, 0.0)
 
 
 class DSACommBytes(NamedTuple):
