@@ -9,9 +9,7 @@ plan a framework's flags are looked for down the ranking (present.expressible).
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
-from sp_planner.choices import own_fp8_recipe  # noqa: F401 (re-exported: it was defined here)
+from sp_planner.choices import own_fp8_recipe
 from sp_planner.flags import render_flags
 from sp_planner.flags.base import FlagRequest, FrameworkFlags
 from sp_planner.plan import Fp8Recipe, ParallelPlan
@@ -28,30 +26,19 @@ def framework_plan(plan: ParallelPlan, name: str, *, recipe_given: bool) -> Para
     return plan.model_copy(update={"fp8_recipe": own_fp8_recipe(name)})
 
 
-class OwnRecipeFlags(NamedTuple):
-    flags: FrameworkFlags  # with own_recipe_note where `recipe` is not None
-    recipe: Fp8Recipe | None  # the recipe the flags were asked with where it is not the plan's, else None
-
-
 def own_recipe_note(name: str, recipe: Fp8Recipe, ranked: Fp8Recipe) -> str:
     """The note on `name`'s flags asked with its own `recipe` where the plans were ranked with `ranked`."""
     return (f"{name} runs {recipe} FP8 scaling, its own, where the plans were ranked with {ranked} scaling; "
             f"sp-plan --framework {name} times them so.")
 
 
-def with_own_recipe_note(flags: FrameworkFlags, name: str, recipe: Fp8Recipe | None,
-                         ranked: Fp8Recipe) -> FrameworkFlags:
-    """`flags` with own_recipe_note last among its notes where `recipe` is not None (flags of a plan
-    asked with `name`'s own recipe), else `flags`."""
-    if recipe is None:
-        return flags
-    return flags.model_copy(update={"notes": (*flags.notes, own_recipe_note(name, recipe, ranked))})
-
-
-def own_recipe_flags(name: str, request: FlagRequest) -> OwnRecipeFlags:
+def own_recipe_flags(name: str, request: FlagRequest) -> FrameworkFlags:
     """`name`'s flags for the request's plan, asked with its own FP8 recipe where the user gave none
-    (request.fp8_recipe_given false), with a note where that is not the plan's."""
+    (request.fp8_recipe_given false; framework_plan), with own_recipe_note last among its notes where
+    that is not the plan's recipe."""
     own = framework_plan(request.plan, name, recipe_given=request.fp8_recipe_given)
-    recipe = own.fp8_recipe if own != request.plan else None
-    flags = render_flags(name, request if recipe is None else request.model_copy(update={"plan": own}))
-    return OwnRecipeFlags(with_own_recipe_note(flags, name, recipe, request.plan.fp8_recipe), recipe)
+    if own == request.plan:
+        return render_flags(name, request)
+    flags = render_flags(name, request.model_copy(update={"plan": own}))
+    note = own_recipe_note(name, own.fp8_recipe, request.plan.fp8_recipe)
+    return flags.model_copy(update={"notes": (*flags.notes, note)})

@@ -51,7 +51,7 @@ def _expressible(
             return
         plan = plan_of_row(dict(zip(names, values)))
         flags = own_recipe_flags(framework, choices.request(plan, model=model, workload=workload, num_nodes=num_nodes,
-                                                            gpus_per_node=gpus_per_node)).flags
+                                                            gpus_per_node=gpus_per_node))
         if flags.supported:
             _, whole = next(head.iloc[rank - 1:rank].iterrows())  # the row as iterrows gives it
             yield rank, PlanEstimate.from_row(whole), flags
@@ -88,7 +88,7 @@ def framework_flags(name: str, request: FlagRequest, result: SearchResult, *,
     (flags.own_recipe); where they cannot express it, those of the best fitting plan of `result`
     they can (best_expressible, renders down the ranking: a second or more at a large world),
     inside `searching(refusal)` where given (sp-plan says the refusal, then shows a bar)."""
-    flags = own_recipe_flags(name, request).flags
+    flags = own_recipe_flags(name, request)
     if flags.supported:
         return ExpressedFlags(flags=flags)
     with searching(flags.reason or "") if searching is not None else nullcontext():

@@ -155,7 +155,7 @@ def plan_entry(
     request = choices.request(estimate.plan, model=model, workload=workload, num_nodes=num_nodes,
                               gpus_per_node=gpus_per_node)
     # Each asked with its own FP8 recipe where none was given, noted (flags.own_recipe), as sp-plan prints them.
-    rendered = {framework: own_recipe_flags(framework, request).flags for framework in FRAMEWORKS}
+    rendered = {framework: own_recipe_flags(framework, request) for framework in FRAMEWORKS}
     flags = {framework: {name: _jsonable(getattr(each, name)) for name in FLAG_FIELDS}
              for framework, each in rendered.items()}
     plan = estimate.plan

@@ -8,7 +8,8 @@ import pytest
 
 from sp_planner.cli.option_checks import resolve_fp8_recipe
 from sp_planner.flags import FRAMEWORKS, render_flags
-from sp_planner.flags.own_recipe import framework_plan, own_fp8_recipe, own_recipe_flags
+from sp_planner.choices import own_fp8_recipe
+from sp_planner.flags.own_recipe import framework_plan, own_recipe_flags
 
 NOTE = ("torchtitan runs tensorwise FP8 scaling, its own, where the plans were ranked with delayed scaling; "
         "sp-plan --framework torchtitan times them so.")
@@ -28,19 +29,22 @@ def _delayed(build, *, given: bool):
 def test_torchtitan_is_asked_with_tensorwise_where_no_recipe_was_given(build):
     # --framework all ranked with Megatron's delayed; torchao float8 has none, so torchtitan's flags are
     # those of the plan with its own tensorwise, and the last note says so.
-    flags, recipe = own_recipe_flags("torchtitan", _delayed(build, given=False))
+    flags = own_recipe_flags("torchtitan", _delayed(build, given=False))
+    recipe = framework_plan(_delayed(build, given=False).plan, "torchtitan", recipe_given=False).fp8_recipe
     assert (flags.supported, recipe) == (True, "tensorwise")
     assert tomllib.loads(flags.text)["quantize"]["linear"]["float8"]["recipe_name"] == "tensorwise"
     assert flags.notes[-1] == NOTE
     # Megatron-LM runs the delayed scaling it was ranked with: its flags as they are, no note.
     megatron = own_recipe_flags("megatron", _delayed(build, given=False))
-    assert megatron == (render_flags("megatron", _delayed(build, given=True)), None)
-    assert "--fp8-recipe delayed" in megatron.flags.text
+    assert megatron == render_flags("megatron", _delayed(build, given=True))
+    assert framework_plan(_delayed(build, given=False).plan, "megatron", recipe_given=False).fp8_recipe == "delayed"
+    assert "--fp8-recipe delayed" in megatron.text
 
 
 def test_a_given_delayed_recipe_is_refused_by_torchtitan(build):
-    flags, recipe = own_recipe_flags("torchtitan", _delayed(build, given=True))
-    assert (flags.supported, recipe, flags.notes) == (False, None, ())
+    flags = own_recipe_flags("torchtitan", _delayed(build, given=True))
+    assert framework_plan(_delayed(build, given=True).plan, "torchtitan", recipe_given=True).fp8_recipe == "delayed"
+    assert (flags.supported, flags.notes) == (False, ())
     assert flags.reason.startswith("fp8_recipe delayed cannot be expressed: torchtitan's float8 (torchao)")
 
 

@@ -141,6 +141,6 @@ def test_flags_that_express_plan_1_are_its_own_recipe_flags():
     result, (bf16, fp8) = _two_plan_result("bf16", "fp8")
     request = _titan_request(fp8.plan, given=False)
     found = framework_flags("torchtitan", request, result)
-    assert found.model_dump() == {"flags": own_recipe_flags("torchtitan", request).flags.model_dump(),
+    assert found.model_dump() == {"flags": own_recipe_flags("torchtitan", request).model_dump(),
                                   "refusal": None, "rank": None, "estimate": None}
     assert found.flags.notes[-1] == OWN_RECIPE_NOTE
